@@ -1,0 +1,1 @@
+# rules for the headers stage (see workflow/headers.py)

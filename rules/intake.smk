@@ -1,0 +1,1 @@
+# rules for the intake stage (see workflow/intake.py)

@@ -1,0 +1,1 @@
+# rules for the preprocess stage (see workflow/preprocess.py)

@@ -1,0 +1,1 @@
+# rules for the report stage (see workflow/report.py)

@@ -1,0 +1,1 @@
+# rules for the tables stage (see workflow/tables.py)

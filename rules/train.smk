@@ -1,0 +1,1 @@
+# rules for the train stage (see workflow/train.py)

@@ -1,0 +1,65 @@
+"""Every file that one stage writes and another stage reads, in one place.
+
+Patterns use Snakemake wildcard syntax, so rules use them directly and Python code fills them
+with ``str.format``. The key shared by every stage is ``(cohort, subject, session)``:
+
+* ``cohort``: the name used in ``config.yaml`` (ADNI, AIBL, NACC or a user's own).
+* ``subject``: a BIDS participant label without ``sub-`` (``ADNI027S0074``, ``AIBL123``,
+  ``NACC123456``); the cohort's native id (PTID, RID, NACCID) travels beside it as ``source_id``.
+* ``session``: a BIDS session label without ``ses-`` (``M000``, ``M018``, or ``D20150412`` when a
+  session is known only by its date).
+
+Paths are relative to the Snakemake working directory.
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+
+# --- synthesize: native files of a synthetic cohort, laid out as a real user holds them ---------
+SYNTHETIC_ROOT = "results/synthetic/{cohort}"
+SYNTHETIC_DONE = "results/synthetic/{cohort}/.complete"
+# Ground truth written beside the synthetic data (pose, brain mask) for QC checks.
+SYNTHETIC_TRUTH_DIR = "results/synthetic/{cohort}/truth"
+
+# --- intake: one images table and one visits table per cohort ------------------------------------
+INTAKE_IMAGES = "results/intake/{cohort}/images.tsv"
+INTAKE_VISITS = "results/intake/{cohort}/visits.tsv"
+INTAKE_EXCLUSIONS = "results/intake/{cohort}/exclusions.tsv"
+
+# --- preprocess: CAPS-style per-image outputs, then per-cohort QC --------------------------------
+PREPROCESS_SESSION_DIR = "results/preprocess/{cohort}/subjects/sub-{subject}/ses-{session}"
+MODEL_READY_VOLUME = (
+    "results/preprocess/{cohort}/subjects/sub-{subject}/ses-{session}/model_ready/"
+    "sub-{subject}_ses-{session}_desc-modelready_T1w.npy"
+)
+PREPROCESS_QC = "results/preprocess/{cohort}/qc.tsv"
+PREPROCESS_EXCLUSIONS = "results/preprocess/{cohort}/exclusions.tsv"
+PREPROCESS_MOSAIC_DIR = "results/preprocess/{cohort}/mosaics"
+
+# --- tables: the model-ready clinical table of a cohort ------------------------------------------
+TABLE = "results/tables/{cohort}/table.tsv"
+TABLE_COLUMNS = "results/tables/{cohort}/columns.yaml"
+TABLE_STATS = "results/tables/{cohort}/stats.json"
+TABLE_SPLIT = "results/tables/{cohort}/split.tsv"
+TABLE_EXCLUSIONS = "results/tables/{cohort}/exclusions.tsv"
+TABLE_SUMMARY = "results/tables/{cohort}/summary.json"
+TABLE_SUMMARY_MD = "results/tables/{cohort}/summary.md"
+
+# --- headers: frozen text-encoder vectors of every column header ---------------------------------
+HEADER_BANK = "results/headers/{encoder}.safetensors"
+HEADER_SIMILARITY = "results/headers/{encoder}.similarity.json"
+
+# --- training -------------------------------------------------------------------------------------
+PRETRAIN_DIR = "results/pretrain/{variant}"
+PRETRAINED_WEIGHTS = "results/pretrain/{variant}/model.safetensors"
+FINETUNE_DIR = "results/finetune/{variant}/{cohort}/seed-{seed}"
+FINETUNED_WEIGHTS = "results/finetune/{variant}/{cohort}/seed-{seed}/best.safetensors"
+EVAL_METRICS = "results/eval/{variant}/{cohort}/seed-{seed}/metrics.json"
+EVAL_PREDICTIONS = "results/eval/{variant}/{cohort}/seed-{seed}/predictions.tsv"
+
+# --- report ---------------------------------------------------------------------------------------
+TABLE1 = "results/report/table1.{ext}"
+
+# Columns of every exclusions table, whatever the stage: who was left out, where, and why.
+EXCLUSION_COLUMNS = ["stage", "cohort", "subject", "session", "file", "row", "column", "reason"]
