@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine with Python 3.11 and pip:
+#   make demo   set up .venv and run the whole demo DAG (synthetic cohorts -> Table 1)
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+CORES ?= all
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test
+
+setup: $(VENV)/.installed
+
+# torch is installed first, pinned, so that no dependency pulls a multi-GB CUDA build on CPU
+# machines; on a GPU machine the same pin resolves to PyPI's CUDA wheel.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile=config/demo.yaml
+	@echo "Table 1: results/report/table1.md"
+	@cat results/report/table1.md
+
+test: setup
+	$(BIN)/python -m pytest
