@@ -1,0 +1,85 @@
+"""CITab in PyTorch: 3D ResNet image encoder, SAT tabular encoder with P-MoLin, fusion, heads, losses.
+
+Fu et al., "Unleashing the Power of Image-Tabular Self-Supervised Learning via Breaking
+Cross-Tabular Barriers", AAAI 2026. The model follows the official code as
+``../shared/docs/model-spec.md`` describes it (the paper configuration has 87,587,394 parameters
+for pretraining and 82,800,963 for fine-tuning with 768-wide header vectors).
+
+This package imports nothing from ``workflow/``: the pipeline passes it plain tensors.
+
+Public API (stable names; the training stage codes against these)
+-----------------------------------------------------------------
+Building a model (``model.registry``)::
+
+    list_variants() -> list[str]
+        Registered variant names: "citab" (the paper model) and the ablations
+        "citab_no_header", "citab_no_mask", "citab_no_pmolin", "citab_cross_attention",
+        "citab_no_itc", "citab_no_itm" (Table 2) and "citab_e3" ... "citab_e6" (Table 3).
+    variant_config(name) -> dict
+        The full constructor arguments of a variant (a fresh copy; paper sizes).
+    build_model(name, header_bank, **overrides) -> CITab
+        ``header_bank``: float tensor [N, D_h], the frozen header vectors (row = column id).
+        ``overrides``: any CITab constructor argument: ``stage`` ("pretrain": ITC projection heads
+        + ITM head, the default; "finetune": the classifier only, so parameter counts match the
+        paper's), resnet_depth (10/18/34/50), resnet_widths (4 ints), embed_dim, num_layers,
+        fusion_layers, num_heads, num_experts, expert_hidden, fusion_mlp_ratio, projection_dim,
+        image_head_hidden, num_classes, temperature, hard_negatives ("sample" | "argmax").
+        Unknown keys raise TypeError. There is no image-token setting: image tokens carry no
+        position embedding, so any input size works (the token count is the ResNet map's size).
+    CITab.config: dict of the constructor arguments (JSON-serialisable, without the bank):
+        ``CITab(header_bank, **config)`` rebuilds the same architecture.
+
+Reading the header bank (``model.header_bank``)::
+
+    load_header_bank(path) -> HeaderBank
+        ``HeaderBank.embeddings`` float32 [N, D_h], ``HeaderBank.headers`` list[str] (row order),
+        ``HeaderBank.metadata`` dict, ``HeaderBank.column_ids(header_texts) -> list[int]``
+        (KeyError naming the missing text).
+
+Using a model (``model.citab.CITab``; all inputs batch-first)::
+
+    image     float [B, 1, X, Y, Z]
+    values    float [B, C]      standardised cell values (missing cells already 0)
+    col_ids   long  [B, C]      row index into the header bank (any valid id on padded cells)
+    pad_mask  bool  [B, C]      True = padded (not a column of this row's cohort); None = no padding
+
+    pretrain_losses(image, values, col_ids, pad_mask=None, generator=None) -> dict[str, Tensor]
+        (stage "pretrain", B >= 2) keys: "loss" (the scalar to backpropagate: (itc + itm) / 2, or
+        the single loss a w/o-ITC / w/o-ITM variant trains); "itc" scalar and "itc_logits" [B, B]
+        (always present: ITM negatives are drawn from them; no gradient in the w/o-ITC variant);
+        when ITM is trained (not in citab_no_itm): "itm" scalar, "itm_logits" [3B, 2],
+        "itm_labels" [3B] (B ones then 2B zeros), "itm_accuracy" scalar.
+    classify(image, values, col_ids, pad_mask=None, return_routing=False)
+        (stage "finetune") -> logits [B, num_classes]; with return_routing=True -> (logits, routing) where routing is
+        a list (one per tabular layer) of softmax weights [B, C+1, E] (token 0 = CLS), or an empty
+        list for the plain-FFN variant.
+    fused_cls(image, values, col_ids, pad_mask=None) -> [B, embed_dim]  (fused CLS; online probes)
+    encoder_state_dict() -> dict[str, Tensor]
+        Weights (and BatchNorm statistics) of the three encoders: image_encoder.*,
+        tabular_encoder.*, fusion.*. The header bank is a non-persistent buffer: it is never in a
+        state dict; build the fine-tuning model on the same header bank file.
+    load_pretrained_encoders(state_dict) -> LoadReport(missing: list[str], unexpected: list[str])
+        Loads encoder weights from a pretraining state dict (whole-model or encoder_state_dict);
+        ITC projection heads and the ITM head are skipped, the classifier keeps its fresh init.
+        Raises RuntimeError on any missing encoder weight or shape mismatch; ``unexpected``
+        lists the keys that were skipped.
+    encoder_parameters() -> iterator of the encoders' parameters (for the "frozen" strategy)
+    freeze_encoders() -> None  (requires_grad=False on the encoders; classifier stays trainable)
+    head_parameters(), config (dict of constructor arguments, JSON-serialisable)
+"""
+
+from __future__ import annotations
+
+from model.citab import CITab, LoadReport
+from model.header_bank import HeaderBank, load_header_bank
+from model.registry import build_model, list_variants, variant_config
+
+__all__ = [
+    "CITab",
+    "HeaderBank",
+    "LoadReport",
+    "build_model",
+    "list_variants",
+    "load_header_bank",
+    "variant_config",
+]

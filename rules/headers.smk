@@ -1,1 +1,27 @@
-# rules for the headers stage (see workflow/headers.py)
+# Header stage: every column header text -> frozen text-encoder vectors (workflow/headers.py).
+from workflow.headers import encoder_settings, header_texts
+
+
+rule embed_headers:
+    """Embed all header texts of all cohorts once with the {encoder} text encoder (cached)."""
+    input:
+        code=code_files("workflow.headers", "workflow.columns", "model.header_bank"),
+    output:
+        bank=paths.HEADER_BANK,
+        similarity=paths.HEADER_SIMILARITY,
+    params:
+        texts=header_texts(config),
+        encoder=lambda wildcards: encoder_settings(config["headers"], wildcards.encoder),
+        batch_size=config["headers"]["batch_size"],
+        cache_dir=config["headers"]["cache_dir"],
+    log:
+        "results/logs/embed_headers/{encoder}.log",
+    benchmark:
+        "results/benchmarks/embed_headers/{encoder}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/headers.yaml"
+    script:
+        "../workflow/scripts/embed_headers.py"

@@ -1,1 +1,236 @@
-# rules for the preprocess stage (see workflow/preprocess.py)
+# rules for the preprocess stage (see workflow/preprocess.py, docs/interfaces.md section 3):
+# check -> N4 -> affine to MNI + crop -> skull strip -> model-ready volume -> QC, per image;
+# only images that pass the input check (checkpoint preprocess_accepted) go past it.
+from workflow import preprocess as preprocess_stage
+
+PREPROCESS = config["preprocess"]
+PREPROCESS_FILES = preprocess_stage.session_files(PREPROCESS["voxel_size_mm"])
+PREPROCESS_TEMPLATE = preprocess_stage.template_files(PREPROCESS["voxel_size_mm"])
+PREPROCESS_CODE = code_files("workflow.preprocess", "workflow.templates")
+
+
+rule preprocess_all:
+    """Preprocessing target: every cohort's QC table (and so every image's model-ready volume)."""
+    input:
+        expand(paths.PREPROCESS_QC, cohort=COHORTS),
+
+
+rule preprocess_template:
+    """The registration target at the working voxel size, its Clinica crop and brain mask."""
+    input:
+        template=PREPROCESS["template"] or [],
+        code=PREPROCESS_CODE,
+    output:
+        head=PREPROCESS_TEMPLATE["head"],
+        crop=PREPROCESS_TEMPLATE["crop"],
+        brainmask=PREPROCESS_TEMPLATE["brainmask"],
+    params:
+        template=PREPROCESS["template"],
+        voxel_size_mm=PREPROCESS["voxel_size_mm"],
+    log:
+        "results/logs/preprocess_template/template.log",
+    benchmark:
+        "results/benchmarks/preprocess_template/template.tsv"
+    threads: 1
+    resources:
+        mem_mb=PREPROCESS["mem_mb"]["light"],
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_template.py"
+
+
+rule preprocess_check_t1:
+    """Read one native T1 and write whether it can be preprocessed (and why not)."""
+    input:
+        t1=preprocess_stage.native_t1_input(checkpoints),
+        code=PREPROCESS_CODE,
+    output:
+        verdict=PREPROCESS_FILES["check"],
+    params:
+        voxel_size_range_mm=PREPROCESS["check"]["voxel_size_range_mm"],
+        min_axis_voxels=PREPROCESS["check"]["min_axis_voxels"],
+    log:
+        "results/logs/preprocess_check_t1/{cohort}/{subject}_{session}.log",
+    benchmark:
+        "results/benchmarks/preprocess_check_t1/{cohort}/{subject}_{session}.tsv"
+    threads: 1
+    resources:
+        mem_mb=PREPROCESS["mem_mb"]["light"],
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_check_t1.py"
+
+
+checkpoint preprocess_accepted:
+    """The images of a cohort that passed the input check (the rest reach qc.tsv as excluded)."""
+    input:
+        images=lambda wildcards: preprocess_stage.intake_images(checkpoints, wildcards.cohort),
+        verdicts=preprocess_stage.every_image_input(checkpoints, PREPROCESS_FILES["check"]),
+        code=PREPROCESS_CODE,
+    output:
+        accepted=preprocess_stage.ACCEPTED,
+    log:
+        "results/logs/preprocess_accepted/{cohort}.log",
+    benchmark:
+        "results/benchmarks/preprocess_accepted/{cohort}.tsv"
+    threads: 1
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_accepted.py"
+
+
+rule preprocess_n4:
+    """N4 bias field correction (Clinica's settings), native space."""
+    input:
+        t1=preprocess_stage.native_t1_input(checkpoints),
+        code=PREPROCESS_CODE,
+    output:
+        n4=PREPROCESS_FILES["n4"],
+        bias=PREPROCESS_FILES["bias"],
+    params:
+        n4=PREPROCESS["n4"],
+    log:
+        "results/logs/preprocess_n4/{cohort}/{subject}_{session}.log",
+    benchmark:
+        "results/benchmarks/preprocess_n4/{cohort}/{subject}_{session}.tsv"
+    threads: PREPROCESS["threads"]
+    resources:
+        mem_mb=PREPROCESS["mem_mb"]["n4"],
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_n4.py"
+
+
+rule preprocess_register:
+    """Affine registration to MNI (antsRegistrationSyNQuick[a]) and Clinica's crop."""
+    input:
+        n4=PREPROCESS_FILES["n4"],
+        template=PREPROCESS_TEMPLATE["head"],
+        code=PREPROCESS_CODE,
+    output:
+        affine=PREPROCESS_FILES["affine"],
+        crop=PREPROCESS_FILES["crop"],
+    params:
+        voxel_size_mm=PREPROCESS["voxel_size_mm"],
+        seed=PREPROCESS["random_seed"],
+        type_of_transform=PREPROCESS["registration"]["type_of_transform"],
+    log:
+        "results/logs/preprocess_register/{cohort}/{subject}_{session}.log",
+    benchmark:
+        "results/benchmarks/preprocess_register/{cohort}/{subject}_{session}.tsv"
+    threads: PREPROCESS["threads"]
+    resources:
+        mem_mb=PREPROCESS["mem_mb"]["registration"],
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_register.py"
+
+
+rule preprocess_skullstrip:
+    """Brain mask and skull-stripped T1 of the registered crop (deepbet or SynthStrip)."""
+    input:
+        crop=PREPROCESS_FILES["crop"],
+        synthstrip_model=(
+            PREPROCESS["skullstrip"]["synthstrip_model"] or []
+            if PREPROCESS["skullstrip"]["method"] == "synthstrip"
+            else []
+        ),
+        code=code_files("workflow.skullstrip"),
+    output:
+        mask=PREPROCESS_FILES["mask"],
+        brain=PREPROCESS_FILES["brain"],
+    params:
+        skullstrip=PREPROCESS["skullstrip"],
+    log:
+        "results/logs/preprocess_skullstrip/{cohort}/{subject}_{session}.log",
+    benchmark:
+        "results/benchmarks/preprocess_skullstrip/{cohort}/{subject}_{session}.tsv"
+    threads: PREPROCESS["threads"]
+    resources:
+        mem_mb=PREPROCESS["mem_mb"]["skullstrip"],
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_skullstrip.py"
+
+
+rule preprocess_model_ready:
+    """The stripped crop resampled to the model input shape, stored as .npy + scaling sidecar."""
+    input:
+        crop=PREPROCESS_FILES["crop"],
+        mask=PREPROCESS_FILES["mask"],
+        code=PREPROCESS_CODE,
+    output:
+        volume=PREPROCESS_FILES["volume"],
+        sidecar=PREPROCESS_FILES["volume_sidecar"],
+    params:
+        shape=PREPROCESS["model_ready"]["shape"],
+        dtype=PREPROCESS["model_ready"]["dtype"],
+    log:
+        "results/logs/preprocess_model_ready/{cohort}/{subject}_{session}.log",
+    benchmark:
+        "results/benchmarks/preprocess_model_ready/{cohort}/{subject}_{session}.tsv"
+    threads: 1
+    resources:
+        mem_mb=PREPROCESS["mem_mb"]["light"],
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_model_ready.py"
+
+
+rule preprocess_image_qc:
+    """Registration / brain-volume metrics (and errors against ground truth on synthetic data), mosaic."""
+    input:
+        crop=PREPROCESS_FILES["crop"],
+        mask=PREPROCESS_FILES["mask"],
+        affine=PREPROCESS_FILES["affine"],
+        volume=PREPROCESS_FILES["volume"],
+        template_crop=PREPROCESS_TEMPLATE["crop"],
+        template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
+        code=code_files("workflow.preprocess_qc", "workflow.preprocess"),
+    output:
+        qc=PREPROCESS_FILES["qc"],
+        mosaic=PREPROCESS_FILES["mosaic"],
+    params:
+        truth=preprocess_stage.truth_param(config, "truth"),
+        truth_brainmask=preprocess_stage.truth_param(config, "brainmask"),
+    log:
+        "results/logs/preprocess_image_qc/{cohort}/{subject}_{session}.log",
+    benchmark:
+        "results/benchmarks/preprocess_image_qc/{cohort}/{subject}_{session}.tsv"
+    threads: 1
+    resources:
+        mem_mb=PREPROCESS["mem_mb"]["light"],
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_image_qc.py"
+
+
+rule preprocess_cohort_qc:
+    """The cohort's qc.tsv (one row per image, passed or why not) and exclusions.tsv."""
+    input:
+        images=lambda wildcards: preprocess_stage.intake_images(checkpoints, wildcards.cohort),
+        verdicts=preprocess_stage.every_image_input(checkpoints, PREPROCESS_FILES["check"]),
+        qc=preprocess_stage.accepted_image_input(checkpoints, PREPROCESS_FILES["qc"]),
+        code=code_files("workflow.preprocess_qc", "workflow.preprocess"),
+    output:
+        qc=paths.PREPROCESS_QC,
+        exclusions=paths.PREPROCESS_EXCLUSIONS,
+    params:
+        thresholds=PREPROCESS["qc"],
+    log:
+        "results/logs/preprocess_cohort_qc/{cohort}.log",
+    benchmark:
+        "results/benchmarks/preprocess_cohort_qc/{cohort}.tsv"
+    threads: 1
+    conda:
+        "../envs/preprocess.yaml"
+    script:
+        "../workflow/scripts/preprocess_cohort_qc.py"

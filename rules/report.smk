@@ -1,1 +1,29 @@
-# rules for the report stage (see workflow/report.py)
+# Report stage (see workflow/report.py): Table 1 from every evaluation of the configured variants.
+
+
+rule results_table:
+    input:
+        metrics=expand(
+            paths.EVAL_METRICS,
+            variant=config["report"]["variants"],
+            cohort=COHORTS,
+            seed=config["finetune"]["seeds"],
+        ),
+        code=code_files("workflow.report"),
+    output:
+        csv=paths.TABLE1.format(ext="csv"),
+        markdown=paths.TABLE1.format(ext="md"),
+        latex=paths.TABLE1.format(ext="tex"),
+    params:
+        variants=config["report"]["variants"],
+        cohorts=COHORTS,
+        method_names=config["report"]["method_names"],
+        decimals=config["report"]["decimals"],
+    log:
+        "results/logs/results_table/table1.log",
+    benchmark:
+        "results/benchmarks/results_table/table1.tsv"
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/results_table.py"

@@ -1,1 +1,33 @@
-# rules for the synthesize stage (see workflow/synthesize.py)
+# rules for the synthesize stage (see workflow/synthesize.py, docs/interfaces.md section 1):
+# a synthetic stand-in for every cohort whose config says source: synthetic.
+from workflow.synthesize import cohort_settings
+
+SYNTHETIC = config["synthetic"]
+SYNTHETIC_COHORTS = [name for name, cohort in config["cohorts"].items() if cohort["source"] == "synthetic"]
+
+
+rule synthesize_cohort:
+    """Generate one synthetic cohort in its native format: clinical tables, T1w heads, ground truth."""
+    input:
+        code=code_files(
+            "workflow.synthesize", "workflow.synthetic_clinical", "workflow.synthetic_mri", "workflow.templates"
+        ),
+    output:
+        root=directory(paths.SYNTHETIC_ROOT),
+    params:
+        fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
+        settings=lambda wildcards: cohort_settings(SYNTHETIC, wildcards.cohort),
+    wildcard_constraints:
+        # (?!) matches nothing: with no synthetic cohort the rule never applies.
+        cohort="|".join(SYNTHETIC_COHORTS) or "(?!)",
+    log:
+        "results/logs/synthesize_cohort/{cohort}.log",
+    benchmark:
+        "results/benchmarks/synthesize_cohort/{cohort}.tsv"
+    threads: SYNTHETIC["threads"]
+    resources:
+        mem_mb=SYNTHETIC["mem_mb"] * SYNTHETIC["threads"] + 500,
+    conda:
+        "../envs/synthesize.yaml"
+    script:
+        "../workflow/scripts/synthesize_cohort.py"

@@ -1,1 +1,39 @@
 # rules for the tables stage (see workflow/tables.py)
+from workflow.columns import resolve_columns_path
+
+
+rule build_table:
+    """Align images with labelled visits, keep one per subject, split, encode, summarise."""
+    input:
+        images=paths.INTAKE_IMAGES,
+        visits=paths.INTAKE_VISITS,
+        intake_exclusions=paths.INTAKE_EXCLUSIONS,
+        qc=paths.PREPROCESS_QC,
+        columns=str(resolve_columns_path(config["tables"]["columns"])),
+        split_table=lambda wildcards: config["tables"]["split_tables"].get(wildcards.cohort, []),
+        code=code_files("workflow.tables", "workflow.intake", "workflow.columns"),
+    output:
+        table=paths.TABLE,
+        columns=paths.TABLE_COLUMNS,
+        stats=paths.TABLE_STATS,
+        split=paths.TABLE_SPLIT,
+        exclusions=paths.TABLE_EXCLUSIONS,
+        summary=paths.TABLE_SUMMARY,
+        summary_md=paths.TABLE_SUMMARY_MD,
+    params:
+        window_days=config["tables"]["window_days"],
+        exact_visit_code=config["tables"]["exact_visit_code"],
+        timepoint=config["tables"]["timepoint"],
+        seed=config["tables"]["seed"],
+        split_fractions=config["tables"]["split_fractions"],
+        stats_scope=config["tables"]["stats_scope"],
+        zscore_categorical=config["tables"]["zscore_categorical"],
+    log:
+        "results/logs/build_table/{cohort}.log",
+    benchmark:
+        "results/benchmarks/build_table/{cohort}.tsv"
+    threads: 1
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../workflow/scripts/build_table.py"

@@ -1,1 +1,108 @@
-# rules for the train stage (see workflow/train.py)
+# Training stage (see workflow/train.py and model/training.py): cross-tabular pretraining of each
+# variant, fine-tuning per (variant, cohort, seed) and test-set evaluation. GPU jobs run through
+# workflow.gpu_slots, which gives each job its own devices locally and does nothing under SLURM.
+# Resume points live in <run>/checkpoints/ (not an output: a killed job's rerun resumes from there).
+from workflow import train as train_stage
+
+
+wildcard_constraints:
+    variant="[A-Za-z0-9_]+",
+
+
+rule pretrain:
+    input:
+        tables=expand(paths.TABLE, cohort=COHORTS),
+        columns=expand(paths.TABLE_COLUMNS, cohort=COHORTS),
+        header_bank=train_stage.header_bank_path(config),
+        code=code_files("workflow.train", "model"),
+    output:
+        weights=paths.PRETRAINED_WEIGHTS,
+        metrics=paths.PRETRAIN_DIR + "/metrics.csv",
+    params:
+        cohorts=COHORTS,
+        encoder=train_stage.configured_encoder(config),
+        settings=train_stage.pretrain_settings(config),
+        # One DDP process per GPU, or the configured number of gloo processes on CPU.
+        nproc=lambda wildcards, resources: resources.gpu or config["pretrain"]["cpu_processes"],
+    log:
+        "results/logs/pretrain/{variant}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{variant}.tsv"
+    threads: config["pretrain"]["threads"]
+    resources:
+        gpu=config["pretrain"]["gpus"],
+        mem_mb=config["pretrain"]["mem_mb"],
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m workflow.gpu_slots {resources.gpu} -- "
+        "torchrun --standalone --nnodes=1 --nproc_per_node={params.nproc} -m workflow.train pretrain "
+        "--variant {wildcards.variant} --cohorts {params.cohorts} --tables {input.tables} "
+        "--columns {input.columns} --header-bank {input.header_bank} --encoder {params.encoder:q} "
+        "--settings {params.settings:q} --weights {output.weights} --metrics {output.metrics} "
+        "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        table=paths.TABLE,
+        columns=paths.TABLE_COLUMNS,
+        header_bank=train_stage.header_bank_path(config),
+        pretrained=lambda wildcards: train_stage.pretrained_input(wildcards.variant, config),
+        code=code_files("workflow.train", "model"),
+    output:
+        best=paths.FINETUNED_WEIGHTS,
+        metrics=paths.FINETUNE_DIR + "/metrics.csv",
+    params:
+        encoder=train_stage.configured_encoder(config),
+        settings=lambda wildcards: train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort),
+        pretrained=lambda wildcards, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
+    log:
+        "results/logs/finetune/{variant}/{cohort}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/finetune/{variant}/{cohort}/seed-{seed}.tsv"
+    threads: config["finetune"]["threads"]
+    resources:
+        gpu=config["finetune"]["gpus"],
+        mem_mb=config["finetune"]["mem_mb"],
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m workflow.gpu_slots {resources.gpu} -- "
+        "python -m workflow.train finetune --variant {wildcards.variant} --cohort {wildcards.cohort} "
+        "--seed {wildcards.seed} --table {input.table} --columns {input.columns} "
+        "--header-bank {input.header_bank} --encoder {params.encoder:q} {params.pretrained} "
+        "--settings {params.settings:q} --best {output.best} --metrics {output.metrics} "
+        "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        table=paths.TABLE,
+        columns=paths.TABLE_COLUMNS,
+        header_bank=train_stage.header_bank_path(config),
+        weights=paths.FINETUNED_WEIGHTS,
+        code=code_files("workflow.train", "model"),
+    output:
+        metrics=paths.EVAL_METRICS,
+        predictions=paths.EVAL_PREDICTIONS,
+    params:
+        encoder=train_stage.configured_encoder(config),
+        settings=lambda wildcards: train_stage.evaluate_settings(config, wildcards.variant),
+    log:
+        "results/logs/evaluate/{variant}/{cohort}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{variant}/{cohort}/seed-{seed}.tsv"
+    threads: config["evaluate"]["threads"]
+    resources:
+        gpu=config["evaluate"]["gpus"],
+        mem_mb=config["evaluate"]["mem_mb"],
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m workflow.gpu_slots {resources.gpu} -- "
+        "python -m workflow.train evaluate --variant {wildcards.variant} --cohort {wildcards.cohort} "
+        "--seed {wildcards.seed} --table {input.table} --columns {input.columns} "
+        "--header-bank {input.header_bank} --encoder {params.encoder:q} --weights {input.weights} "
+        "--settings {params.settings:q} --metrics-json {output.metrics} --predictions {output.predictions} "
+        "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"

@@ -50,3 +50,48 @@ def snakemake_workdir(tmp_path: Path) -> Path:
 # --- stage fixtures -------------------------------------------------------------------------------
 # Session-wide fixtures that several stages share (for example tiny synthetic cohorts) go below,
 # each with a docstring saying what it builds and how long it takes.
+
+
+@pytest.fixture(scope="session")
+def tiny_full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Working directory of ONE complete local run of the tiny DAG (tests/config.tiny.yaml), shared
+    by the whole session: the end-to-end, rerun, report and SLURM tests read it instead of each
+    running the DAG again (a few minutes on 2 cores). Tests must not change its files; a test that
+    must (the rerun tests) restores them exactly, mtimes included.
+    """
+    workdir = tmp_path_factory.mktemp("tiny_full_run")
+    run_snakemake(workdir, "--cores", "2", timeout=900)
+    return workdir
+
+
+def tiny_synthetic_settings() -> dict:
+    """The ``synthetic:`` section of tests/config.tiny.yaml with the schema's defaults filled in."""
+    import yaml
+    from snakemake.utils import validate
+
+    from workflow.config_checks import section_schema
+
+    settings = dict(yaml.safe_load(TINY_CONFIG.read_text()).get("synthetic") or {})
+    validate(settings, str(section_schema("synthetic")), set_default=True)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_cohorts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The cohorts of tests/config.tiny.yaml (ADNI, AIBL, NACC) generated at the tiny settings
+    (12 subjects, at least 3 per class, 4 mm heads) into one temporary folder, once per session;
+    returns {cohort name: cohort root} (layout: docs/interfaces.md section 1). About 5-10 s on one
+    core. Tests must not change these files.
+    """
+    import yaml
+
+    from workflow.synthesize import cohort_settings, synthesize_cohort
+
+    section = tiny_synthetic_settings()
+    cohorts = yaml.safe_load(TINY_CONFIG.read_text())["cohorts"]
+    base = tmp_path_factory.mktemp("synthetic")
+    roots = {}
+    for name, cohort in cohorts.items():
+        roots[name] = base / name
+        synthesize_cohort(name, cohort["format"], roots[name], cohort_settings(section, name))
+    return roots

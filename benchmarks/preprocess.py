@@ -1,0 +1,109 @@
+"""Time the preprocessing chain per image and step, at 1 mm and 2 mm, on synthetic heads.
+
+Each subject runs in a fresh child process (so import costs and peak memory are those of a rule):
+synthetic head with known pose (workflow.synthetic_mri) -> N4 -> antsRegistrationSyNQuick[a] + crop
+-> skull strip -> model-ready volume -> QC against the ground truth. Prints one line per subject and
+a median summary per voxel size; nothing is asserted.
+
+    .venv/bin/python benchmarks/preprocess.py --voxel-sizes 1 2 --subjects 3 --threads 2
+
+The 1 mm case takes minutes per subject on 2 cores; run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+MODEL_SHAPE = {1.0: (160, 208, 176), 2.0: (80, 104, 88)}
+
+
+def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, workdir: str, queue) -> None:
+    """Child process: the whole chain on one synthetic subject; puts a dict of timings and metrics."""
+    start = time.perf_counter()
+    import nibabel as nib
+    import numpy as np
+
+    from workflow import preprocess as pp
+    from workflow import preprocess_qc as qc
+    from workflow import skullstrip
+    from workflow.synthetic_mri import synthesize_volume
+
+    folder = Path(workdir) / f"v{voxel_size_mm:g}_s{seed}"
+    folder.mkdir(parents=True)
+    volume = synthesize_volume(voxel_size_mm, 0.5, np.random.default_rng(seed))
+    files = {name: folder / name for name in ("t1.nii.gz", "truth_mask.nii.gz", "truth.json")}
+    nib.save(volume.image, str(files["t1.nii.gz"]))
+    nib.save(volume.brain_mask, str(files["truth_mask.nii.gz"]))
+    files["truth.json"].write_text(json.dumps(volume.truth))
+    template = {key: folder / Path(name).name for key, name in pp.template_files(voxel_size_mm).items()}
+    pp.prepare_template(None, voxel_size_mm, template["head"], template["crop"], template["brainmask"])
+    out = {name: folder / name for name in ("n4.nii.gz", "bias.nii.gz", "affine.mat", "crop.nii.gz", "mask.nii.gz",
+                                            "brain.nii.gz", "volume.npy", "qc.json", "mosaic.png")}
+    setup = time.perf_counter() - start
+
+    steps: dict[str, float] = {}
+
+    def timed(name, function, *args, **kwargs):
+        begin = time.perf_counter()
+        result = function(*args, **kwargs)
+        steps[name] = time.perf_counter() - begin
+        return result
+
+    timed("n4", pp.bias_correct, files["t1.nii.gz"], out["n4.nii.gz"], out["bias.nii.gz"], threads=threads)
+    timed("registration", pp.register_to_template, out["n4.nii.gz"], template["head"], out["affine.mat"],
+          out["crop.nii.gz"], voxel_size_mm, seed=0, threads=threads)
+    timed("skullstrip", skullstrip.skull_strip, out["crop.nii.gz"], out["mask.nii.gz"], out["brain.nii.gz"],
+          method=method, threads=threads)
+    timed("model_ready", pp.make_model_ready, out["crop.nii.gz"], out["mask.nii.gz"], out["volume.npy"],
+          pp.volume_sidecar_path(out["volume.npy"]), MODEL_SHAPE.get(voxel_size_mm, (80, 104, 88)))
+    metrics = timed("qc", qc.image_qc, "BENCH", f"S{seed}", "M000", out["crop.nii.gz"], out["mask.nii.gz"],
+                    out["affine.mat"], template["crop"], template["brainmask"], files["truth.json"],
+                    files["truth_mask.nii.gz"], out["qc.json"], out["mosaic.png"])
+    queue.put({
+        "voxel_size_mm": voxel_size_mm, "seed": seed, "native_shape": list(volume.image.shape), **steps,
+        "chain_s": sum(steps.values()), "setup_s": setup,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **{k: metrics[k] for k in ("pose_error_mm", "pose_error_max_mm", "dice_truth", "ncc_template")},
+    })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--voxel-sizes", type=float, nargs="+", default=[2.0, 1.0])
+    parser.add_argument("--subjects", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--method", choices=["deepbet", "synthstrip"], default="deepbet")
+    args = parser.parse_args()
+    context = multiprocessing.get_context("spawn")
+    columns = ["n4", "registration", "skullstrip", "model_ready", "qc", "chain_s", "peak_rss_mb",
+               "pose_error_mm", "dice_truth"]
+    with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as workdir:
+        for voxel in args.voxel_sizes:
+            rows = []
+            for seed in range(1, args.subjects + 1):
+                queue = context.Queue()
+                child = context.Process(target=run_subject, args=(voxel, seed, args.threads, args.method, workdir, queue))
+                child.start()
+                row = queue.get()
+                child.join()
+                rows.append(row)
+                print(f"{voxel:g} mm seed {seed} native {row['native_shape']}: "
+                      + ", ".join(f"{c} {row[c]:.2f}" for c in columns), flush=True)
+            print(f"== {voxel:g} mm, {len(rows)} subjects, {args.threads} threads, {args.method}: median "
+                  + ", ".join(f"{c} {statistics.median(r[c] for r in rows):.2f}" for c in columns)
+                  + f"; max pose error {max(r['pose_error_max_mm'] for r in rows):.2f} mm", flush=True)
+
+
+if __name__ == "__main__":
+    main()

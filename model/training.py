@@ -1,0 +1,637 @@
+"""Training loops: cross-tabular pretraining (DDP), per-cohort fine-tuning, prediction.
+
+Design choices (see docs/interfaces.md section 6):
+
+* One process per device; under ``torchrun`` the processes form a DDP group (nccl on GPU, gloo on
+  CPU). Losses and ITM hard negatives are per process, as in the paper (spec 5.6); BatchNorm is not
+  synchronised; gradients are averaged by DDP.
+* The learning rate is a pure function of the epoch (spec 5.6: linear warm-up from 0, then cosine to
+  0, stepped once per epoch), and every random draw of an epoch is seeded by (seed, epoch, rank) and
+  by (seed, epoch, row) in the datasets. The "scheduler and RNG state" of a resume point is
+  therefore its epoch number, and a resumed CPU run ends with exactly the weights of an
+  uninterrupted one.
+* Resume points live in ``<run>/checkpoints/`` (not a Snakemake output, so a failed or killed job's
+  partial progress survives Snakemake's clean-up of its outputs): ``resume.safetensors`` (model and
+  optimizer tensors) + ``resume.json`` (epoch, history, best score, the settings fingerprint). A
+  resume point of other settings is ignored (logged), never reused. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from model.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+RESUME_WEIGHTS = "resume.safetensors"
+RESUME_STATE = "resume.json"
+MODEL_PREFIX = "model."
+OPTIMIZER_PREFIX = "optimizer."
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or does not fit the model (the message names it)."""
+
+
+class DeviceError(RuntimeError):
+    """The requested devices are not available."""
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopSettings:
+    """Settings shared by pretraining and fine-tuning loops.
+
+    Attributes:
+        epochs: number of epochs.
+        batch_size: samples per process and step.
+        lr: base learning rate (Adam).
+        weight_decay: coupled L2 weight decay (Adam's ``weight_decay``).
+        warmup_epochs: linear warm-up epochs before the cosine decay; ``None`` = constant LR.
+        seed: base seed.
+        checkpoint_every: write a resume point every this many epochs (and at the end).
+        num_workers: data-loader worker processes.
+        bf16: bfloat16 autocast on GPU (ignored on CPU, where runs are fp32 and deterministic).
+        shuffle: shuffle the training rows each epoch.
+        drop_last: drop the last incomplete training batch (kept when it would be the only one).
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    warmup_epochs: int | None = None
+    seed: int = 2022
+    checkpoint_every: int = 1
+    num_workers: int = 0
+    bf16: bool = True
+    shuffle: bool = True
+    drop_last: bool = True
+
+
+def learning_rate(epoch: int, base_lr: float, warmup_epochs: int | None, max_epochs: int) -> float:
+    """LR of ``epoch`` (0-based): linear warm-up from 0 over ``warmup_epochs``, then cosine to 0.
+
+    Reproduces the official per-epoch schedule (spec 5.6): lr(e) = base * e / (W - 1) for e < W and
+    0.5 * base * (1 + cos(pi * (e - W) / (E - W))) afterwards, so epoch 0 runs at LR 0 when W > 1.
+    ``warmup_epochs=None`` gives a constant LR (fine-tuning, spec 6.2); W <= 1 means no warm-up.
+    """
+    if warmup_epochs is None:
+        return base_lr
+    if warmup_epochs > 1 and epoch < warmup_epochs:
+        return base_lr * epoch / (warmup_epochs - 1)
+    start = warmup_epochs if warmup_epochs > 1 else 0
+    span = max(max_epochs - start, 1)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * (epoch - start) / span))
+
+
+def fingerprint(payload: dict) -> str:
+    """A short hash of JSON-serialisable settings, to tell whether a resume point fits this run."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --- processes and devices ------------------------------------------------------------------------
+
+
+@dataclass
+class Distributed:
+    """This process's place in the (possibly single-process) group."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(gpus: int, where: str) -> torch.device:
+    """``cuda`` when ``gpus`` > 0 (failing clearly without a GPU), else ``cpu``.
+
+    ``where`` names the setting that asked for GPUs, for the error message.
+    """
+    if gpus > 0:
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"{where} asks for {gpus} GPU(s), but torch sees no GPU on this machine "
+                f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}). "
+                f"Set {where}: 0 to run on CPU, or install a CUDA build of torch."
+            )
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def setup_processes(gpus: int, where: str, threads: int) -> Distributed:
+    """Join the torchrun group when launched by torchrun, pick the device, set CPU determinism.
+
+    Args:
+        gpus: GPUs requested for the job (0 = CPU).
+        where: the config key of that request (for errors).
+        threads: CPU threads per process.
+    """
+    device = resolve_device(gpus, where)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise DeviceError(f"process {local_rank} has no GPU: only {torch.cuda.device_count()} visible")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(max(1, threads))
+        torch.use_deterministic_algorithms(True)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def teardown_processes(processes: Distributed) -> None:
+    """Leave the process group (when one was joined)."""
+    if processes.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seed torch's generators for one epoch of one process (model-side draws: ITM negatives)."""
+    torch.manual_seed(int(np.random.default_rng([seed, epoch, rank]).integers(2**62)))
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on GPU when enabled; a no-op on CPU."""
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def progress(iterable, enabled: bool, description: str):
+    """A tqdm bar on an interactive console (main process only), the bare iterable otherwise."""
+    return tqdm(iterable, desc=description, leave=False, disable=not (enabled and sys.stderr.isatty()))
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def state_dict_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state as independent contiguous CPU tensors (safetensors refuses shared storage)."""
+    return {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in module.state_dict().items()}
+
+
+def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write ``tensors`` to a safetensors file atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    save_file(tensors, str(temporary), metadata={key: str(value) for key, value in metadata.items()})
+    os.replace(temporary, path)
+
+
+def load_weights(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file (tensors and metadata); never unpickles.
+
+    Raises CheckpointError naming ``path`` and ``what`` it should be when it is missing or corrupt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} '{path}' does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{what} '{path}' is not a readable safetensors file ({error}); delete it and rerun the rule that writes it") from None
+    return tensors, metadata
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer's state into tensors (``optimizer.<param>.<key>``) and JSON scalars."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for param_id, param_state in state["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"{OPTIMIZER_PREFIX}{param_id}.{key}"] = value.detach().to("cpu").contiguous().clone()
+            else:
+                scalars.setdefault(str(param_id), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], layout: dict) -> None:
+    """Inverse of :func:`optimizer_tensors`."""
+    state: dict[int, dict] = {}
+    for name, tensor in tensors.items():
+        if name.startswith(OPTIMIZER_PREFIX):
+            param_id, key = name[len(OPTIMIZER_PREFIX):].split(".", 1)
+            state.setdefault(int(param_id), {})[key] = tensor
+    for param_id, values in layout["scalars"].items():
+        state.setdefault(int(param_id), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": layout["param_groups"]})
+
+
+@dataclass
+class ResumePoint:
+    """What a resume point restores besides the tensors."""
+
+    epoch: int  # epochs completed
+    history: list[dict]
+    extra: dict
+
+
+def save_resume_point(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, point: ResumePoint, settings_hash: str
+) -> None:
+    """Write ``resume.safetensors`` then ``resume.json`` into ``directory`` (each atomically)."""
+    optimizer_state, optimizer_layout = optimizer_tensors(optimizer)
+    tensors = {MODEL_PREFIX + name: tensor for name, tensor in state_dict_tensors(model).items()}
+    tensors.update(optimizer_state)
+    save_weights(directory / RESUME_WEIGHTS, tensors, {"epoch": point.epoch, "fingerprint": settings_hash})
+    document = {**asdict(point), "fingerprint": settings_hash, "optimizer": optimizer_layout}
+    temporary = directory / (RESUME_STATE + ".partial")
+    temporary.write_text(json.dumps(document))
+    os.replace(temporary, directory / RESUME_STATE)
+
+
+def load_resume_point(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, settings_hash: str
+) -> ResumePoint | None:
+    """Restore model and optimizer from ``directory`` when it holds a resume point of these settings.
+
+    Returns None (and logs why) when there is none or it belongs to other settings; raises
+    CheckpointError when the files are corrupt or inconsistent with each other.
+    """
+    state_path, weights_path = directory / RESUME_STATE, directory / RESUME_WEIGHTS
+    if not state_path.exists():
+        return None
+    try:
+        document = json.loads(state_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"resume state '{state_path}' is not valid JSON ({error}); delete {directory} to start over") from None
+    if document.get("fingerprint") != settings_hash:
+        log.warning("ignoring resume point %s: it was written with other settings", directory)
+        return None
+    tensors, metadata = load_weights(weights_path, "resume checkpoint")
+    if metadata.get("epoch") != str(document["epoch"]):
+        raise CheckpointError(
+            f"resume checkpoint '{weights_path}' (epoch {metadata.get('epoch')}) does not match '{state_path}' "
+            f"(epoch {document['epoch']}); delete {directory} to start over"
+        )
+    model_state = {name[len(MODEL_PREFIX):]: t for name, t in tensors.items() if name.startswith(MODEL_PREFIX)}
+    try:
+        model.load_state_dict(model_state)
+        restore_optimizer(optimizer, tensors, document["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"resume checkpoint '{weights_path}' does not fit this model ({error}); delete {directory}") from None
+    return ResumePoint(epoch=int(document["epoch"]), history=document["history"], extra=document.get("extra", {}))
+
+
+def write_metrics_csv(path: str | Path, history: list[dict]) -> None:
+    """One row per epoch; columns are the union of the history's keys, in first-seen order."""
+    columns: list[str] = []
+    for row in history:
+        columns.extend(key for key in row if key not in columns)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns or ["epoch"])
+        writer.writeheader()
+        writer.writerows(history)
+
+
+# --- data loading ---------------------------------------------------------------------------------
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, processes: Distributed, seed: int, shuffle: bool, drop_last: bool, num_workers: int
+) -> tuple[DataLoader, DistributedSampler]:
+    """A loader over this process's shard; ``sampler.set_epoch`` fixes each epoch's order."""
+    sampler = DistributedSampler(
+        dataset, num_replicas=processes.world_size, rank=processes.rank, shuffle=shuffle, seed=seed, drop_last=False
+    )
+    shard = len(sampler)
+    if drop_last and shard < batch_size:
+        log.warning("only %d rows per process for batch size %d: keeping the incomplete batch", shard, batch_size)
+        drop_last = False
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
+        persistent_workers=False, pin_memory=processes.device.type == "cuda",
+    )
+    return loader, sampler
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(image, values, col_ids, pad_mask) of a batch; pad_mask None when no cell is padded (spec 6.1)."""
+    pad_mask = batch["pad_mask"]
+    return batch["image"], batch["values"], batch["col_ids"], (pad_mask if bool(pad_mask.any()) else None)
+
+
+def set_epoch(loader: DataLoader, sampler: DistributedSampler, epoch: int) -> None:
+    sampler.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
+# --- pretraining ----------------------------------------------------------------------------------
+
+
+class PretrainStep(nn.Module):
+    """Routes DDP's ``forward`` to ``CITab.pretrain_losses`` so DDP synchronises its gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, values, col_ids, pad_mask):  # noqa: D102 - see CITab.pretrain_losses
+        return self.model.pretrain_losses(image, values, col_ids, pad_mask)
+
+
+LOSS_KEYS = ("loss", "itc", "itm", "itm_accuracy")
+
+
+def _mean_over_processes(sums: torch.Tensor, processes: Distributed) -> torch.Tensor:
+    if processes.enabled:
+        sums = sums.to(processes.device)
+        dist.all_reduce(sums)
+    return sums.cpu()
+
+
+def parameter_checksum(model: nn.Module) -> float:
+    """Sum of every parameter in float64: equal on every process when DDP kept them in step."""
+    with torch.no_grad():
+        return float(sum(parameter.detach().double().sum().cpu() for parameter in model.parameters()))
+
+
+def pretrain(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    settings: LoopSettings,
+    processes: Distributed,
+    run_dir: Path,
+    weights_path: Path,
+    metrics_path: Path,
+    settings_hash: str,
+    val_every: int = 1,
+    snapshot_every: int | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict:
+    """Pretrain ``model`` (a CITab) with its ITC + ITM objective; the main process writes the outputs.
+
+    Args:
+        model: the freshly built model (same seed on every process).
+        train_set: items of :class:`model.data.ImageTableDataset` (mixed cohorts).
+        val_set: validation items (un-augmented), or None.
+        settings: loop settings (``warmup_epochs`` set: warm-up + cosine).
+        processes: from :func:`setup_processes`.
+        run_dir: folder of the run; ``run_dir/checkpoints`` holds resume points and weight snapshots.
+        weights_path: final weights (safetensors, whole model).
+        metrics_path: per-epoch CSV.
+        settings_hash: fingerprint of everything that defines the run (resume only into the same).
+        val_every: validate every this many epochs (and after the last).
+        snapshot_every: also keep the weights of every this many epochs (``checkpoints/epoch-XXXX``).
+        metadata: extra strings stored in the weights file.
+
+    Returns:
+        Summary dict: epochs, world_size, the parameter checksum of every process, final losses.
+    """
+    checkpoint_dir = run_dir / "checkpoints"
+    model.to(processes.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    point = load_resume_point(checkpoint_dir, model, optimizer, settings_hash) if checkpoint_dir.exists() else None
+    start, history = (point.epoch, point.history) if point else (0, [])
+    if point:
+        log.info("resuming pretraining after epoch %d from %s", point.epoch, checkpoint_dir)
+    step_module: nn.Module = PretrainStep(model)
+    if processes.enabled:
+        device_ids = [processes.device.index] if processes.device.type == "cuda" else None
+        # A variant without ITC or ITM leaves that loss's head without gradient.
+        unused_heads = not (getattr(model, "use_itc", True) and getattr(model, "use_itm", True))
+        step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=device_ids, find_unused_parameters=unused_heads)
+    loader, sampler = make_loader(train_set, settings.batch_size, processes, settings.seed, settings.shuffle, True, settings.num_workers)
+    if len(loader) == 0:
+        raise ValueError(f"no training batch: {len(train_set)} rows for {processes.world_size} process(es) x batch {settings.batch_size}")
+    val_loader = None
+    if val_set is not None and len(val_set) >= 2 * processes.world_size:
+        val_loader, val_sampler = make_loader(val_set, settings.batch_size, processes, settings.seed, False, True, settings.num_workers)
+    for epoch in range(start, settings.epochs):
+        started = time.time()
+        lr = learning_rate(epoch, settings.lr, settings.warmup_epochs, settings.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        seed_epoch(settings.seed, epoch, processes.rank)
+        set_epoch(loader, sampler, epoch)
+        step_module.train()
+        sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
+        for batch in progress(loader, processes.is_main, f"pretrain {epoch + 1}/{settings.epochs}"):
+            batch = to_device(batch, processes.device)
+            if batch["image"].shape[0] < 2:
+                continue  # contrastive losses need a negative
+            with autocast(processes.device, settings.bf16):
+                losses = step_module(*model_inputs(batch))
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            sums += torch.tensor([float(losses[key].detach()) for key in LOSS_KEYS] + [1.0], dtype=torch.float64)
+        sums = _mean_over_processes(sums, processes)
+        row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": float(sums[i] / sums[-1]) for i, k in enumerate(LOSS_KEYS)}}
+        if val_loader is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == settings.epochs):
+            row.update(_validate_pretraining(model, val_loader, val_sampler, epoch, processes, settings.bf16))
+        row["seconds"] = round(time.time() - started, 3)
+        history.append(row)
+        log.info("pretrain epoch %d/%d %s", epoch + 1, settings.epochs, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+        if processes.is_main:
+            write_metrics_csv(metrics_path, history)
+            if snapshot_every and (epoch + 1) % snapshot_every == 0:
+                save_weights(checkpoint_dir / f"epoch-{epoch + 1:04d}.safetensors", state_dict_tensors(model), {**(metadata or {}), "epoch": epoch + 1})
+            if (epoch + 1) % settings.checkpoint_every == 0 or epoch + 1 == settings.epochs:
+                save_resume_point(checkpoint_dir, model, optimizer, ResumePoint(epoch + 1, history, {}), settings_hash)
+        if processes.enabled:
+            dist.barrier()
+    checksum = parameter_checksum(model)
+    checksums = [checksum]
+    if processes.enabled:
+        gathered: list = [None] * processes.world_size
+        dist.all_gather_object(gathered, checksum)
+        checksums = gathered
+    summary = {"epochs": settings.epochs, "world_size": processes.world_size, "parameter_checksums": checksums,
+               "ranks_agree": len(set(checksums)) == 1, "final": history[-1] if history else {}}
+    if processes.is_main:
+        save_weights(weights_path, state_dict_tensors(model), {**(metadata or {}), "epoch": settings.epochs,
+                                                              "summary": json.dumps(summary)})
+        write_metrics_csv(metrics_path, history)
+        # Finished: a later run of this rule (new code) starts fresh; the epoch snapshots stay.
+        for name in (RESUME_STATE, RESUME_WEIGHTS):
+            (checkpoint_dir / name).unlink(missing_ok=True)
+    return summary
+
+
+def _validate_pretraining(model, loader, sampler, epoch, processes, bf16) -> dict:
+    """Mean validation losses (un-augmented images, eval mode), averaged over processes."""
+    set_epoch(loader, sampler, epoch)
+    model.eval()
+    sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
+    with torch.no_grad():
+        for batch in loader:
+            batch = to_device(batch, processes.device)
+            if batch["image"].shape[0] < 2:
+                continue
+            with autocast(processes.device, bf16):
+                losses = model.pretrain_losses(*model_inputs(batch))
+            sums += torch.tensor([float(losses[key].detach()) for key in LOSS_KEYS] + [1.0], dtype=torch.float64)
+    model.train()
+    sums = _mean_over_processes(sums, processes)
+    if sums[-1] == 0:
+        return {}
+    return {f"val_{k}": float(sums[i] / sums[-1]) for i, k in enumerate(LOSS_KEYS)}
+
+
+# --- fine-tuning and prediction -------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, bf16: bool = False,
+            num_workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class probabilities of every item, in dataset order.
+
+    Returns:
+        (labels int [N], probabilities float [N, K], indices int [N]).
+    """
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    labels, probabilities, indices = [], [], []
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast(device, bf16):
+            logits = model.classify(*model_inputs(batch))
+        probabilities.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        labels.append(batch["label"].cpu().numpy())
+        indices.append(batch["index"].cpu().numpy())
+    return np.concatenate(labels), np.concatenate(probabilities), np.concatenate(indices)
+
+
+def finetune(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    settings: LoopSettings,
+    device: torch.device,
+    run_dir: Path,
+    best_path: Path,
+    metrics_path: Path,
+    settings_hash: str,
+    trainable_parameters: Callable[[], Iterator[nn.Parameter]] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict:
+    """Fine-tune ``model`` with cross-entropy; keep the epoch with the best val acc + AUC + F1 (spec 6.4).
+
+    Args:
+        model: CITab with its classifier (encoders already loaded or fresh).
+        train_set / val_set: :class:`model.data.ImageTableDataset` of one cohort.
+        settings: loop settings (``warmup_epochs`` None: constant LR, spec 6.2).
+        device: where to run.
+        run_dir: the run folder; ``run_dir/checkpoints`` holds the resume point and the best weights so far.
+        best_path: output: weights of the best epoch.
+        metrics_path: output: per-epoch CSV (train loss, val metrics).
+        settings_hash: fingerprint of the run.
+        trainable_parameters: parameters to optimise (default: all that require grad).
+        metadata: extra strings stored in the best-weights file.
+
+    Returns:
+        {"best_epoch", "best_score", "best_val": val metrics of the best epoch}.
+    """
+    checkpoint_dir = run_dir / "checkpoints"
+    model.to(device)
+    parameters = list(trainable_parameters() if trainable_parameters else (p for p in model.parameters() if p.requires_grad))
+    optimizer = torch.optim.Adam(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    point = load_resume_point(checkpoint_dir, model, optimizer, settings_hash) if checkpoint_dir.exists() else None
+    start, history = (point.epoch, point.history) if point else (0, [])
+    # The best weights so far live in checkpoints/best-<epoch>.safetensors; the resume point names the
+    # one it counts on, so a crash between saving a new best and the next resume point is harmless.
+    best = point.extra if point else {"best_epoch": 0, "best_score": 0.0, "best_val": {}, "best_file": None}
+    if point:
+        log.info("resuming fine-tuning after epoch %d from %s", point.epoch, checkpoint_dir)
+    processes = Distributed(rank=0, world_size=1, local_rank=0, device=device)
+    loader, sampler = make_loader(train_set, settings.batch_size, processes, settings.seed, settings.shuffle,
+                                  settings.drop_last, settings.num_workers)
+    loss_function = nn.CrossEntropyLoss()
+    for epoch in range(start, settings.epochs):
+        started = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(epoch, settings.lr, settings.warmup_epochs, settings.epochs)
+        seed_epoch(settings.seed, epoch, 0)
+        set_epoch(loader, sampler, epoch)
+        model.train()
+        loss_sum, batches = 0.0, 0
+        for batch in progress(loader, True, f"finetune {epoch + 1}/{settings.epochs}"):
+            batch = to_device(batch, device)
+            with autocast(device, settings.bf16):
+                logits = model.classify(*model_inputs(batch))
+            loss = loss_function(logits.float(), batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum, batches = loss_sum + float(loss.detach()), batches + 1
+        labels, probabilities, _ = predict(model, val_set, settings.batch_size, device, settings.bf16, settings.num_workers)
+        val = classification_metrics(labels, probabilities)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(batches, 1), "val_accuracy": val["accuracy"],
+               "val_auc": val["auc"], "val_f1": val["f1"], "val_score": val["selection_score"],
+               "seconds": round(time.time() - started, 3)}
+        history.append(row)
+        log.info("finetune epoch %d/%d %s", epoch + 1, settings.epochs, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+        # Strictly better than the best so far (initial best 0), as the official evaluator.
+        if val["selection_score"] > best["best_score"]:
+            best = {"best_epoch": epoch + 1, "best_score": val["selection_score"],
+                    "best_val": {k: val[k] for k in ("accuracy", "auc", "f1", "auc_complete")},
+                    "best_file": f"best-{epoch + 1:04d}.safetensors"}
+            save_weights(checkpoint_dir / best["best_file"], state_dict_tensors(model), {**(metadata or {}), "epoch": epoch + 1})
+        write_metrics_csv(metrics_path, history)
+        if (epoch + 1) % settings.checkpoint_every == 0 or epoch + 1 == settings.epochs:
+            save_resume_point(checkpoint_dir, model, optimizer, ResumePoint(epoch + 1, history, best), settings_hash)
+            for stale in checkpoint_dir.glob("best-*.safetensors"):
+                if stale.name != best["best_file"]:
+                    stale.unlink()
+    if best["best_file"] is None:
+        # No epoch beat a score of 0 (possible only on a degenerate validation set): keep the last one.
+        log.warning("no epoch improved on a validation score of 0: keeping the last epoch's weights")
+        best = {**best, "best_epoch": settings.epochs, "best_file": "best-last.safetensors"}
+        save_weights(checkpoint_dir / best["best_file"], state_dict_tensors(model), {**(metadata or {}), "epoch": settings.epochs})
+    tensors, stored = load_weights(checkpoint_dir / best["best_file"], "best fine-tuned weights")
+    save_weights(best_path, tensors, {**stored, "best_epoch": best["best_epoch"], "best_score": best["best_score"]})
+    write_metrics_csv(metrics_path, history)
+    shutil.rmtree(checkpoint_dir)  # finished: a later run of this rule starts fresh
+    return best

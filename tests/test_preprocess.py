@@ -1,0 +1,249 @@
+"""Preprocessing stage, called directly: real N4, antspyx registration, deepbet and SynthStrip code on
+synthetic heads with a known pose at 2 mm (the 1 mm figures come from benchmarks/preprocess.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from test_preprocess_subjects import make_subject
+from workflow import paths
+from workflow import preprocess as pp
+from workflow import preprocess_qc as qc
+from workflow import skullstrip
+from workflow.templates import mni_template
+
+VOXEL_MM = 2.0
+QC_THRESHOLDS = {"min_ncc": 0.4, "brain_volume_ml": [700, 2500], "max_pose_error_mm": 4.0, "min_dice": 0.8}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One synthetic subject through the whole chain at 2 mm (about 20 s on 2 cores)."""
+    root = tmp_path_factory.mktemp("preprocess_chain")
+    subject = make_subject(root, "S1", voxel_size_mm=VOXEL_MM, seed=1)
+    template = {key: root / Path(name).name for key, name in pp.template_files(VOXEL_MM).items()}
+    pp.prepare_template(None, VOXEL_MM, template["head"], template["crop"], template["brainmask"])
+    out = {name: root / f"out_{name}" for name in ("n4", "bias", "affine", "crop", "mask", "brain", "qc", "mosaic")}
+    out["n4"], out["bias"] = root / "n4.nii.gz", root / "bias.nii.gz"
+    out["affine"], out["crop"] = root / "affine.mat", root / "crop.nii.gz"
+    out["mask"], out["brain"] = root / "mask.nii.gz", root / "brain.nii.gz"
+    out["volume"], out["qc"], out["mosaic"] = root / "volume.npy", root / "qc.json", root / "mosaic.png"
+    pp.bias_correct(subject["t1"], out["n4"], out["bias"], threads=2)
+    pp.register_to_template(out["n4"], template["head"], out["affine"], out["crop"], VOXEL_MM, seed=0, threads=2)
+    skullstrip.skull_strip(out["crop"], out["mask"], out["brain"], method="deepbet", threads=2)
+    pp.make_model_ready(out["crop"], out["mask"], out["volume"], pp.volume_sidecar_path(out["volume"]), (40, 52, 44))
+    metrics = qc.image_qc("C", "S1", "M000", out["crop"], out["mask"], out["affine"], template["crop"],
+                          template["brainmask"], subject["truth"], subject["brainmask"], out["qc"], out["mosaic"],
+                          volume_path=str(out["volume"]))
+    return {"subject": subject, "template": template, "out": out, "metrics": metrics, "root": root}
+
+
+def test_registration_recovers_the_true_pose(chain: dict) -> None:
+    metrics = chain["metrics"]
+    assert metrics["pose_error_mm"] < 2.0, metrics
+    assert metrics["ncc_template"] > 0.6, metrics
+
+
+def test_registration_writes_one_affine_and_clinica_crop(chain: dict) -> None:
+    matrix = qc.read_itk_affine(chain["out"]["affine"])
+    assert matrix.shape == (4, 4) and np.allclose(matrix[3], [0, 0, 0, 1])
+    crop = nib.load(str(chain["out"]["crop"]))
+    assert crop.shape == (84, 104, 90)
+    head = nib.load(str(chain["template"]["head"]))
+    assert np.allclose(crop.affine[:3, 3], head.affine[:3, :3] @ [6, 6, 0] + head.affine[:3, 3])
+
+
+def test_clinica_crop_box_at_1mm() -> None:
+    assert pp.crop_slices(1.0) == (slice(12, 181), slice(13, 221), slice(0, 179))
+
+
+def test_deepbet_mask_matches_truth(chain: dict) -> None:
+    assert chain["metrics"]["dice_truth"] >= 0.9, chain["metrics"]
+    assert 700 < chain["metrics"]["brain_volume_ml"] < 2500
+
+
+def test_n4_flattens_the_applied_bias(chain: dict) -> None:
+    """White-matter intensities vary less after N4: at least 30 % of the bias-induced spread goes."""
+    load = lambda path: np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)  # noqa: E731
+    raw, corrected = load(chain["subject"]["t1"]), load(chain["out"]["n4"])
+    clean = raw / load(chain["subject"]["bias"])
+    brain = load(chain["subject"]["brainmask"]) > 0
+    white = brain & (clean > np.percentile(clean[brain], 75))
+    spread = lambda image: image[white].std() / image[white].mean()  # noqa: E731
+    assert np.allclose(raw, corrected * load(chain["out"]["bias"]), rtol=1e-3, atol=1e-3)
+    assert spread(corrected) < spread(raw) - 0.3 * (spread(raw) - spread(clean))
+
+
+def test_model_ready_volume_and_sidecar(chain: dict) -> None:
+    volume = np.load(chain["out"]["volume"])
+    assert volume.shape == (40, 52, 44) and volume.dtype == np.float16
+    assert float(volume.min()) == 0.0 and float(volume.max()) == 1.0
+    restored = pp.load_model_ready(chain["out"]["volume"])
+    brain = np.asarray(nib.load(str(chain["out"]["brain"])).dataobj)
+    assert restored.max() == pytest.approx(float(pp.resize_volume(brain, (40, 52, 44)).max()), rel=1e-3)
+    json.loads(Path(pp.volume_sidecar_path(chain["out"]["volume"])).read_text())
+
+
+def test_model_ready_uint8(chain: dict, tmp_path: Path) -> None:
+    target = tmp_path / "v.npy"
+    sidecar = pp.make_model_ready(chain["out"]["crop"], chain["out"]["mask"], target, pp.volume_sidecar_path(target),
+                                  (20, 26, 22), dtype="uint8")
+    stored = np.load(target)
+    assert stored.dtype == np.uint8 and stored.max() == 255 and sidecar["scale"] > 0
+
+
+def test_mosaic_is_written(chain: dict) -> None:
+    assert chain["out"]["mosaic"].stat().st_size > 5000
+
+
+def _random_synthstrip_checkpoint(path: Path) -> None:
+    import torch
+
+    torch.save({"model_state_dict": skullstrip.new_strip_model().state_dict()}, path)
+
+
+def test_synthstrip_runs_end_to_end_with_random_weights(chain: dict, tmp_path: Path) -> None:
+    """Every line of the SynthStrip path but the trained weights (coarse input so that it is fast)."""
+    model = tmp_path / "synthstrip.1.pt"
+    _random_synthstrip_checkpoint(model)
+    mask_path, brain_path = tmp_path / "mask.nii.gz", tmp_path / "brain.nii.gz"
+    skullstrip.skull_strip(chain["out"]["crop"], mask_path, brain_path, method="synthstrip", synthstrip_model=str(model),
+                           conform_voxel_mm=2.0, shape_limits=(64, 320), threads=2)
+    mask = nib.load(str(mask_path))
+    assert mask.shape == nib.load(str(chain["out"]["crop"])).shape
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+
+
+def test_strip_model_matches_synthstrip_layout() -> None:
+    model = skullstrip.new_strip_model()
+    assert len(model.state_dict()) == 54
+    assert sum(p.numel() for p in model.parameters()) == 2_566_561
+
+
+def test_synthstrip_rejects_a_wrong_model_file(tmp_path: Path) -> None:
+    import torch
+
+    with pytest.raises(FileNotFoundError, match=r"FREESURFER_HOME/models/synthstrip.1.pt"):
+        skullstrip.load_synthstrip_checkpoint(tmp_path / "absent.pt")
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        skullstrip.load_synthstrip_checkpoint(None)
+    text = tmp_path / "text.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        skullstrip.load_synthstrip_checkpoint(text)
+    other = tmp_path / "other.pt"
+    torch.save({"model_state_dict": {"conv.weight": torch.zeros(2, 2)}}, other)
+    with pytest.raises(ValueError, match="does not match the SynthStrip network"):
+        skullstrip.load_synthstrip_checkpoint(other)
+    bare = tmp_path / "bare.pt"
+    torch.save(skullstrip.new_strip_model().state_dict(), bare)
+    with pytest.raises(ValueError, match="model_state_dict"):
+        skullstrip.load_synthstrip_checkpoint(bare)
+    good = tmp_path / "good.pt"
+    _random_synthstrip_checkpoint(good)
+    with pytest.raises(ValueError, match="sha256"):
+        skullstrip.load_synthstrip_checkpoint(good, sha256="0" * 64)
+    assert len(skullstrip.load_synthstrip_checkpoint(good)) == 54
+
+
+def test_user_template_is_checked(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.nii"
+    nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)), str(wrong))
+    with pytest.raises(ValueError, match=r"expected shape \(193, 229, 193\)"):
+        pp.load_user_template(wrong, 2.0)
+    with pytest.raises(FileNotFoundError, match="mni_icbm152_t1_tal_nlin_sym_09c.nii"):
+        pp.load_user_template(tmp_path / "absent.nii", 2.0)
+    right = tmp_path / pp.FREESURFER_TEMPLATE_NAME
+    nib.save(mni_template(1.0), str(right))
+    resampled = pp.load_user_template(right, 2.0)
+    assert resampled.shape == (96, 114, 96)
+
+
+# --- bad inputs -----------------------------------------------------------------------------------
+def write_bad_inputs(folder: Path, good_t1: Path) -> dict[str, tuple[Path, str]]:
+    """Each kind of bad input with a word its exclusion reason must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    shape = (40, 48, 44)
+    bad: dict[str, tuple[Path, str]] = {}
+
+    def save(name: str, data: np.ndarray, image_affine: np.ndarray = affine) -> Path:
+        path = folder / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, image_affine), str(path))
+        return path
+
+    truncated = folder / "truncated.nii.gz"
+    raw = good_t1.read_bytes()
+    truncated.write_bytes(raw[: len(raw) // 2])
+    bad["truncated"] = (truncated, "unreadable")
+    garbage = folder / "garbage.nii.gz"
+    garbage.write_bytes(gzip.compress(b"this is not a NIfTI file" * 20))
+    bad["garbage"] = (garbage, "unreadable")
+    bad["fourd"] = (save("fourd", np.ones((*shape, 3), np.float32)), "4-D")
+    bad["twod"] = (save("twod", np.ones((40, 48), np.float32)), "2-D")
+    bad["slice"] = (save("slice", np.ones((40, 48, 1), np.float32)), "too thin")
+    bad["zeros"] = (save("zeros", np.zeros(shape, np.float32)), "constant")
+    nan = np.ones(shape, np.float32)
+    nan[3, 4, 5] = np.nan
+    bad["nan"] = (save("nan", nan), "NaN")
+    bad["voxel"] = (save("voxel", np.random.default_rng(0).random(shape).astype(np.float32),
+                         np.diag([50.0, 2.0, 2.0, 1.0])), "voxel size")
+    return bad
+
+
+def test_each_bad_input_is_rejected_with_its_reason(chain: dict, tmp_path: Path) -> None:
+    bad = write_bad_inputs(tmp_path / "bad", chain["subject"]["t1"])
+    for name, (path, word) in bad.items():
+        verdict = pp.check_t1(path, tmp_path / f"{name}.json", "C", name, "M000", (0.3, 5.0), 16)
+        assert not verdict["passed"] and word in verdict["reason"], (name, verdict)
+    good = pp.check_t1(chain["subject"]["t1"], tmp_path / "good.json", "C", "S1", "M000", (0.3, 5.0), 16)
+    assert good["passed"] and good["reason"] == ""
+
+
+def test_cohort_qc_lists_every_image_and_excludes_failures(chain: dict, tmp_path: Path) -> None:
+    """Check failures and QC-threshold failures reach qc.tsv as passed=false and the exclusions table."""
+    bad = write_bad_inputs(tmp_path / "bad", chain["subject"]["t1"])
+    rows = [("S1", str(chain["subject"]["t1"])), ("S2", str(chain["subject"]["t1"]))]
+    rows += [(name, str(path)) for name, (path, _) in bad.items()]
+    images = pd.DataFrame([{"cohort": "C", "subject": s, "session": "M000", "source_id": s, "visit_code": "bl",
+                            "acq_date": "2020-01-01", "path": p} for s, p in rows])
+    images_tsv = tmp_path / "images.tsv"
+    images.to_csv(images_tsv, sep="\t", index=False)
+    verdicts = [str(pp.check_t1(p, tmp_path / f"{s}.json", "C", s, "M000", (0.3, 5.0), 16) and tmp_path / f"{s}.json")
+                for s, p in rows]
+    accepted = pp.list_accepted(images_tsv, verdicts, tmp_path / "accepted.tsv")
+    assert list(accepted["subject"]) == ["S1", "S2"]
+    poor = dict(chain["metrics"], subject="S2", ncc_template=0.1)
+    (tmp_path / "S2_qc.json").write_text(json.dumps(poor))
+    table = qc.cohort_qc("C", images_tsv, verdicts, [str(chain["out"]["qc"]), str(tmp_path / "S2_qc.json")],
+                         QC_THRESHOLDS, tmp_path / "qc.tsv", tmp_path / "exclusions.tsv")
+    assert len(table) == len(rows)
+    assert list(table.loc[table["passed"] == "true", "subject"]) == ["S1"]
+    assert table.loc[table["subject"] == "S1", "volume"].item() == str(chain["out"]["volume"])
+    exclusions = pd.read_csv(tmp_path / "exclusions.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert list(exclusions.columns) == paths.EXCLUSION_COLUMNS
+    assert set(exclusions["subject"]) == {"S2", *bad}
+    assert "NCC" in exclusions.loc[exclusions["subject"] == "S2", "reason"].item()
+    for name, (path, word) in bad.items():
+        row = exclusions[exclusions["subject"] == name].iloc[0]
+        assert word in row["reason"] and row["file"] == str(path) and row["stage"] == "preprocess"
+
+
+def test_pose_error_uses_ras_and_lps_consistently(tmp_path: Path) -> None:
+    """An ITK .mat of a known translation reads back as the same RAS transform."""
+    from scipy.io import savemat
+
+    # ITK (LPS): y = x + (1, 2, 3)  ==  RAS: y = x + (-1, -2, 3)
+    savemat(tmp_path / "t.mat", {"AffineTransform_float_3_3": np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 3.0])[:, None],
+                                 "fixed": np.array([5.0, 6, 7])[:, None]}, format="4")
+    matrix = qc.read_itk_affine(tmp_path / "t.mat")
+    assert np.allclose(matrix[:3, 3], [-1, -2, 3]) and np.allclose(matrix[:3, :3], np.eye(3))
+    mean, largest = qc.pose_error_mm(matrix, np.eye(4), np.zeros((4, 3)))
+    assert mean == pytest.approx(np.sqrt(14)) and largest == pytest.approx(np.sqrt(14))

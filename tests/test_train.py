@@ -1,0 +1,296 @@
+"""Training stage: DDP pretraining through the real rules, rerun scope, resume after a kill, faults.
+
+Inputs are written directly (tests/test_train_helpers.py) so these tests do not wait for the
+upstream stages; the model is the real CITab at the tiny config's sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO, TINY_CONFIG, run_snakemake
+from safetensors import safe_open
+from safetensors.torch import load_file
+from test_train_helpers import ENCODER, write_training_inputs
+
+from model.data import DataError, ImageTableDataset, SampleSettings, corrupt_row, load_cohort_rows
+from model.metrics import classification_metrics
+from model.training import CheckpointError, DeviceError, learning_rate, resolve_device
+from workflow import paths, train
+
+VENV_PATH = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+TINY = yaml.safe_load(TINY_CONFIG.read_text())
+# Small enough for seconds per job, with 2 gloo processes for pretraining.
+TEST_OVERRIDES = {
+    "pretrain": {"epochs": 2, "batch_size": 4, "image_shape": [16, 16, 16], "cpu_processes": 2, "threads": 2},
+    "finetune": {"epochs": 2, "batch_size": 4, "seeds": [1]},
+}
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def write_config(path: Path, overrides: dict) -> Path:
+    """The tiny config with ``overrides`` merged in (Snakemake keeps only the last --configfile)."""
+    path.write_text(yaml.safe_dump(deep_merge(TINY, overrides)))
+    return path
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a Snakemake dry run."""
+    table = dry_run_output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A working directory where the real rules ran pretrain -> finetune -> evaluate -> Table 1."""
+    workdir = tmp_path_factory.mktemp("train")
+    write_training_inputs(workdir)
+    overrides = write_config(workdir / "overrides.yaml", TEST_OVERRIDES)
+    run_snakemake(workdir, paths.TABLE1.format(ext="md"), "--cores", "2",
+                  configfiles=(overrides,), env=VENV_PATH)
+    return workdir
+
+
+def test_ddp_pretraining_two_gloo_processes_agree(trained: Path) -> None:
+    weights = trained / paths.PRETRAINED_WEIGHTS.format(variant="citab")
+    with safe_open(str(weights), framework="pt") as handle:
+        summary = json.loads(handle.metadata()["summary"])
+    assert summary["world_size"] == 2
+    assert summary["ranks_agree"] and len(set(summary["parameter_checksums"])) == 1
+    metrics = (trained / paths.PRETRAIN_DIR.format(variant="citab") / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 1 + TEST_OVERRIDES["pretrain"]["epochs"]
+    # The resume point is gone after a finished run; the epoch snapshots stay.
+    checkpoints = trained / paths.PRETRAIN_DIR.format(variant="citab") / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
+    table = (trained / paths.TABLE1.format(ext="md")).read_text()
+    assert table.splitlines()[2].startswith("| CITab |")
+    evaluation = json.loads((trained / paths.EVAL_METRICS.format(variant="citab", cohort="ADNI", seed=1)).read_text())
+    assert evaluation["n"] == 6 and len(evaluation["confusion_matrix"]) == 3
+
+
+def test_finetune_setting_change_reruns_only_finetune_evaluate_table(trained: Path, tmp_path: Path) -> None:
+    changed = write_config(tmp_path / "lr.yaml", {**TEST_OVERRIDES, "finetune": {**TEST_OVERRIDES["finetune"], "lr": 5e-4}})
+    dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(changed,), env=VENV_PATH)
+    assert job_counts(dry.stdout) == {"finetune": 3, "evaluate": 3, "results_table": 1}
+    # A per-cohort setting reruns that cohort only.
+    adni = write_config(tmp_path / "adni.yaml", {**TEST_OVERRIDES, "finetune": {
+        **TEST_OVERRIDES["finetune"], "corruption_rate": {"default": 0.0, "ADNI": 0.5, "AIBL": 0.3, "NACC": 0.0}}})
+    dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(adni,), env=VENV_PATH)
+    assert job_counts(dry.stdout) == {"finetune": 1, "evaluate": 1, "results_table": 1}
+
+
+def _cli(workdir: Path, job: str, settings: dict, *extra: str) -> list[str]:
+    common = ["--variant", "citab", "--header-bank", paths.HEADER_BANK.format(encoder=ENCODER), "--encoder", ENCODER,
+              "--settings", json.dumps(settings), "--threads", "1"]
+    return [sys.executable, "-m", "workflow.train", job, *common, *extra]
+
+
+def _pretrain_command(workdir: Path, epochs: int) -> list[str]:
+    config = {"cohorts": dict(TINY["cohorts"]), "model": TINY["model"], "headers": {"encoder": ENCODER},
+              "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"], "epochs": epochs, "checkpoint_every": 1}}
+    _fill_defaults(config)
+    cohorts = list(config["cohorts"])
+    return _cli(workdir, "pretrain", json.loads(train.pretrain_settings(config)),
+                "--cohorts", *cohorts, "--tables", *(paths.TABLE.format(cohort=c) for c in cohorts),
+                "--columns", *(paths.TABLE_COLUMNS.format(cohort=c) for c in cohorts),
+                "--weights", paths.PRETRAINED_WEIGHTS.format(variant="citab"),
+                "--metrics", paths.PRETRAIN_DIR.format(variant="citab") + "/metrics.csv")
+
+
+def _fill_defaults(config: dict) -> None:
+    from snakemake.utils import validate
+
+    for section in ("pretrain", "finetune", "evaluate", "report"):
+        config.setdefault(section, {})
+        validate(config[section], str(REPO / "workflow" / "schemas" / f"{section}.schema.yaml"), set_default=True)
+
+
+def test_pretraining_killed_then_rerun_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
+    epochs = 4
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for workdir in (straight, killed):
+        workdir.mkdir()
+        write_training_inputs(workdir)
+    subprocess.run(_pretrain_command(straight, epochs), cwd=straight, check=True, capture_output=True, env={**os.environ, **VENV_PATH})
+
+    resume_state = killed / paths.PRETRAIN_DIR.format(variant="citab") / "checkpoints" / "resume.json"
+    process = subprocess.Popen(_pretrain_command(killed, epochs), cwd=killed, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, **VENV_PATH})
+    deadline = time.time() + 120
+    while not resume_state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = json.loads(resume_state.read_text())["epoch"]
+    assert interrupted_at < epochs, "the run finished before it could be killed"
+    assert not (killed / paths.PRETRAINED_WEIGHTS.format(variant="citab")).exists()
+
+    rerun = subprocess.run(_pretrain_command(killed, epochs), cwd=killed, capture_output=True, text=True,
+                           env={**os.environ, **VENV_PATH})
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming pretraining after epoch {interrupted_at}" in rerun.stderr
+    expected = load_file(straight / paths.PRETRAINED_WEIGHTS.format(variant="citab"))
+    resumed = load_file(killed / paths.PRETRAINED_WEIGHTS.format(variant="citab"))
+    assert expected.keys() == resumed.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, resumed[name]), name
+    straight_metrics = (straight / paths.PRETRAIN_DIR.format(variant="citab") / "metrics.csv").read_text()
+    resumed_metrics = (killed / paths.PRETRAIN_DIR.format(variant="citab") / "metrics.csv").read_text()
+    drop_seconds = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # noqa: E731
+    assert drop_seconds(straight_metrics) == drop_seconds(resumed_metrics)
+
+
+def _finetune_settings() -> dict:
+    config = {"cohorts": dict(TINY["cohorts"]), "model": TINY["model"], "headers": {"encoder": ENCODER},
+              "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"]},
+              "finetune": {**TINY["finetune"], **TEST_OVERRIDES["finetune"], "epochs": 3}}
+    _fill_defaults(config)
+    return json.loads(train.finetune_settings(config, "citab", "ADNI"))
+
+
+def _run_finetune(workdir: Path, settings: dict, pretrained: str | None = None) -> dict:
+    return train.run_finetune(
+        variant="citab", cohort="ADNI", seed=1, table=str(workdir / paths.TABLE.format(cohort="ADNI")),
+        columns=str(workdir / paths.TABLE_COLUMNS.format(cohort="ADNI")),
+        header_bank=str(workdir / paths.HEADER_BANK.format(encoder=ENCODER)), encoder=ENCODER, settings=settings,
+        pretrained=pretrained, best=str(workdir / "ft" / "best.safetensors"), metrics=str(workdir / "ft" / "metrics.csv"),
+        gpus=0, threads=1,
+    )
+
+
+def test_finetuning_crashed_then_rerun_ends_with_the_uninterrupted_weights(tmp_path: Path, monkeypatch) -> None:
+    import model.training as training
+
+    settings = _finetune_settings()
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    for workdir in (straight, crashed):
+        workdir.mkdir()
+        write_training_inputs(workdir)
+        monkeypatch.chdir(workdir)  # the tables name volumes relative to the working directory
+        if workdir == straight:
+            _run_finetune(workdir, settings)
+    calls = {"n": 0}
+    original = training.write_metrics_csv
+
+    def crash_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill during epoch 2")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "write_metrics_csv", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        _run_finetune(crashed, settings)
+    monkeypatch.setattr(training, "write_metrics_csv", original)
+    assert json.loads((crashed / "ft" / "checkpoints" / "resume.json").read_text())["epoch"] == 1
+    result = _run_finetune(crashed, settings)
+    expected, resumed = load_file(straight / "ft" / "best.safetensors"), load_file(crashed / "ft" / "best.safetensors")
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    assert result["best_epoch"] >= 1 and not (crashed / "ft" / "checkpoints").exists()
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, monkeypatch) -> Path:
+    write_training_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_missing_or_corrupt_checkpoint_is_named(inputs: Path) -> None:
+    settings = _finetune_settings()
+    with pytest.raises(CheckpointError, match=r"pretrained weights 'nowhere/model.safetensors' does not exist"):
+        _run_finetune(inputs, settings, pretrained="nowhere/model.safetensors")
+    corrupt = inputs / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00\x01 this is not a safetensors file")
+    with pytest.raises(CheckpointError, match=r"corrupt.safetensors' is not a readable safetensors file"):
+        _run_finetune(inputs, settings, pretrained=str(corrupt))
+
+
+def test_header_bank_of_another_encoder_is_refused(inputs: Path) -> None:
+    bank = inputs / paths.HEADER_BANK.format(encoder=ENCODER)
+    with pytest.raises(ValueError, match=r"built with encoder 'minilm', but the config asks for 'bert-base-uncased'"):
+        train.load_checked_header_bank(bank, "bert-base-uncased")
+
+
+def test_table_and_volumes_disagreeing_on_subjects_is_named(inputs: Path) -> None:
+    missing = Path(paths.MODEL_READY_VOLUME.format(cohort="AIBL", subject="S002", session="M000"))
+    missing.unlink()
+    bank = train.load_checked_header_bank(paths.HEADER_BANK.format(encoder=ENCODER), ENCODER)
+    with pytest.raises(DataError, match=r"cohort AIBL name a model-ready volume that does not exist .*S002/M000"):
+        train.load_rows("AIBL", paths.TABLE.format(cohort="AIBL"), paths.TABLE_COLUMNS.format(cohort="AIBL"), bank, "train")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPUs")
+def test_gpu_request_without_gpu_is_a_clear_error() -> None:
+    with pytest.raises(DeviceError, match=r"pretrain.gpus asks for 2 GPU\(s\), but torch sees no GPU.*pretrain.gpus: 0"):
+        resolve_device(2, "pretrain.gpus")
+
+
+# --- pieces ---------------------------------------------------------------------------------------
+
+
+def test_learning_rate_follows_the_official_per_epoch_schedule() -> None:
+    assert learning_rate(0, 1e-4, 10, 300) == 0.0
+    assert learning_rate(9, 1e-4, 10, 300) == pytest.approx(1e-4)
+    assert learning_rate(10, 1e-4, 10, 300) == pytest.approx(1e-4)
+    assert learning_rate(155, 1e-4, 10, 300) == pytest.approx(0.5e-4)
+    assert learning_rate(7, 1e-4, None, 20) == 1e-4
+
+
+def test_mixed_cohort_items_are_padded_with_a_mask(inputs: Path) -> None:
+    bank = train.load_checked_header_bank(paths.HEADER_BANK.format(encoder=ENCODER), ENCODER)
+    rows = [train.load_rows(c, paths.TABLE.format(cohort=c), paths.TABLE_COLUMNS.format(cohort=c), bank, "train")
+            for c in ("ADNI", "AIBL")]
+    dataset = ImageTableDataset(rows, SampleSettings(image_shape=(16, 16, 16)))
+    aibl_item = dataset[len(rows[0])]
+    assert float(aibl_item["image"].min()) == 0.0 and float(aibl_item["image"].max()) == pytest.approx(1.0)
+    resized = ImageTableDataset(rows, SampleSettings(image_shape=(12, 10, 12)))
+    assert resized[0]["image"].shape == (1, 12, 10, 12)
+    assert aibl_item["pad_mask"].tolist() == [False, False, False, True, True]
+    assert aibl_item["values"][3:].tolist() == [0.0, 0.0]
+    assert aibl_item["col_ids"][:3].tolist() == bank.column_ids(["Age", "Sex", "MMSE"])
+
+
+def test_augmented_draws_repeat_for_the_same_seed_epoch_and_row(inputs: Path) -> None:
+    bank = train.load_checked_header_bank(paths.HEADER_BANK.format(encoder=ENCODER), ENCODER)
+    rows = [load_cohort_rows("ADNI", paths.TABLE.format(cohort="ADNI"), paths.TABLE_COLUMNS.format(cohort="ADNI"),
+                             {t: i for i, t in enumerate(bank.headers)}, "train")]
+    settings = SampleSettings(image_shape=(16, 16, 16), augment_probability=1.0, corruption_rate=0.4, seed=3)
+    first = ImageTableDataset(rows, settings, corruption_pools=[rows[0].values])
+    second = ImageTableDataset(rows, settings, corruption_pools=[rows[0].values])
+    assert torch.equal(first[2]["image"], second[2]["image"])
+    first.set_epoch(1)
+    assert not torch.equal(first[2]["image"], second[2]["image"])
+    corrupted = corrupt_row(np.zeros(5, dtype=np.float32), np.ones((4, 5), dtype=np.float32), 0.4, np.random.default_rng(0))
+    assert int(corrupted.sum()) == 2  # floor(0.4 * 5) cells replaced
+
+
+def test_metrics_survive_a_test_set_without_a_class() -> None:
+    labels = np.array([0, 0, 2, 2])
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]])
+    metrics = classification_metrics(labels, probabilities)
+    assert metrics["auc_classes"] == [0, 2] and not metrics["auc_complete"]
+    assert metrics["accuracy"] == 0.5 and metrics["support"] == [2, 0, 2]
+    assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 0, 0], [1, 0, 1]]
+    single = classification_metrics(np.array([1, 1]), probabilities[:2])
+    assert np.isnan(single["auc"]) and single["auc_classes"] == []

@@ -1,0 +1,482 @@
+"""MRI preprocessing: Clinica ``t1-linear`` re-implemented with antspyx, then skull stripping.
+
+Per image (``cohort, subject, session``), in rule order:
+
+1. ``check_t1``: read the native T1 once and write a JSON verdict (unreadable, truncated, not 3-D,
+   all zeros, NaN/Inf, absurd voxel size...). Only accepted images go further; the per-cohort
+   checkpoint ``preprocess_accepted`` lists them (``list_accepted``).
+2. ``bias_correct``: N4 with Clinica's settings (B-spline fitting distance 200 mm, ANTs defaults
+   otherwise); one N4 call gives the bias field, and corrected = input / bias.
+3. ``register_to_template``: ``antsRegistrationSyNQuick[a]`` (rigid then affine, MI) to the
+   MNI152NLin2009cSym template, checked to be purely affine, then Clinica's crop box.
+4. skull stripping (``workflow.skullstrip``), then ``make_model_ready``: the stripped crop resampled
+   to the model's input shape and stored as ``.npy`` with a scaling sidecar.
+5. QC per image and per cohort (``workflow.preprocess_qc``).
+
+Heavy libraries (antspyx, torch) are imported inside the functions that need them, so that the
+Snakefile (which imports this module for path patterns) and light rules start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workflow import paths
+
+log = logging.getLogger(__name__)
+
+SPACE = "MNI152NLin2009cSym"
+# Clinica's crop box on the 1 mm MNI152NLin2009c grid (193 x 229 x 193): [12:181, 13:221, 0:179].
+CLINICA_CROP_START_MM = (12, 13, 0)
+CLINICA_CROP_SIZE_MM = (169, 208, 179)
+IMAGE_COLUMNS = ["cohort", "subject", "session", "source_id", "visit_code", "acq_date", "path"]
+ACCEPTED_COLUMNS = ["cohort", "subject", "session", "path"]
+TEMPLATE_DIR = f"{paths.RESULTS}/preprocess/template"
+# The per-cohort list of images that passed the input check (checkpoint preprocess_accepted).
+ACCEPTED = f"{paths.RESULTS}/preprocess/{{cohort}}/accepted.tsv"
+FREESURFER_TEMPLATE_NAME = "mni_icbm152_t1_tal_nlin_sym_09c.nii"
+
+
+# --- file names -----------------------------------------------------------------------------------
+def resolution_label(voxel_size_mm: float) -> str:
+    """BIDS/CAPS ``res-`` label of an isotropic working grid: 1.0 -> ``1x1x1``, 1.5 -> ``1.5x1.5x1.5``."""
+    size = f"{float(voxel_size_mm):g}"
+    return f"{size}x{size}x{size}"
+
+
+def session_files(voxel_size_mm: float) -> dict[str, str]:
+    """Per-image file patterns (Snakemake wildcards cohort/subject/session), CAPS/Clinica-style.
+
+    Keys: ``check`` (JSON verdict), ``n4`` and ``bias`` (native space), ``affine`` (ITK .mat, MNI to
+    native), ``crop`` (registered and cropped T1), ``mask`` and ``brain`` (skull strip on the crop),
+    ``volume`` and ``volume_sidecar`` (model-ready array), ``qc`` (metrics JSON), ``mosaic`` (PNG).
+    """
+    session_dir = paths.PREPROCESS_SESSION_DIR
+    prefix = "sub-{subject}_ses-{session}"
+    linear = f"{session_dir}/t1_linear/{prefix}"
+    mni = f"{linear}_space-{SPACE}"
+    res = resolution_label(voxel_size_mm)
+    return {
+        "check": f"{session_dir}/{prefix}_check.json",
+        "n4": f"{linear}_desc-N4_T1w.nii.gz",
+        "bias": f"{linear}_desc-N4_biasfield.nii.gz",
+        "affine": f"{mni}_res-{res}_affine.mat",
+        "crop": f"{mni}_desc-Crop_res-{res}_T1w.nii.gz",
+        "mask": f"{mni}_desc-CropBrain_res-{res}_mask.nii.gz",
+        "brain": f"{mni}_desc-CropBrain_res-{res}_T1w.nii.gz",
+        "volume": paths.MODEL_READY_VOLUME,
+        "volume_sidecar": volume_sidecar_path(paths.MODEL_READY_VOLUME),
+        "qc": f"{session_dir}/qc/{prefix}_qc.json",
+        "mosaic": f"{paths.PREPROCESS_MOSAIC_DIR}/{prefix}_mosaic.png",
+    }
+
+
+def template_files(voxel_size_mm: float) -> dict[str, str]:
+    """The registration target at the working voxel size: ``head`` (full grid), ``crop`` and
+    ``brainmask`` (on the cropped grid)."""
+    stem = f"{TEMPLATE_DIR}/tpl-{SPACE}_res-{resolution_label(voxel_size_mm)}"
+    return {
+        "head": f"{stem}_T1w.nii.gz",
+        "crop": f"{stem}_desc-Crop_T1w.nii.gz",
+        "brainmask": f"{stem}_desc-CropBrain_mask.nii.gz",
+    }
+
+
+def truth_files() -> dict[str, str]:
+    """Ground-truth sidecars of a synthetic image (docs/interfaces.md section 1)."""
+    stem = f"{paths.SYNTHETIC_TRUTH_DIR}/sub-{{subject}}_ses-{{session}}"
+    return {"truth": f"{stem}_truth.json", "brainmask": f"{stem}_brainmask.nii.gz"}
+
+
+def volume_sidecar_path(volume_path: str | Path) -> str:
+    """The JSON sidecar beside a model-ready ``.npy`` (same name, ``.json``)."""
+    text = str(volume_path)
+    if not text.endswith(".npy"):
+        raise ValueError(f"model-ready volume must be a .npy file, got {text}")
+    return text[: -len(".npy")] + ".json"
+
+
+# --- the intake images table and the accepted list -----------------------------------------------
+def read_images_table(images_tsv: str | Path) -> pd.DataFrame:
+    """Read intake's ``images.tsv`` (columns ``IMAGE_COLUMNS``) as strings; errors name the file."""
+    table = pd.read_csv(images_tsv, sep="\t", dtype=str, keep_default_na=False)
+    missing = [c for c in IMAGE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{images_tsv}: missing column(s) {missing}; expected {IMAGE_COLUMNS}")
+    duplicated = table.duplicated(["subject", "session"])
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0]) + 2  # +1 header, +1 one-based
+        raise ValueError(f"{images_tsv}: row {row}: subject/session listed twice")
+    return table
+
+
+def image_keys(images_tsv: str | Path) -> list[tuple[str, str]]:
+    """``(subject, session)`` of every image of intake's table, in its order."""
+    table = read_images_table(images_tsv)
+    return list(zip(table["subject"], table["session"]))
+
+
+def native_t1_path(images_tsv: str | Path, subject: str, session: str) -> str:
+    """Path of the native T1 of one image, from intake's ``images.tsv``."""
+    table = read_images_table(images_tsv)
+    row = table[(table["subject"] == subject) & (table["session"] == session)]
+    if row.empty:
+        raise ValueError(f"{images_tsv}: no image for subject {subject!r} session {session!r}")
+    return str(row["path"].iloc[0])
+
+
+def read_accepted(accepted_tsv: str | Path) -> list[tuple[str, str]]:
+    """``(subject, session)`` of the images that passed ``check_t1`` (the checkpoint's table)."""
+    table = pd.read_csv(accepted_tsv, sep="\t", dtype=str, keep_default_na=False)
+    return list(zip(table["subject"], table["session"]))
+
+
+# --- input functions of rules/preprocess.smk (they need Snakemake's ``checkpoints`` object) -------
+def intake_images(checkpoints, cohort: str) -> str:
+    """Intake's ``images.tsv`` of a cohort, once the ``intake_cohort`` checkpoint has run."""
+    checkpoints.intake_cohort.get(cohort=cohort)
+    return paths.INTAKE_IMAGES.format(cohort=cohort)
+
+
+def native_t1_input(checkpoints):
+    """Input function: the native T1 of ``{cohort, subject, session}``."""
+    return lambda wildcards: native_t1_path(
+        intake_images(checkpoints, wildcards.cohort), wildcards.subject, wildcards.session)
+
+
+def every_image_input(checkpoints, pattern: str):
+    """Input function: ``pattern`` for every image intake listed for ``{cohort}``."""
+    def files(wildcards) -> list[str]:
+        keys = image_keys(intake_images(checkpoints, wildcards.cohort))
+        return [pattern.format(cohort=wildcards.cohort, subject=s, session=t) for s, t in keys]
+    return files
+
+
+def truth_param(config: dict, kind: str):
+    """Params function: a synthetic cohort's ground-truth file ``kind`` (``truth`` or ``brainmask``)
+    of ``{cohort, subject, session}``, or '' for a real cohort (no ground truth)."""
+    def path(wildcards) -> str:
+        if config["cohorts"][wildcards.cohort]["source"] != "synthetic":
+            return ""
+        return truth_files()[kind].format(cohort=wildcards.cohort, subject=wildcards.subject, session=wildcards.session)
+    return path
+
+
+def accepted_image_input(checkpoints, pattern: str):
+    """Input function: ``pattern`` for every image of ``{cohort}`` that passed the input check."""
+    def files(wildcards) -> list[str]:
+        accepted_tsv = checkpoints.preprocess_accepted.get(cohort=wildcards.cohort).output[0]
+        return [pattern.format(cohort=wildcards.cohort, subject=s, session=t) for s, t in read_accepted(accepted_tsv)]
+    return files
+
+
+# --- 1. input check --------------------------------------------------------------------------------
+def inspect_t1(t1_path: str | Path, voxel_size_range_mm: tuple[float, float], min_axis_voxels: int) -> tuple[str, dict]:
+    """Why a native T1 cannot be preprocessed ('' when it can), and what was seen.
+
+    Reads every voxel, so a truncated file is caught here and not in the middle of N4.
+    """
+    import nibabel as nib
+
+    facts: dict = {}
+    try:
+        image = nib.load(str(t1_path))
+        facts["shape"] = [int(n) for n in image.shape]
+        facts["voxel_size_mm"] = [round(float(z), 4) for z in image.header.get_zooms()[: len(image.shape)]]
+        data = np.asanyarray(image.dataobj)
+    except Exception as error:  # noqa: BLE001 -- any read failure is a verdict, not a crash
+        return f"unreadable image ({type(error).__name__}: {error})", facts
+    if data.ndim != 3:
+        return f"{data.ndim}-D image of shape {list(data.shape)}: expected one 3-D T1 volume", facts
+    if min(data.shape) < min_axis_voxels:
+        return (f"image of shape {list(data.shape)} is too thin (fewer than {min_axis_voxels} voxels "
+                f"along an axis): expected a 3-D T1 volume"), facts
+    low, high = voxel_size_range_mm
+    zooms = facts["voxel_size_mm"]
+    if not all(low <= z <= high for z in zooms):
+        return f"voxel size {zooms} mm outside the plausible range [{low}, {high}] mm", facts
+    if not np.all(np.isfinite(image.affine)) or abs(np.linalg.det(image.affine[:3, :3])) < 1e-9:
+        return "invalid (singular or non-finite) voxel-to-world affine", facts
+    values = np.asarray(data, dtype=np.float32)
+    finite = np.isfinite(values)
+    if not finite.all():
+        return f"{int((~finite).sum())} NaN or infinite voxel(s)", facts
+    if float(values.max()) == float(values.min()):
+        return f"constant image (every voxel is {float(values.max()):g})", facts
+    facts["intensity_range"] = [float(values.min()), float(values.max())]
+    return "", facts
+
+
+def check_t1(
+    t1_path: str | Path, verdict_path: str | Path, cohort: str, subject: str, session: str,
+    voxel_size_range_mm: tuple[float, float], min_axis_voxels: int,
+) -> dict:
+    """Write the JSON verdict of one native T1: ``{cohort, subject, session, file, passed, reason, ...}``.
+
+    Args:
+        t1_path: the native image (NIfTI).
+        verdict_path: output JSON.
+        voxel_size_range_mm: plausible [min, max] voxel edge in mm.
+        min_axis_voxels: fewer voxels than this along any axis means a 2-D or degenerate image.
+    """
+    reason, facts = inspect_t1(t1_path, tuple(voxel_size_range_mm), int(min_axis_voxels))
+    verdict = {"cohort": cohort, "subject": subject, "session": session, "file": str(t1_path),
+               "passed": not reason, "reason": reason, **facts}
+    if reason:
+        log.warning("excluding %s: %s", t1_path, reason)
+    else:
+        log.info("accepted %s: shape %s, voxel size %s mm", t1_path, facts["shape"], facts["voxel_size_mm"])
+    _write_json(verdict, verdict_path)
+    return verdict
+
+
+def list_accepted(images_tsv: str | Path, verdict_paths: list[str], accepted_tsv: str | Path) -> pd.DataFrame:
+    """Write the images whose verdict passed (columns ``ACCEPTED_COLUMNS``), in intake's order."""
+    verdicts = {(v["subject"], v["session"]): v for v in map(_read_json, verdict_paths)}
+    table = read_images_table(images_tsv)
+    keep = []
+    for subject, session in zip(table["subject"], table["session"]):
+        if (subject, session) not in verdicts:
+            raise ValueError(f"no check verdict for subject {subject} session {session} of {images_tsv}")
+        keep.append(bool(verdicts[(subject, session)]["passed"]))
+    accepted = table.loc[keep, ACCEPTED_COLUMNS]
+    Path(accepted_tsv).parent.mkdir(parents=True, exist_ok=True)
+    accepted.to_csv(accepted_tsv, sep="\t", index=False)
+    log.info("%d of %d images accepted for preprocessing", len(accepted), len(table))
+    return accepted
+
+
+# --- template -------------------------------------------------------------------------------------
+def crop_slices(voxel_size_mm: float) -> tuple[slice, slice, slice]:
+    """Clinica's crop box on the MNI152NLin2009c grid at an isotropic voxel size.
+
+    At 1 mm this is exactly ``[12:181, 13:221, 0:179]`` (169 x 208 x 179); at other sizes the same
+    box in mm, rounded to whole voxels.
+    """
+    starts = [int(round(s / voxel_size_mm)) for s in CLINICA_CROP_START_MM]
+    sizes = [int(round(n / voxel_size_mm)) for n in CLINICA_CROP_SIZE_MM]
+    return tuple(slice(start, start + size) for start, size in zip(starts, sizes))
+
+
+def crop_affine(affine: np.ndarray, slices: tuple[slice, slice, slice]) -> np.ndarray:
+    """Voxel-to-world affine of ``image[slices]``."""
+    shifted = np.array(affine, dtype=float)
+    shifted[:3, 3] = affine[:3, :3] @ np.array([s.start for s in slices], dtype=float) + affine[:3, 3]
+    return shifted
+
+
+def load_user_template(template_path: str | Path, voxel_size_mm: float):
+    """The user's MNI152NLin2009cSym head T1, checked and resampled to the working grid.
+
+    Raises ``ValueError`` when the file is not on the MNI152NLin2009c 1 mm grid (193 x 229 x 193,
+    1 mm, origin (-96, -132, -78)), which Clinica's crop box assumes.
+    """
+    import nibabel as nib
+
+    from workflow.templates import MNI2009C_ORIGIN_MM, MNI2009C_SHAPE_1MM, mni2009c_grid
+
+    template_path = Path(template_path)
+    if not template_path.is_file():
+        raise FileNotFoundError(
+            f"preprocess.template: {template_path} does not exist. Expected {FREESURFER_TEMPLATE_NAME} "
+            "(ICBM 2009c Nonlinear Symmetric T1, with skull), or null for the embedded brain-only stand-in.")
+    image = nib.load(str(template_path))
+    expected_affine = mni2009c_grid(1.0)[1]
+    if tuple(image.shape[:3]) != MNI2009C_SHAPE_1MM or image.ndim != 3 or not np.allclose(
+            image.affine, expected_affine, atol=1e-3):
+        raise ValueError(
+            f"preprocess.template: {template_path} is not the MNI152NLin2009cSym 1 mm template: expected "
+            f"shape {MNI2009C_SHAPE_1MM}, 1 mm voxels and origin {MNI2009C_ORIGIN_MM} (RAS affine "
+            f"{expected_affine.tolist()}), got shape {list(image.shape)} and affine "
+            f"{np.round(image.affine, 3).tolist()}. Use {FREESURFER_TEMPLATE_NAME} from the ICBM 2009c "
+            "Nonlinear Symmetric release.")
+    if float(voxel_size_mm) == 1.0:
+        return nib.Nifti1Image(np.asarray(image.get_fdata(), dtype=np.float32), image.affine)
+    from nilearn import image as nimage
+
+    shape, affine = mni2009c_grid(voxel_size_mm)
+    resampled = nimage.resample_img(image, target_affine=affine, target_shape=shape,
+                                    interpolation="continuous", force_resample=True, copy_header=True)
+    return nib.Nifti1Image(np.clip(np.asarray(resampled.get_fdata(), dtype=np.float32), 0, None), affine)
+
+
+def prepare_template(
+    template_path: str | None, voxel_size_mm: float, head_path: str | Path, crop_path: str | Path,
+    brainmask_path: str | Path,
+) -> None:
+    """Write the registration target at the working voxel size, its crop and its brain mask.
+
+    Args:
+        template_path: the user's ``mni_icbm152_t1_tal_nlin_sym_09c.nii`` (full fidelity), or
+            ``None`` for nilearn's brain-only ICBM 2009 template on the same grid (stand-in).
+        voxel_size_mm: isotropic working voxel size (1 mm in the paper).
+    """
+    import nibabel as nib
+
+    from workflow.templates import mni_brain_mask, mni_template
+
+    if template_path:
+        head = load_user_template(template_path, voxel_size_mm)
+        log.info("registration target: %s (MNI152NLin2009cSym head T1) at %g mm", template_path, voxel_size_mm)
+    else:
+        head = mni_template(voxel_size_mm)
+        log.warning(
+            "registration target: nilearn's BRAIN-ONLY ICBM 2009 template on the MNI152NLin2009c grid at "
+            "%g mm, a stand-in for Clinica's head template. For full fidelity set preprocess.template to "
+            "%s (head-to-head registration as in the paper).", voxel_size_mm, FREESURFER_TEMPLATE_NAME)
+    slices = crop_slices(voxel_size_mm)
+    cropped_affine = crop_affine(head.affine, slices)
+    head_data = np.asarray(head.dataobj, dtype=np.float32)
+    mask = np.asarray(mni_brain_mask(voxel_size_mm).dataobj, dtype=np.uint8)
+    for path in (head_path, crop_path, brainmask_path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(head_data, head.affine), str(head_path))
+    nib.save(nib.Nifti1Image(head_data[slices], cropped_affine), str(crop_path))
+    nib.save(nib.Nifti1Image(mask[slices], cropped_affine), str(brainmask_path))
+
+
+# --- 2. N4 ----------------------------------------------------------------------------------------
+def set_threads(threads: int) -> None:
+    """Give ITK (antspyx) and torch the rule's ``threads:``; call before importing ants."""
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
+    os.environ["OMP_NUM_THREADS"] = str(int(threads))
+
+
+def bias_correct(
+    t1_path: str | Path, corrected_path: str | Path, bias_path: str | Path, spline_distance_mm: float = 200.0,
+    shrink_factor: int = 4, iterations: tuple[int, ...] = (50, 50, 50, 50), tolerance: float = 1e-7,
+    threads: int = 1,
+) -> None:
+    """N4 bias field correction as Clinica runs it (fitting distance 200 mm, ANTs defaults otherwise).
+
+    One N4 call returns the bias field; the corrected image is input / bias (Clinica calls N4 twice
+    to get both, with identical results). Both are written in the native space of ``t1_path``.
+    """
+    set_threads(threads)
+    import ants
+
+    image = ants.image_read(str(t1_path)).clone("float")
+    bias = ants.n4_bias_field_correction(
+        image, shrink_factor=int(shrink_factor), spline_param=float(spline_distance_mm),
+        convergence={"iters": [int(i) for i in iterations], "tol": float(tolerance)}, return_bias_field=True,
+    )
+    corrected = image / bias
+    for path in (corrected_path, bias_path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ants.image_write(corrected, str(corrected_path))
+    ants.image_write(bias, str(bias_path))
+    log.info("N4 on %s: bias field range %.3f-%.3f", t1_path, float(bias.min()), float(bias.max()))
+
+
+# --- 3. affine registration + crop ----------------------------------------------------------------
+def register_to_template(
+    n4_path: str | Path, template_head_path: str | Path, affine_path: str | Path, crop_path: str | Path,
+    voxel_size_mm: float, seed: int = 0, type_of_transform: str = "antsRegistrationSyNQuick[a]", threads: int = 1,
+) -> None:
+    """Affine registration of the N4 image to the template, then Clinica's crop.
+
+    Writes the ITK affine (``.mat``: maps template points, LPS, to native points) and the registered
+    image cropped to Clinica's box (``crop_slices``) on the template grid.
+
+    Raises ``RuntimeError`` when anything but exactly one affine transform comes back (a deformable
+    field would mean a non-linear registration, which Clinica's --use-antspy runs by mistake).
+    """
+    set_threads(threads)
+    import ants
+    import nibabel as nib
+
+    if not type_of_transform.endswith("[a]"):
+        raise ValueError(f"type_of_transform must be an affine ANTs preset ('...[a]'), got {type_of_transform!r}")
+    # antspyx takes the seed from its config, not from a keyword (a keyword would be silently ignored).
+    ants.config._random_seed = int(seed)
+    fixed = ants.image_read(str(template_head_path))
+    moving = ants.image_read(str(n4_path))
+    with tempfile.TemporaryDirectory(prefix="preprocess_reg_") as scratch:
+        result = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
+                                   outprefix=str(Path(scratch) / "reg_"))
+        transforms = list(result["fwdtransforms"])
+        leftovers = sorted(p.name for p in Path(scratch).iterdir() if "Warp" in p.name)
+        if len(transforms) != 1 or not transforms[0].endswith("GenericAffine.mat") or leftovers:
+            raise RuntimeError(f"registration of {n4_path} returned {transforms} (+ {leftovers}): expected exactly "
+                               "one affine transform and no deformation field")
+        Path(affine_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(transforms[0], affine_path)
+    warped = result["warpedmovout"].numpy().astype(np.float32)
+    # ants arrays keep the NIfTI voxel order, so the template's RAS affine describes them.
+    template_affine = nib.load(str(template_head_path)).affine
+    slices = crop_slices(voxel_size_mm)
+    Path(crop_path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(warped[slices], crop_affine(template_affine, slices)), str(crop_path))
+    log.info("registered %s to %s (%s, seed %d)", n4_path, template_head_path, type_of_transform, seed)
+
+
+# --- 4. model-ready volume ------------------------------------------------------------------------
+def resize_volume(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Resample ``volume`` [X, Y, Z] to ``shape`` with linear interpolation, field of view preserved
+    (voxel corners aligned, as torchio's ``Resize`` does)."""
+    from scipy import ndimage
+
+    factors = [target / source for target, source in zip(shape, volume.shape)]
+    resized = ndimage.zoom(volume.astype(np.float32), factors, order=1, mode="nearest", grid_mode=True)
+    if resized.shape != tuple(shape):  # zoom rounds the output shape; it cannot miss by more than one
+        raise RuntimeError(f"resize to {shape} gave {resized.shape}")
+    return resized
+
+
+def make_model_ready(
+    crop_path: str | Path, mask_path: str | Path, volume_path: str | Path, sidecar_path: str | Path,
+    shape: tuple[int, int, int], dtype: str = "float16",
+) -> dict:
+    """Store the skull-stripped crop, resampled to the model's input ``shape``, as a ``.npy`` array.
+
+    The array holds ``(x - offset) / scale`` where x is the stripped intensity: ``float16`` in [0, 1]
+    or ``uint8`` in [0, 255]. The sidecar JSON gives ``offset`` and ``scale`` (x = stored * scale +
+    offset), the dtype, the shape and the source crop. The model min-max scales every volume to
+    [0, 1] anyway (model-spec 2.1), so float16 loses nothing it uses.
+    """
+    import nibabel as nib
+
+    if dtype not in ("float16", "uint8"):
+        raise ValueError(f"model-ready dtype must be float16 or uint8, got {dtype!r}")
+    crop = nib.load(str(crop_path))
+    brain = np.asarray(crop.dataobj, dtype=np.float32) * (np.asarray(nib.load(str(mask_path)).dataobj) > 0)
+    resized = resize_volume(brain, tuple(int(n) for n in shape))
+    offset = float(resized.min())
+    top = 1.0 if dtype == "float16" else 255.0
+    scale = max(float(resized.max()) - offset, 1e-12) / top
+    stored = (resized - offset) / scale
+    stored = stored.astype(np.float16) if dtype == "float16" else np.round(stored).astype(np.uint8)
+    Path(volume_path).parent.mkdir(parents=True, exist_ok=True)
+    np.save(volume_path, stored)
+    sidecar = {
+        "dtype": dtype, "shape": list(stored.shape), "offset": offset, "scale": scale,
+        "undo": "intensity = stored * scale + offset", "source": str(crop_path), "mask": str(mask_path),
+        "source_shape": list(brain.shape),
+        "source_voxel_size_mm": [float(z) for z in crop.header.get_zooms()[:3]],
+    }
+    _write_json(sidecar, sidecar_path)
+    return sidecar
+
+
+def load_model_ready(volume_path: str | Path) -> np.ndarray:
+    """The model-ready array [X, Y, Z] back in the stripped image's intensity units (float32)."""
+    sidecar = _read_json(volume_sidecar_path(volume_path))
+    return np.load(volume_path).astype(np.float32) * sidecar["scale"] + sidecar["offset"]
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def _write_json(payload: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def _read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,423 @@
+"""Training stage: cross-tabular pretraining, per-cohort fine-tuning and test-set evaluation.
+
+Rules run it as a command line (``python -m workflow.train pretrain|finetune|evaluate ...``) so that
+pretraining can be launched by ``torchrun`` and every job by ``workflow.gpu_slots``. The settings
+arrive as one JSON string built from the config by :func:`pretrain_settings`,
+:func:`finetune_settings` and :func:`evaluate_settings` (the rules' ``params``), so that a changed
+setting reruns exactly the jobs it affects.
+
+Outputs (docs/interfaces.md section 6): ``paths.PRETRAINED_WEIGHTS`` + ``metrics.csv`` beside it;
+``paths.FINETUNED_WEIGHTS`` + ``metrics.csv``; ``paths.EVAL_METRICS`` and ``paths.EVAL_PREDICTIONS``.
+Each run keeps its resume point in ``<run folder>/checkpoints/`` (see :mod:`model.training`).
+
+Module-level imports stay light (no torch): the rule files import this module to build params.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from workflow import paths
+
+log = logging.getLogger(__name__)
+
+# Settings that only say how a job runs, not what it computes, are kept out of the params JSON.
+PRETRAIN_RUNTIME_KEYS = ("gpus", "cpu_processes", "threads", "mem_mb")
+FINETUNE_RUNTIME_KEYS = ("gpus", "threads", "mem_mb", "seeds", "pretrained", "scratch_variants",
+                         "augment_probability", "corruption_rate")
+SHARED_FROM_PRETRAIN = ("image_shape", "augment", "cache_volumes")
+
+
+# --- config -> rule params (called by rules/train.smk) --------------------------------------------
+
+
+def configured_encoder(config: dict) -> str:
+    """The header encoder the config asks for (the ``{encoder}`` of ``paths.HEADER_BANK``)."""
+    return config["headers"]["encoder"]
+
+
+def header_bank_path(config: dict) -> str:
+    return paths.HEADER_BANK.format(encoder=configured_encoder(config))
+
+
+def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
+    """(registered model variant, start from pretrained encoders?) of a ``{variant}`` wildcard.
+
+    ``finetune.scratch_variants`` maps a table-row name to the variant it fine-tunes from scratch
+    (the "w/o multi-modal SSL" ablation); otherwise ``finetune.pretrained`` decides.
+    """
+    scratch = config["finetune"]["scratch_variants"]
+    if variant in scratch:
+        return scratch[variant], False
+    return variant, bool(config["finetune"]["pretrained"])
+
+
+def pretrain_settings(config: dict) -> str:
+    """JSON of every pretraining setting that changes the result."""
+    section = {k: v for k, v in config["pretrain"].items() if k not in PRETRAIN_RUNTIME_KEYS}
+    section["architecture"] = config["model"]
+    return json.dumps(section, sort_keys=True)
+
+
+def finetune_settings(config: dict, variant: str, cohort: str) -> str:
+    """JSON of every setting that changes one cohort's fine-tuning (only that cohort's rates)."""
+    section = config["finetune"]
+    settings = {k: v for k, v in section.items() if k not in FINETUNE_RUNTIME_KEYS}
+    settings.update({k: config["pretrain"][k] for k in SHARED_FROM_PRETRAIN})
+    settings["architecture"] = config["model"]
+    settings["augment_probability"] = _per_cohort(section["augment_probability"], cohort)
+    settings["corruption_rate"] = _per_cohort(section["corruption_rate"], cohort)
+    settings["model_variant"], settings["pretrained"] = resolve_variant(variant, config)
+    return json.dumps(settings, sort_keys=True)
+
+
+def evaluate_settings(config: dict, variant: str) -> str:
+    """JSON of the settings evaluation needs (architecture and input shape must match training)."""
+    settings = {k: config["pretrain"][k] for k in ("image_shape", "cache_volumes")}
+    settings["architecture"] = config["model"]
+    settings.update({k: config["finetune"][k] for k in ("class_names",)})
+    settings["batch_size"] = config["evaluate"]["batch_size"]
+    settings["bf16"] = config["evaluate"]["bf16"]
+    settings["model_variant"] = resolve_variant(variant, config)[0]
+    return json.dumps(settings, sort_keys=True)
+
+
+def pretrained_input(variant: str, config: dict) -> list[str]:
+    """The pretrained weights a fine-tuning job reads ([] when it starts from scratch)."""
+    model_variant, pretrained = resolve_variant(variant, config)
+    return [paths.PRETRAINED_WEIGHTS.format(variant=model_variant)] if pretrained else []
+
+
+def _per_cohort(values: dict, cohort: str) -> float:
+    return float(values.get(cohort, values["default"]))
+
+
+# --- shared loading -------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checked_header_bank(path: str | Path, encoder: str):
+    """The header bank at ``path``, checked to come from the configured ``encoder``.
+
+    Raises ValueError naming the file and both encoders when it was built with another one.
+    """
+    from model.header_bank import load_header_bank
+
+    bank = load_header_bank(path)
+    built_with = bank.metadata.get("encoder")
+    if built_with != encoder:
+        raise ValueError(
+            f"header bank '{path}' was built with encoder {built_with!r}, but the config asks for {encoder!r} "
+            "(headers.encoder); rerun the embed_headers rule or fix the config"
+        )
+    return bank
+
+
+def load_rows(cohort: str, table: str, columns: str, bank, split: str):
+    from model.data import load_cohort_rows
+
+    header_ids = {text: row for row, text in enumerate(bank.headers)}
+    return load_cohort_rows(cohort, table, columns, header_ids, split)
+
+
+def sample_settings(settings: dict, seed: int, augment_probability: float, corruption_rate: float = 0.0):
+    from model.augment import AugmentSettings
+    from model.data import SampleSettings
+
+    augment = dict(settings["augment"])
+    augment["flip_axes"] = tuple(augment["flip_axes"])
+    return SampleSettings(
+        image_shape=tuple(settings["image_shape"]), augment_probability=augment_probability,
+        corruption_rate=corruption_rate, augment=AugmentSettings(**augment), seed=seed,
+        cache_volumes=settings["cache_volumes"],
+    )
+
+
+def build(model_variant: str, bank, settings: dict, stage: str):
+    """A fresh model of ``model_variant`` for ``stage`` ("pretrain" | "finetune") with the config's
+    sizes (``settings["architecture"]``, the ``model`` section) on the header bank's vectors; checks
+    the class names against its classes."""
+    from model.registry import build_model
+
+    model = build_model(model_variant, bank.embeddings, **settings["architecture"], stage=stage)
+    classes = model.config.get("num_classes")
+    if "class_names" in settings and classes != len(settings["class_names"]):
+        raise ValueError(f"finetune.class_names lists {len(settings['class_names'])} classes but model.num_classes is {classes}")
+    return model
+
+
+def worker_count(threads: int, processes: int, on_gpu: bool) -> int:
+    """Data-loader workers per process: the job's spare threads on GPU; none on CPU (threads compute)."""
+    return max(0, threads // max(processes, 1) - 1) if on_gpu else 0
+
+
+# --- the three jobs -------------------------------------------------------------------------------
+
+
+def run_pretrain(
+    variant: str, cohorts: list[str], tables: list[str], columns: list[str], header_bank: str, encoder: str,
+    settings: dict, weights: str, metrics: str, gpus: int, threads: int,
+) -> dict:
+    """Pretrain ``variant`` on the training rows of all ``cohorts`` together (one process of the group).
+
+    Args:
+        variant: registered model variant.
+        cohorts / tables / columns: cohort names and their ``table.tsv`` / ``columns.yaml``, aligned.
+        header_bank: the header bank file; ``encoder``: the encoder the config asks for.
+        settings: the ``pretrain`` config section (see workflow/schemas/pretrain.schema.yaml).
+        weights / metrics: output files.
+        gpus: GPUs per job (0 = CPU); threads: CPU threads of the whole job.
+    """
+    import torch
+
+    from model.data import ImageTableDataset
+    from model.training import LoopSettings, fingerprint, pretrain, setup_processes, teardown_processes
+
+    world_size = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    processes = setup_processes(gpus, "pretrain.gpus", max(1, threads // world_size))
+    if not processes.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    bank = load_checked_header_bank(header_bank, encoder)
+    seed = int(settings["seed"])
+    train_rows = [load_rows(c, t, k, bank, "train") for c, t, k in zip(cohorts, tables, columns)]
+    val_rows = [load_rows(c, t, k, bank, "val") for c, t, k in zip(cohorts, tables, columns)]
+    c_max = max(len(rows.col_ids) for rows in train_rows)
+    train_set = ImageTableDataset(train_rows, sample_settings(settings, seed, settings["augment_probability"]), c_max=c_max)
+    val_rows = [rows for rows in val_rows if len(rows)]
+    val_set = ImageTableDataset(val_rows, sample_settings(settings, seed, 0.0), c_max=c_max) if val_rows else None
+    log.info("pretraining %s on %s: %d training rows (%s), %d validation rows, %d process(es) on %s",
+             variant, cohorts, len(train_set), {r.cohort: len(r) for r in train_rows},
+             len(val_set) if val_set else 0, processes.world_size, processes.device)
+    torch.manual_seed(seed)  # the same initial weights in every process
+    model = build(variant, bank, settings, "pretrain")
+    run_hash = fingerprint({"variant": variant, "settings": settings, "world_size": processes.world_size,
+                            "inputs": [file_sha256(p) for p in [*tables, *columns, header_bank]]})
+    workers = worker_count(threads, processes.world_size, processes.device.type == "cuda")
+    loop = LoopSettings(
+        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+        weight_decay=settings["weight_decay"], warmup_epochs=settings["warmup_epochs"], seed=seed,
+        checkpoint_every=settings["checkpoint_every"], num_workers=workers, bf16=settings["bf16"],
+    )
+    try:
+        summary = pretrain(
+            model, train_set, val_set, loop, processes, Path(weights).parent, Path(weights), Path(metrics), run_hash,
+            val_every=settings["val_every"], snapshot_every=settings["checkpoint_every"],
+            metadata={"variant": variant, "cohorts": json.dumps(cohorts), "model_config": json.dumps(model.config),
+                      "encoder": encoder},
+        )
+        log.info("pretraining done: %s", summary)
+        if not summary["ranks_agree"]:
+            raise RuntimeError(f"processes ended with different weights: checksums {summary['parameter_checksums']}")
+    finally:
+        teardown_processes(processes)
+    return summary
+
+
+def run_finetune(
+    variant: str, cohort: str, seed: int, table: str, columns: str, header_bank: str, encoder: str,
+    settings: dict, pretrained: str | None, best: str, metrics: str, gpus: int, threads: int,
+) -> dict:
+    """Fine-tune one cohort with one seed, from ``pretrained`` encoders (or from scratch when None).
+
+    ``settings`` is :func:`finetune_settings`'s JSON, decoded. Writes ``best`` (weights of the epoch
+    with the best validation acc + AUC + F1) and ``metrics`` (per-epoch CSV).
+    """
+    import torch
+
+    from model.data import ImageTableDataset
+    from model.training import LoopSettings, finetune, fingerprint, load_weights, setup_processes
+
+    processes = setup_processes(gpus, "finetune.gpus", threads)
+    bank = load_checked_header_bank(header_bank, encoder)
+    train_rows = load_rows(cohort, table, columns, bank, "train")
+    val_rows = load_rows(cohort, table, columns, bank, "val")
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise ValueError(f"{table}: cohort {cohort} needs training and validation rows "
+                         f"(has {len(train_rows)} train, {len(val_rows)} val)")
+    train_set = ImageTableDataset(
+        [train_rows],
+        sample_settings(settings, seed, settings["augment_probability"], settings["corruption_rate"]),
+        corruption_pools=[train_rows.values],
+    )
+    val_set = ImageTableDataset([val_rows], sample_settings(settings, seed, 0.0))
+    torch.manual_seed(seed)
+    model = build(settings["model_variant"], bank, settings, "finetune")
+    inputs = [table, columns, header_bank]
+    if pretrained:
+        state, _ = load_weights(pretrained, "pretrained weights")
+        report = model.load_pretrained_encoders(state)
+        log.info("loaded pretrained encoders from %s (skipped: %s)", pretrained, report.unexpected)
+        inputs.append(pretrained)
+    else:
+        log.info("no pretrained weights: fine-tuning %s from scratch (w/o multi-modal SSL)", settings["model_variant"])
+    if settings["strategy"] == "frozen":
+        model.freeze_encoders()
+    loop = LoopSettings(
+        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+        weight_decay=settings["weight_decay"], warmup_epochs=None, seed=seed,
+        checkpoint_every=settings["checkpoint_every"], num_workers=worker_count(threads, 1, processes.device.type == "cuda"),
+        bf16=settings["bf16"], shuffle=settings["shuffle"], drop_last=settings["drop_last"],
+    )
+    run_hash = fingerprint({"variant": variant, "cohort": cohort, "seed": seed, "settings": settings,
+                            "inputs": [file_sha256(p) for p in inputs]})
+    log.info("fine-tuning %s on %s (seed %d): %d train, %d val rows on %s", variant, cohort, seed,
+             len(train_set), len(val_set), processes.device)
+    result = finetune(
+        model, train_set, val_set, loop, processes.device, Path(best).parent, Path(best), Path(metrics), run_hash,
+        metadata={"variant": variant, "cohort": cohort, "seed": seed, "model_config": json.dumps(model.config)},
+    )
+    log.info("best epoch %d: validation %s", result["best_epoch"], result["best_val"])
+    return result
+
+
+def run_evaluate(
+    variant: str, cohort: str, seed: int, table: str, columns: str, header_bank: str, encoder: str,
+    settings: dict, weights: str, metrics_json: str, predictions: str, gpus: int, threads: int,
+) -> dict:
+    """Evaluate the best fine-tuned weights on the cohort's test split.
+
+    Writes ``metrics_json`` (:func:`model.metrics.classification_metrics` plus the run's identity) and
+    ``predictions`` (one row per test subject: key, label, prediction, one probability per class).
+    """
+    import pandas as pd
+
+    from model.data import ImageTableDataset
+    from model.metrics import classification_metrics
+    from model.training import CheckpointError, load_weights, predict, setup_processes
+
+    processes = setup_processes(gpus, "evaluate.gpus", threads)
+    bank = load_checked_header_bank(header_bank, encoder)
+    class_names = list(settings["class_names"])
+    test_rows = load_rows(cohort, table, columns, bank, "test")
+    if len(test_rows) == 0:
+        raise ValueError(f"{table}: cohort {cohort} has no test rows to evaluate")
+    test_set = ImageTableDataset([test_rows], sample_settings({**settings, "augment": _NO_AUGMENT}, seed, 0.0))
+    state, metadata = load_weights(weights, "fine-tuned weights")
+    model = build(settings["model_variant"], bank, settings, "finetune")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"fine-tuned weights '{weights}' do not fit variant {settings['model_variant']} "
+                              f"with the configured architecture ({error})") from None
+    model.to(processes.device)
+    labels, probabilities, indices = predict(model, test_set, settings["batch_size"], processes.device, settings["bf16"])
+    metrics = classification_metrics(labels, probabilities)
+    present = sorted(set(labels.tolist()))
+    result = {
+        "variant": variant, "cohort": cohort, "seed": seed, "split": "test", "class_names": class_names,
+        "best_epoch": int(metadata.get("best_epoch", 0)), **metrics,
+        "auc_note": "" if metrics["auc_complete"] else (
+            f"AUC averaged over the scorable classes {[class_names[k] for k in metrics['auc_classes']]} only: "
+            f"the test set holds classes {[class_names[k] for k in present]}"),
+    }
+    Path(metrics_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics_json).write_text(json.dumps(_json_ready(result), indent=2) + "\n")
+    keys = [test_set.key(int(i)) for i in indices]
+    frame = pd.DataFrame({
+        "cohort": [k[0] for k in keys], "subject": [k[1] for k in keys], "session": [k[2] for k in keys],
+        "label": labels, "label_name": [class_names[k] for k in labels],
+        "prediction": probabilities.argmax(1), "prediction_name": [class_names[k] for k in probabilities.argmax(1)],
+    })
+    for k, name in enumerate(class_names):
+        frame[f"prob_{name}"] = probabilities[:, k].round(6)
+    frame.to_csv(predictions, sep="\t", index=False)
+    log.info("%s %s seed %d test: acc %.3f auc %.3f f1 %.3f (n=%d)%s", variant, cohort, seed, metrics["accuracy"],
+             metrics["auc"], metrics["f1"], metrics["n"], f" - {result['auc_note']}" if result["auc_note"] else "")
+    return result
+
+
+# Evaluation never augments; the augmentation settings only need to be valid.
+_NO_AUGMENT = {"flip_axes": [], "flip_probability": 0.0, "max_rotation_deg": 0.0, "scale_range": 0.0,
+               "isotropic_scale": False, "gamma_log_range": 0.0, "gamma_probability": 0.0}
+
+
+def _json_ready(value):
+    """NaN -> None so the metrics file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workflow.train", description=__doc__.splitlines()[0])
+    jobs = parser.add_subparsers(dest="job", required=True)
+    for job in ("pretrain", "finetune", "evaluate"):
+        sub = jobs.add_parser(job)
+        sub.add_argument("--variant", required=True)
+        sub.add_argument("--header-bank", required=True)
+        sub.add_argument("--encoder", required=True)
+        sub.add_argument("--settings", required=True, help="JSON settings (the rule's params)")
+        sub.add_argument("--gpus", type=int, default=0)
+        sub.add_argument("--threads", type=int, default=1)
+        if job == "pretrain":
+            sub.add_argument("--cohorts", nargs="+", required=True)
+            sub.add_argument("--tables", nargs="+", required=True)
+            sub.add_argument("--columns", nargs="+", required=True)
+            sub.add_argument("--weights", required=True)
+            sub.add_argument("--metrics", required=True)
+        else:
+            sub.add_argument("--cohort", required=True)
+            sub.add_argument("--seed", type=int, required=True)
+            sub.add_argument("--table", required=True)
+            sub.add_argument("--columns", required=True)
+        if job == "finetune":
+            sub.add_argument("--pretrained", default=None)
+            sub.add_argument("--best", required=True)
+            sub.add_argument("--metrics", required=True)
+        if job == "evaluate":
+            sub.add_argument("--weights", required=True)
+            sub.add_argument("--metrics-json", required=True)
+            sub.add_argument("--predictions", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m workflow.train``; errors end with a one-line message and exit code 1."""
+    from workflow.logs import log_to
+
+    args = _parser().parse_args(argv)
+    settings = json.loads(args.settings)
+    common = dict(variant=args.variant, header_bank=args.header_bank, encoder=args.encoder, settings=settings,
+                  gpus=args.gpus, threads=args.threads)
+    with log_to(None):
+        try:
+            if args.job == "pretrain":
+                if not (len(args.cohorts) == len(args.tables) == len(args.columns)):
+                    raise ValueError("--cohorts, --tables and --columns must list the same number of items")
+                run_pretrain(cohorts=args.cohorts, tables=args.tables, columns=args.columns, weights=args.weights,
+                             metrics=args.metrics, **common)
+            elif args.job == "finetune":
+                run_finetune(cohort=args.cohort, seed=args.seed, table=args.table, columns=args.columns,
+                             pretrained=args.pretrained or None, best=args.best, metrics=args.metrics, **common)
+            else:
+                run_evaluate(cohort=args.cohort, seed=args.seed, table=args.table, columns=args.columns,
+                             weights=args.weights, metrics_json=args.metrics_json, predictions=args.predictions, **common)
+        except Exception as error:  # noqa: BLE001 - report any failure as one clear line, traceback in the log
+            logging.getLogger().exception("%s failed", args.job)
+            print(f"ERROR ({args.job} {args.variant}): {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
