@@ -26,6 +26,8 @@ Building a model (``model.registry``)::
         image_head_hidden, num_classes, temperature, hard_negatives ("sample" | "argmax").
         Unknown keys raise TypeError. There is no image-token setting: image tokens carry no
         position embedding, so any input size works (the token count is the ResNet map's size).
+        The pipeline passes the ``model:`` config section (workflow/schemas/model.schema.yaml: sizes
+        only) as overrides: ``build_model(variant, bank.embeddings, stage=..., **config["model"])``.
     CITab.config: dict of the constructor arguments (JSON-serialisable, without the bank):
         ``CITab(header_bank, **config)`` rebuilds the same architecture.
 
@@ -66,6 +68,10 @@ Using a model (``model.citab.CITab``; all inputs batch-first)::
     encoder_parameters() -> iterator of the encoders' parameters (for the "frozen" strategy)
     freeze_encoders() -> None  (requires_grad=False on the encoders; classifier stays trainable)
     head_parameters(), config (dict of constructor arguments, JSON-serialisable)
+
+Under DDP, route the wrapper's forward to pretrain_losses / classify; the w/o-ITC variant leaves
+the projection heads without gradients and the w/o-ITM variant the fusion and ITM head, so those
+need ``find_unused_parameters=True``.
 """
 
 from __future__ import annotations

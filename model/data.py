@@ -131,6 +131,17 @@ def load_cohort_rows(
             for subject, session, volume in zip(rows["subject"], rows["session"], volumes)
             if not volume or not Path(volume).is_file()
         ]
+        # A volume named for another subject or session means the table rows and the volumes are misaligned.
+        mismatched = [
+            f"{subject}/{session} -> '{volume}'"
+            for subject, session, volume in zip(rows["subject"], rows["session"], volumes)
+            if volume and f"sub-{subject}_ses-{session}" not in Path(volume).name
+        ]
+        if mismatched:
+            raise DataError(
+                f"{table_path}: {len(mismatched)} {split} row(s) of cohort {cohort} name the volume of another "
+                f"subject/session (the table and the volumes disagree on subjects): " + "; ".join(mismatched[:5])
+            )
         if missing:
             raise DataError(
                 f"{table_path}: {len(missing)} {split} row(s) of cohort {cohort} name a model-ready volume that does not "

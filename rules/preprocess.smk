@@ -4,6 +4,7 @@
 from workflow import preprocess as preprocess_stage
 
 PREPROCESS = config["preprocess"]
+preprocess_stage.check_user_files(PREPROCESS)
 PREPROCESS_FILES = preprocess_stage.session_files(PREPROCESS["voxel_size_mm"])
 PREPROCESS_TEMPLATE = preprocess_stage.template_files(PREPROCESS["voxel_size_mm"])
 PREPROCESS_CODE = code_files("workflow.preprocess", "workflow.templates")
@@ -169,7 +170,7 @@ rule preprocess_model_ready:
         volume=PREPROCESS_FILES["volume"],
         sidecar=PREPROCESS_FILES["volume_sidecar"],
     params:
-        shape=PREPROCESS["model_ready"]["shape"],
+        shape=config["pretrain"]["image_shape"],
         dtype=PREPROCESS["model_ready"]["dtype"],
     log:
         "results/logs/preprocess_model_ready/{cohort}/{subject}_{session}.log",

@@ -17,7 +17,7 @@ rule pretrain:
         code=code_files("workflow.train", "model"),
     output:
         weights=paths.PRETRAINED_WEIGHTS,
-        metrics=paths.PRETRAIN_DIR + "/metrics.csv",
+        metrics=train_stage.PRETRAIN_METRICS,
     params:
         cohorts=COHORTS,
         encoder=train_stage.configured_encoder(config),
@@ -52,7 +52,7 @@ rule finetune:
         code=code_files("workflow.train", "model"),
     output:
         best=paths.FINETUNED_WEIGHTS,
-        metrics=paths.FINETUNE_DIR + "/metrics.csv",
+        metrics=train_stage.FINETUNE_METRICS,
     params:
         encoder=train_stage.configured_encoder(config),
         settings=lambda wildcards: train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort),

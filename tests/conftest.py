@@ -23,12 +23,13 @@ def run_snakemake(
 ) -> subprocess.CompletedProcess:
     """Run the real ``snakemake`` CLI on this repository's Snakefile in ``workdir``.
 
-    Targets and flags go in ``args``; config files are passed with ``--configfile=`` so that they
-    cannot swallow a target. Returns the finished process (stdout and stderr merged).
+    Targets and flags go in ``args``. The config files go last, after one ``--configfile`` (a
+    repeated ``--configfile`` keeps only the last one, and the option's value list would swallow a
+    target placed after it). Returns the finished process (stdout and stderr merged).
     """
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(workdir),
-        *(f"--configfile={path}" for path in configfiles), *args,
+        *args, *(["--configfile", *map(str, configfiles)] if configfiles else []),
     ]
     process = subprocess.run(
         command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -52,15 +53,24 @@ def snakemake_workdir(tmp_path: Path) -> Path:
 # each with a docstring saying what it builds and how long it takes.
 
 
+# Rules call `python`, `torchrun` by name: put this interpreter's bin folder (the project venv)
+# first on PATH, also for SLURM jobs, which inherit the submitting environment (sbatch --export=ALL).
+VENV_ON_PATH = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 @pytest.fixture(scope="session")
 def tiny_full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Working directory of ONE complete local run of the tiny DAG (tests/config.tiny.yaml), shared
     by the whole session: the end-to-end, rerun, report and SLURM tests read it instead of each
     running the DAG again (a few minutes on 2 cores). Tests must not change its files; a test that
     must (the rerun tests) restores them exactly, mtimes included.
+    $CITAB_TINY_RUN names a folder to use instead (kept between sessions while iterating on these
+    tests); the run there is brought up to date first, so it is still a complete, current run.
     """
-    workdir = tmp_path_factory.mktemp("tiny_full_run")
-    run_snakemake(workdir, "--cores", "2", timeout=900)
+    kept = os.environ.get("CITAB_TINY_RUN")
+    workdir = Path(kept) if kept else tmp_path_factory.mktemp("tiny_full_run")
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_snakemake(workdir, "--cores", "2", env=VENV_ON_PATH, timeout=900)
     return workdir
 
 

@@ -1,19 +1,19 @@
 """Preprocessing stage, called directly: real N4, antspyx registration, deepbet and SynthStrip code on
-synthetic heads with a known pose at 2 mm (the 1 mm figures come from benchmarks/preprocess.py)."""
+synthetic heads (workflow.synthetic_mri) with a known pose at 2 mm (1 mm: benchmarks/preprocess.py)."""
 
 from __future__ import annotations
 
 import gzip
 import json
 from pathlib import Path
+from unittest import mock
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from test_preprocess_subjects import make_subject
-from workflow import paths
+from workflow import paths, synthetic_mri
 from workflow import preprocess as pp
 from workflow import preprocess_qc as qc
 from workflow import skullstrip
@@ -23,11 +23,32 @@ VOXEL_MM = 2.0
 QC_THRESHOLDS = {"min_ncc": 0.4, "brain_volume_ml": [700, 2500], "max_pose_error_mm": 4.0, "min_dice": 0.8}
 
 
+def write_synthetic_subject(folder: Path, seed: int) -> dict[str, Path]:
+    """A head from the shared generator (workflow.synthetic_mri) at 2 mm with its ground truth
+    (truth.json, brain mask) and the bias field it applied, captured from its ``bias_field``."""
+    applied: list[np.ndarray] = []
+    original = synthetic_mri.bias_field
+
+    def recording_bias_field(*args, **kwargs):
+        applied.append(original(*args, **kwargs))
+        return applied[-1]
+
+    with mock.patch.object(synthetic_mri, "bias_field", recording_bias_field):
+        volume = synthetic_mri.synthesize_volume(VOXEL_MM, 0.5, np.random.default_rng(seed))
+    names = ("t1.nii.gz", "brainmask.nii.gz", "bias.nii.gz", "truth.json")
+    files = {name.split(".")[0]: folder / f"S{seed}_{name}" for name in names}
+    nib.save(volume.image, str(files["t1"]))
+    nib.save(volume.brain_mask, str(files["brainmask"]))
+    nib.save(nib.Nifti1Image(applied[0], volume.image.affine), str(files["bias"]))
+    files["truth"].write_text(json.dumps(volume.truth))
+    return files
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One synthetic subject through the whole chain at 2 mm (about 20 s on 2 cores)."""
     root = tmp_path_factory.mktemp("preprocess_chain")
-    subject = make_subject(root, "S1", voxel_size_mm=VOXEL_MM, seed=1)
+    subject = write_synthetic_subject(root, seed=1)
     template = {key: root / Path(name).name for key, name in pp.template_files(VOXEL_MM).items()}
     pp.prepare_template(None, VOXEL_MM, template["head"], template["crop"], template["brainmask"])
     out = {name: root / f"out_{name}" for name in ("n4", "bias", "affine", "crop", "mask", "brain", "qc", "mosaic")}
@@ -114,8 +135,8 @@ def test_synthstrip_runs_end_to_end_with_random_weights(chain: dict, tmp_path: P
     model = tmp_path / "synthstrip.1.pt"
     _random_synthstrip_checkpoint(model)
     mask_path, brain_path = tmp_path / "mask.nii.gz", tmp_path / "brain.nii.gz"
-    skullstrip.skull_strip(chain["out"]["crop"], mask_path, brain_path, method="synthstrip", synthstrip_model=str(model),
-                           conform_voxel_mm=2.0, shape_limits=(64, 320), threads=2)
+    skullstrip.skull_strip(chain["out"]["crop"], mask_path, brain_path, method="synthstrip",
+                           synthstrip_model=str(model), conform_voxel_mm=2.0, shape_limits=(64, 320), threads=2)
     mask = nib.load(str(mask_path))
     assert mask.shape == nib.load(str(chain["out"]["crop"])).shape
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
@@ -247,3 +268,12 @@ def test_pose_error_uses_ras_and_lps_consistently(tmp_path: Path) -> None:
     assert np.allclose(matrix[:3, 3], [-1, -2, 3]) and np.allclose(matrix[:3, :3], np.eye(3))
     mean, largest = qc.pose_error_mm(matrix, np.eye(4), np.zeros((4, 3)))
     assert mean == pytest.approx(np.sqrt(14)) and largest == pytest.approx(np.sqrt(14))
+
+
+def test_missing_user_files_stop_before_any_rule(tmp_path: Path) -> None:
+    settings = {"template": None, "skullstrip": {"method": "synthstrip", "synthstrip_model": str(tmp_path / "x.pt")}}
+    with pytest.raises(FileNotFoundError, match=r"\$FREESURFER_HOME/models/synthstrip.1.pt"):
+        pp.check_user_files(settings)
+    settings = {"template": str(tmp_path / "t.nii"), "skullstrip": {"method": "deepbet", "synthstrip_model": None}}
+    with pytest.raises(FileNotFoundError, match="mni_icbm152_t1_tal_nlin_sym_09c.nii"):
+        pp.check_user_files(settings)

@@ -63,9 +63,19 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tiny_synthetic
     assert first.read_bytes() != (other / "clinical" / first.name).read_bytes()
 
 
+def test_worker_processes_write_the_same_files(tiny_synthetic_cohorts, tmp_path):
+    parallel = tmp_path / "parallel"
+    synthesize_cohort("NACC", "nacc", parallel, cohort_settings(tiny_synthetic_settings(), "NACC"), threads=2)
+    reference = tiny_synthetic_cohorts["NACC"]
+    files = all_files(reference)
+    assert files == all_files(parallel)
+    assert filecmp.cmpfiles(reference, parallel, files, shallow=False)[1:] == ([], [])
+
+
 def test_refuses_to_overwrite(tiny_synthetic_cohorts):
     with pytest.raises(FileExistsError, match="not empty"):
-        synthesize_cohort("ADNI", "adni", tiny_synthetic_cohorts["ADNI"], cohort_settings(tiny_synthetic_settings(), "ADNI"))
+        settings = cohort_settings(tiny_synthetic_settings(), "ADNI")
+        synthesize_cohort("ADNI", "adni", tiny_synthetic_cohorts["ADNI"], settings)
 
 
 def test_subjects_per_cohort_mapping():
@@ -236,7 +246,8 @@ def test_nacc_means_and_missingness_rising_with_severity(samples):
     uds = cohort.tables["clinical/investigator_nacc66.csv"]
     base = uds[uds["NACCVNUM"] == 1].set_index("NACCID")
     dx = cohort.subjects.set_index("source_id")["dx_baseline"].reindex(base.index)
-    not_done = {code for codes in sc.NACC_NOT_DONE_CODES.values() for code in codes} | set(sc.NACC_DEFAULT_NOT_DONE) | {-4}
+    not_done = {code for codes in sc.NACC_NOT_DONE_CODES.values() for code in codes}
+    not_done |= set(sc.NACC_DEFAULT_NOT_DONE) | {sc.NACC_NOT_COLLECTED}
     for name in ("ANIMALS", "TRAILA", "NACCGDS"):
         _check_means(base[name].where(~base[name].isin(not_done)), dx, sc.NACC_SCORES[name], name, 0.35)
     missing_b = base["TRAILB"].isin(not_done)

@@ -31,6 +31,7 @@ from workflow import paths, train
 
 VENV_PATH = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 TINY = yaml.safe_load(TINY_CONFIG.read_text())
+COHORTS = ["ADNI", "AIBL"]  # for the direct command-line runs (the rules use the tiny config's three)
 # Small enough for seconds per job, with 2 gloo processes for pretraining.
 TEST_OVERRIDES = {
     "pretrain": {"epochs": 2, "batch_size": 4, "image_shape": [16, 16, 16], "cpu_processes": 2, "threads": 2},
@@ -38,16 +39,9 @@ TEST_OVERRIDES = {
 }
 
 
-def deep_merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return merged
-
-
 def write_config(path: Path, overrides: dict) -> Path:
-    """The tiny config with ``overrides`` merged in (Snakemake keeps only the last --configfile)."""
-    path.write_text(yaml.safe_dump(deep_merge(TINY, overrides)))
+    """A config file laid over the tiny config (run_snakemake passes both)."""
+    path.write_text(yaml.safe_dump(overrides))
     return path
 
 
@@ -64,7 +58,7 @@ def trained(tmp_path_factory) -> Path:
     write_training_inputs(workdir)
     overrides = write_config(workdir / "overrides.yaml", TEST_OVERRIDES)
     run_snakemake(workdir, paths.TABLE1.format(ext="md"), "--cores", "2",
-                  configfiles=(overrides,), env=VENV_PATH)
+                  configfiles=(TINY_CONFIG, overrides), env=VENV_PATH)
     return workdir
 
 
@@ -87,13 +81,21 @@ def test_ddp_pretraining_two_gloo_processes_agree(trained: Path) -> None:
 
 def test_finetune_setting_change_reruns_only_finetune_evaluate_table(trained: Path, tmp_path: Path) -> None:
     changed = write_config(tmp_path / "lr.yaml", {**TEST_OVERRIDES, "finetune": {**TEST_OVERRIDES["finetune"], "lr": 5e-4}})
-    dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(changed,), env=VENV_PATH)
+    dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(TINY_CONFIG, changed), env=VENV_PATH)
     assert job_counts(dry.stdout) == {"finetune": 3, "evaluate": 3, "results_table": 1}
     # A per-cohort setting reruns that cohort only.
     adni = write_config(tmp_path / "adni.yaml", {**TEST_OVERRIDES, "finetune": {
         **TEST_OVERRIDES["finetune"], "corruption_rate": {"default": 0.0, "ADNI": 0.5, "AIBL": 0.3, "NACC": 0.0}}})
-    dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(adni,), env=VENV_PATH)
+    dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(TINY_CONFIG, adni), env=VENV_PATH)
     assert job_counts(dry.stdout) == {"finetune": 1, "evaluate": 1, "results_table": 1}
+    # The "w/o multi-modal SSL" row is a config switch: fine-tuning from scratch, no pretraining.
+    scratch = write_config(tmp_path / "scratch.yaml", {
+        **TEST_OVERRIDES, "finetune": {**TEST_OVERRIDES["finetune"], "scratch_variants": {"citab_no_ssl": "citab"}},
+        "report": {"variants": ["citab", "citab_no_ssl"]}})
+    dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", "-p", configfiles=(TINY_CONFIG, scratch), env=VENV_PATH)
+    assert job_counts(dry.stdout) == {"finetune": 3, "evaluate": 3, "results_table": 1}
+    no_ssl_commands = [line for line in dry.stdout.splitlines() if "workflow.train finetune --variant citab_no_ssl" in line]
+    assert len(no_ssl_commands) == 3 and all("--pretrained" not in line for line in no_ssl_commands)
 
 
 def _cli(workdir: Path, job: str, settings: dict, *extra: str) -> list[str]:
@@ -103,10 +105,10 @@ def _cli(workdir: Path, job: str, settings: dict, *extra: str) -> list[str]:
 
 
 def _pretrain_command(workdir: Path, epochs: int) -> list[str]:
-    config = {"cohorts": dict(TINY["cohorts"]), "model": TINY["model"], "headers": {"encoder": ENCODER},
+    config = {"model": TINY["model"], "headers": {"encoder": ENCODER},
               "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"], "epochs": epochs, "checkpoint_every": 1}}
     _fill_defaults(config)
-    cohorts = list(config["cohorts"])
+    cohorts = COHORTS
     return _cli(workdir, "pretrain", json.loads(train.pretrain_settings(config)),
                 "--cohorts", *cohorts, "--tables", *(paths.TABLE.format(cohort=c) for c in cohorts),
                 "--columns", *(paths.TABLE_COLUMNS.format(cohort=c) for c in cohorts),
@@ -122,13 +124,15 @@ def _fill_defaults(config: dict) -> None:
         validate(config[section], str(REPO / "workflow" / "schemas" / f"{section}.schema.yaml"), set_default=True)
 
 
-def test_pretraining_killed_then_rerun_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
-    epochs = 4
+def test_pretraining_killed_then_rerun_ends_with_the_uninterrupted_weights(tmp_path: Path, monkeypatch) -> None:
+    epochs = 3
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     for workdir in (straight, killed):
         workdir.mkdir()
         write_training_inputs(workdir)
-    subprocess.run(_pretrain_command(straight, epochs), cwd=straight, check=True, capture_output=True, env={**os.environ, **VENV_PATH})
+    monkeypatch.chdir(straight)  # the uninterrupted run in this process (same code path, no torchrun)
+    assert train.main(_pretrain_command(straight, epochs)[3:]) == 0
+    monkeypatch.chdir(tmp_path)
 
     resume_state = killed / paths.PRETRAIN_DIR.format(variant="citab") / "checkpoints" / "resume.json"
     process = subprocess.Popen(_pretrain_command(killed, epochs), cwd=killed, stdout=subprocess.DEVNULL,
@@ -158,7 +162,7 @@ def test_pretraining_killed_then_rerun_ends_with_the_uninterrupted_weights(tmp_p
 
 
 def _finetune_settings() -> dict:
-    config = {"cohorts": dict(TINY["cohorts"]), "model": TINY["model"], "headers": {"encoder": ENCODER},
+    config = {"model": TINY["model"], "headers": {"encoder": ENCODER},
               "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"]},
               "finetune": {**TINY["finetune"], **TEST_OVERRIDES["finetune"], "epochs": 3}}
     _fill_defaults(config)

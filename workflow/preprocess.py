@@ -104,6 +104,28 @@ def volume_sidecar_path(volume_path: str | Path) -> str:
     return text[: -len(".npy")] + ".json"
 
 
+def check_user_files(settings: dict) -> None:
+    """Stop before any rule runs when a configured template or SynthStrip model file is missing.
+
+    Args:
+        settings: the validated ``preprocess`` config section.
+    Raises ``FileNotFoundError`` naming the key, the path and where the real file comes from (the
+    contents are checked later, by the rules that read them).
+    """
+    template = settings["template"]
+    if template and not Path(template).is_file():
+        raise FileNotFoundError(
+            f"preprocess.template: {template} does not exist. Expected {FREESURFER_TEMPLATE_NAME} (ICBM 2009c "
+            "Nonlinear Symmetric T1 with skull, 193x229x193 at 1 mm), or null for the embedded brain-only stand-in.")
+    strip = settings["skullstrip"]
+    model = strip["synthstrip_model"]
+    if strip["method"] == "synthstrip" and not (model and Path(model).is_file()):
+        from workflow.skullstrip import FREESURFER_HINT
+
+        raise FileNotFoundError(
+            f"preprocess.skullstrip.synthstrip_model: {model} does not exist. {FREESURFER_HINT}")
+
+
 # --- the intake images table and the accepted list -----------------------------------------------
 def read_images_table(images_tsv: str | Path) -> pd.DataFrame:
     """Read intake's ``images.tsv`` (columns ``IMAGE_COLUMNS``) as strings; errors name the file."""

@@ -132,7 +132,8 @@ def image_qc(
         truth = json.loads(Path(truth_path).read_text())
         true_transform = np.asarray(truth["template_to_subject"], dtype=float)
         points = voxel_world_points(template_mask, crop.affine, step=2)
-        metrics["pose_error_mm"], metrics["pose_error_max_mm"] = pose_error_mm(template_to_native, true_transform, points)
+        mean, largest = pose_error_mm(template_to_native, true_transform, points)
+        metrics["pose_error_mm"], metrics["pose_error_max_mm"] = mean, largest
         if Path(truth_brainmask_path).is_file():
             native = nib.load(str(truth_brainmask_path))
             true_mask = resample_native_mask(np.asarray(native.dataobj) > 0, native.affine, template_to_native,
@@ -244,7 +245,8 @@ def cohort_qc(
     Path(qc_tsv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(qc_tsv, sep="\t", index=False, float_format="%.4f")
     pd.DataFrame(exclusions, columns=paths.EXCLUSION_COLUMNS).to_csv(exclusions_tsv, sep="\t", index=False)
-    log.info("cohort %s: %d of %d images passed preprocessing QC", cohort, int((table["passed"] == "true").sum()), len(table))
+    passed = int((table["passed"] == "true").sum())
+    log.info("cohort %s: %d of %d images passed preprocessing QC", cohort, passed, len(table))
     for exclusion in exclusions:
         log.warning("excluded %s/%s: %s", exclusion["subject"], exclusion["session"], exclusion["reason"])
     return table

@@ -119,7 +119,8 @@ def load_synthstrip_checkpoint(model_path: str | Path | None, sha256: str | None
     import torch
 
     if not model_path:
-        raise FileNotFoundError(f"preprocess.skullstrip.method is synthstrip but no model file is set. {FREESURFER_HINT}")
+        raise FileNotFoundError(
+            f"preprocess.skullstrip.method is synthstrip but no model file is set. {FREESURFER_HINT}")
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"SynthStrip model {model_path} does not exist. {FREESURFER_HINT}")
@@ -143,7 +144,8 @@ def load_synthstrip_checkpoint(model_path: str | Path | None, sha256: str | None
     if found != expected:
         missing = sorted(set(expected) - set(found))[:3]
         unexpected = sorted(set(found) - set(expected))[:3]
-        wrong = [f"{n} {found[n]} (expected {expected[n]})" for n in expected if n in found and found[n] != expected[n]][:3]
+        wrong = [f"{n} {found[n]} (expected {expected[n]})"
+                 for n in expected if n in found and found[n] != expected[n]][:3]
         raise ValueError(
             f"SynthStrip model {model_path} does not match the SynthStrip network ({len(expected)} tensors): "
             f"missing {missing}, unexpected {unexpected}, wrong shapes {wrong}. Is it synthstrip.1.pt? "
@@ -204,7 +206,8 @@ def deepbet_mask(image_path: str | Path, model_dir: str | Path | None = None, de
         if not path.is_file():
             raise FileNotFoundError(f"deepbet weights {path} not found (pip install deepbet==1.0.2 puts them in "
                                     "site-packages/data/models), or set preprocess.skullstrip.deepbet_model_dir")
-    extractor = BrainExtraction(no_gpu=device == "cpu", model_path=str(model_path), bbox_model_path=str(bbox_model_path))
+    extractor = BrainExtraction(no_gpu=device == "cpu", model_path=str(model_path),
+                                bbox_model_path=str(bbox_model_path))
     image = nib.load(str(image_path))
     try:
         _, mask, _ = extractor.run(image)

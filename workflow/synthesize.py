@@ -66,8 +66,11 @@ def synthesize_cohort(cohort: str, fmt: str, out_dir: Path, settings: dict, thre
     planned = clinical.generate_clinical(cohort, fmt, settings)
     for path in clinical.write_clinical(planned, out_dir):
         log.info("wrote %s", path)
-    log.info("cohort %s (%s): %d subjects, %d visits, %d MRI sessions", cohort, fmt, len(planned.subjects),
-             len(planned.visits), len(planned.mris))
+    baseline = np.bincount(planned.subjects["dx_baseline"], minlength=3)
+    kinds = planned.mris["kind"].value_counts().to_dict()
+    log.info("cohort %s (%s): %d subjects (baseline CN/MCI/DE %s), %d visits (%d unlabelled), %d MRI sessions %s",
+             cohort, fmt, len(planned.subjects), "/".join(map(str, baseline)), len(planned.visits),
+             int((~planned.visits["labelled"]).sum()), len(planned.mris), kinds)
     voxel_size = float(settings["voxel_size_mm"])
     jobs = [_volume_job(cohort, fmt, planned, row, out_dir, settings["seed"], voxel_size)
             for row in planned.mris.to_dict("records")]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 FORMATS = ("adni", "aibl", "nacc")
 DIAGNOSES = ("CN", "MCI", "DE")
@@ -351,7 +352,8 @@ def plan_cohort(cohort: str, fmt: str, n_subjects: int, settings: dict, rng: np.
         })
         jitter = VISIT_JITTER_DAYS[fmt]
         visit_days = [baseline] + [
-            baseline + int(round(m * DAYS_PER_MONTH)) + int(rng.integers(-jitter, jitter + 1)) for m in months[1:n_visits]]
+            baseline + int(round(m * DAYS_PER_MONTH)) + int(rng.integers(-jitter, jitter + 1))
+            for m in months[1:n_visits]]
         subject_visits = []
         for number, (month, day) in enumerate(zip(months[:n_visits], visit_days), start=1):
             since = day - baseline
@@ -471,7 +473,7 @@ def draw_scores(scores: dict[str, Score], subjects: pd.DataFrame, visits: pd.Dat
     with z the subject's latent, u a per-subject offset of this score and e per-visit noise, so the
     marginal per diagnosis is N(mean, sd) before clipping and rounding. Returns floats (no NaN).
     """
-    latent = visits["subject"].map(subjects.set_index("subject")["latent"]).to_numpy()
+    latent = _per_visit_latent(subjects, visits)
     subject_codes, subject_index = np.unique(visits["subject"].to_numpy(), return_inverse=True)
     dx = visits["dx"].to_numpy()
     years = visits["years_since_baseline"].to_numpy()
@@ -500,8 +502,6 @@ def draw_cdr_global(demo: Demographics, latent: np.ndarray, dx: np.ndarray, rng:
     """CDR global (0, 0.5, 1, 2, 3) per visit, moving with the latent severity."""
     unit = 0.7 * latent + np.sqrt(1 - 0.49) * rng.standard_normal(len(dx))
     cdr = np.zeros(len(dx))
-    from scipy.stats import norm
-
     cdr[(dx == CN) & (unit > norm.ppf(1 - demo.cdr_cn_half))] = 0.5 if demo.cdr_cn_half > 0 else 0.0
     cdr[dx == MCI] = np.where(unit[dx == MCI] < norm.ppf(demo.cdr_mci_zero), 0.0, 0.5)
     levels = np.array([0.5, 1.0, 2.0, 3.0])
@@ -700,7 +700,12 @@ def nacc_tables(cohort: ClinicalCohort, rng: np.random.Generator) -> dict[str, p
     table["CDRGLOB"] = cdr
     for name in NACC_SCORES:
         column = values[name].to_numpy().astype(float)
-        collected = (version == 3) if name in NACC_V3_ONLY else ((version < 3) if name in NACC_V12_ONLY else np.ones(len(version), bool))
+        if name in NACC_V3_ONLY:
+            collected = version == 3
+        elif name in NACC_V12_ONLY:
+            collected = version < 3
+        else:
+            collected = np.ones(len(version), dtype=bool)
         rates = np.asarray(NACC_MISSING.get(name, (0.0, 0.0, 0.0)))[dx]
         missing = rng.random(len(column)) < rates
         codes = NACC_NOT_DONE_CODES.get(name, NACC_DEFAULT_NOT_DONE)
@@ -708,10 +713,9 @@ def nacc_tables(cohort: ClinicalCohort, rng: np.random.Generator) -> dict[str, p
                                 rng.choice(codes, size=len(column)))
         column = np.where(missing & collected, missing_code, column)
         table[name] = np.where(collected, column, NACC_NOT_COLLECTED)
-    for name in NACC_UDS_COLUMNS:
-        if name != "CDRSUM" and name != "CDRGLOB" and name != "NACCID" and table[name].dtype.kind == "f":
+    for name in NACC_SCORES:
+        if NACC_SCORES[name].step == 1:  # whole-number scores and codes are written without decimals
             table[name] = table[name].astype(int)
-    table["CDRSUM"] = table["CDRSUM"].astype(float)
     table = table[NACC_UDS_COLUMNS]
 
     mris = cohort.mris.copy()
@@ -721,8 +725,10 @@ def nacc_tables(cohort: ClinicalCohort, rng: np.random.Generator) -> dict[str, p
     nearest_number = []
     for s, day in zip(mris["subject"], mris["acq_day"]):
         group = by_subject[s]
-        nearest_number.append(int(group["visit_number"].to_numpy()[np.argmin(np.abs(group["visit_day"].to_numpy() - day))]))
-    mri_age = [int(np.floor(info.at[s, "age_baseline"] + (d - date.fromisoformat(info.at[s, "baseline_date"])).days / 365.25))
+        nearest = np.argmin(np.abs(group["visit_day"].to_numpy() - day))
+        nearest_number.append(int(group["visit_number"].to_numpy()[nearest]))
+    mri_age = [int(np.floor(info.at[s, "age_baseline"]
+                            + (d - date.fromisoformat(info.at[s, "baseline_date"])).days / 365.25))
                for s, d in zip(mris["subject"], mri_days)]
     mri_table = pd.DataFrame({
         "NACCID": mris["subject"].to_numpy(), "NACCMNUM": mris["NACCMNUM"].to_numpy(),

@@ -294,7 +294,8 @@ def synthesize_volume(voxel_size_mm: float, severity: float, rng: np.random.Gene
     scale = rng.uniform(1 - pose.scale, 1 + pose.scale, 3)
     to_subject = pose_affine(rotation, translation, scale)
     fov = np.array([rng.uniform(*r) for r in pose.fov_mm])
-    shape, affine = scanner_grid(to_subject, voxel_size_mm, fov, rng.uniform(-pose.fov_offset_mm, pose.fov_offset_mm, 3), flip_x)
+    fov_offset = rng.uniform(-pose.fov_offset_mm, pose.fov_offset_mm, 3)
+    shape, affine = scanner_grid(to_subject, voxel_size_mm, fov, fov_offset, flip_x)
 
     # Output voxel -> template voxel: inv(template grid) @ inv(pose) @ subject grid.
     voxel_map = np.linalg.inv(model.affine) @ np.linalg.inv(to_subject) @ affine

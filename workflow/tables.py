@@ -380,6 +380,8 @@ def build_table(cohort: str, images_path: str, visits_path: str, intake_exclusio
     Raises:
         TableError: when no subject is left, or an input is malformed.
     """
+    if abs(sum(split_fractions[name] for name in SPLITS) - 1.0) > 1e-6:
+        raise TableError(f"tables.split_fractions must sum to 1, got {dict(split_fractions)}")
     columns = cohort_spec(columns_path, cohort)["columns"]
     names = [column["name"] for column in columns]
     read = {"sep": "\t", "dtype": str, "keep_default_na": False}

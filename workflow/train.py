@@ -27,6 +27,10 @@ from workflow import paths
 
 log = logging.getLogger(__name__)
 
+# Per-epoch logs of a run (read by no other stage, so not in workflow.paths).
+PRETRAIN_METRICS = f"{paths.PRETRAIN_DIR}/metrics.csv"
+FINETUNE_METRICS = f"{paths.FINETUNE_DIR}/metrics.csv"
+
 # Settings that only say how a job runs, not what it computes, are kept out of the params JSON.
 PRETRAIN_RUNTIME_KEYS = ("gpus", "cpu_processes", "threads", "mem_mb")
 FINETUNE_RUNTIME_KEYS = ("gpus", "threads", "mem_mb", "seeds", "pretrained", "scratch_variants",
@@ -159,6 +163,14 @@ def build(model_variant: str, bank, settings: dict, stage: str):
     return model
 
 
+def preload(datasets: list, settings: dict) -> None:
+    """With ``cache_volumes``, load every volume before the loaders start (forked workers share them)."""
+    if settings["cache_volumes"]:
+        for dataset in datasets:
+            if dataset is not None:
+                dataset.preload()
+
+
 def worker_count(threads: int, processes: int, on_gpu: bool) -> int:
     """Data-loader workers per process: the job's spare threads on GPU; none on CPU (threads compute)."""
     return max(0, threads // max(processes, 1) - 1) if on_gpu else 0
@@ -198,6 +210,7 @@ def run_pretrain(
     train_set = ImageTableDataset(train_rows, sample_settings(settings, seed, settings["augment_probability"]), c_max=c_max)
     val_rows = [rows for rows in val_rows if len(rows)]
     val_set = ImageTableDataset(val_rows, sample_settings(settings, seed, 0.0), c_max=c_max) if val_rows else None
+    preload([train_set, val_set], settings)
     log.info("pretraining %s on %s: %d training rows (%s), %d validation rows, %d process(es) on %s",
              variant, cohorts, len(train_set), {r.cohort: len(r) for r in train_rows},
              len(val_set) if val_set else 0, processes.world_size, processes.device)
@@ -238,7 +251,7 @@ def run_finetune(
     import torch
 
     from model.data import ImageTableDataset
-    from model.training import LoopSettings, finetune, fingerprint, load_weights, setup_processes
+    from model.training import CheckpointError, LoopSettings, finetune, fingerprint, load_weights, setup_processes
 
     processes = setup_processes(gpus, "finetune.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
@@ -253,12 +266,17 @@ def run_finetune(
         corruption_pools=[train_rows.values],
     )
     val_set = ImageTableDataset([val_rows], sample_settings(settings, seed, 0.0))
+    preload([train_set, val_set], settings)
     torch.manual_seed(seed)
     model = build(settings["model_variant"], bank, settings, "finetune")
     inputs = [table, columns, header_bank]
     if pretrained:
         state, _ = load_weights(pretrained, "pretrained weights")
-        report = model.load_pretrained_encoders(state)
+        try:
+            report = model.load_pretrained_encoders(state)
+        except RuntimeError as error:
+            raise CheckpointError(f"pretrained weights '{pretrained}' do not fit variant {settings['model_variant']} "
+                                  f"with the configured model sizes ({error})") from None
         log.info("loaded pretrained encoders from %s (skipped: %s)", pretrained, report.unexpected)
         inputs.append(pretrained)
     else:

@@ -1,0 +1,71 @@
+"""Table 1: paper layout, mean ± SD over seeds, any list of variants, partial AUCs marked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workflow import paths
+from workflow.report import format_cell, write_table1
+
+COHORTS = ["ADNI", "AIBL"]
+
+
+def write_metrics(root: Path, variant: str, cohort: str, seed: int, accuracy: float, auc: float | None, f1: float,
+                  auc_complete: bool = True) -> str:
+    path = root / paths.EVAL_METRICS.format(variant=variant, cohort=cohort, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"variant": variant, "cohort": cohort, "seed": seed, "accuracy": accuracy, "auc": auc,
+                                "f1": f1, "auc_complete": auc_complete}))
+    return str(path)
+
+
+def build(tmp_path: Path, files: list[str], variants: list[str]) -> tuple[pd.DataFrame, str, str]:
+    outputs = {ext: str(tmp_path / paths.TABLE1.format(ext=ext)) for ext in ("csv", "md", "tex")}
+    numeric = write_table1(files, variants, COHORTS, {"citab": "CITab"}, 3, outputs["csv"], outputs["md"], outputs["tex"])
+    return numeric, Path(outputs["md"]).read_text(), Path(outputs["tex"]).read_text()
+
+
+def test_mean_and_sd_over_seeds_in_the_paper_layout(tmp_path: Path) -> None:
+    files = []
+    for seed, accuracy in zip((1, 2, 3), (0.80, 0.84, 0.88)):
+        files.append(write_metrics(tmp_path, "citab", "ADNI", seed, accuracy, 0.9, 0.8))
+        files.append(write_metrics(tmp_path, "citab", "AIBL", seed, 0.7, 0.85, 0.6))
+        files.append(write_metrics(tmp_path, "citab_no_header", "ADNI", seed, 0.6, 0.8, 0.5))
+        files.append(write_metrics(tmp_path, "citab_no_header", "AIBL", seed, 0.6, 0.8, 0.5))
+    numeric, markdown, latex = build(tmp_path, files, ["citab", "citab_no_header"])
+    lines = markdown.splitlines()
+    assert lines[0] == "| Method | ADNI Acc | ADNI AUC | ADNI F1 | AIBL Acc | AIBL AUC | AIBL F1 |"
+    assert lines[2] == "| CITab | 0.840 ± 0.040 | 0.900 ± 0.000 | 0.800 ± 0.000 | 0.700 ± 0.000 | 0.850 ± 0.000 | 0.600 ± 0.000 |"
+    assert lines[3].startswith("| citab_no_header | 0.600 ± 0.000 |")
+    assert numeric.loc["citab", "ADNI_accuracy"] == pytest.approx(0.84)
+    assert numeric.loc["citab", "ADNI_accuracy_sd"] == pytest.approx(0.04)  # sample SD (ddof = 1)
+    assert numeric.loc["citab", "ADNI_n_seeds"] == 3
+    assert r"\multicolumn{3}{c}{ADNI}" in latex and r"0.840 $\pm$ 0.040" in latex and r"citab\_no\_header" in latex
+    csv = pd.read_csv(tmp_path / paths.TABLE1.format(ext="csv"))
+    assert list(csv["variant"]) == ["citab", "citab_no_header"]
+
+
+def test_single_seed_has_no_sd_and_partial_auc_is_marked(tmp_path: Path) -> None:
+    files = [
+        write_metrics(tmp_path, "citab", "ADNI", 1, 0.5, 0.75, 0.4, auc_complete=False),
+        write_metrics(tmp_path, "citab", "AIBL", 1, 1.0, None, 1.0, auc_complete=False),
+    ]
+    _, markdown, latex = build(tmp_path, files, ["citab"])
+    assert "| CITab | 0.500 | 0.750† | 0.400 | 1.000 | n/a† | 1.000 |" in markdown
+    assert "† AUC averaged over the classes present" in markdown and r"$^\dagger$" in latex
+
+
+def test_a_missing_evaluation_is_named(tmp_path: Path) -> None:
+    files = [write_metrics(tmp_path, "citab", "ADNI", 1, 0.5, 0.75, 0.4)]
+    with pytest.raises(ValueError, match="no evaluation of variant citab on cohort AIBL"):
+        build(tmp_path, files, ["citab"])
+
+
+def test_cells_format() -> None:
+    assert format_cell(0.84567, float("nan"), 3, " ± ") == "0.846"
+    assert format_cell(float("nan"), float("nan"), 3, " ± ") == "n/a"
+    assert format_cell(0.5, 0.01234, 2, " ± ") == "0.50 ± 0.01"

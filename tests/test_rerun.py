@@ -1,0 +1,131 @@
+"""Rerun only what changed: after the shared tiny run, one change at a time, a dry run must plan
+exactly the jobs that depend on it.
+
+Each test changes one thing (a config overlay, an input image, a stage's module), asks Snakemake
+for a dry run (`-n`) and reads the planned jobs (rule and wildcards) from its output. Files that a
+test changes are restored byte for byte with their mtimes, so the shared run stays up to date.
+Budget: about 10 s per dry run after the shared run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, TINY_CONFIG, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
+# Rules whose jobs follow a change of the pretrained encoders, in DAG order.
+TRAINING_AND_AFTER = {"pretrain", "finetune", "evaluate", "results_table"}
+
+
+def planned_jobs(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (TINY_CONFIG,)) -> list[tuple[str, dict]]:
+    """Jobs a dry run plans: ``[(rule, {wildcard: value})]``, the ``all`` target left out."""
+    process = run_snakemake(workdir, "-n", *args, configfiles=configfiles)
+    jobs: list[tuple[str, dict]] = []
+    for line in process.stdout.splitlines():
+        header = JOB_HEADER.match(line)
+        if header:
+            jobs.append((header[1], {}))
+            continue
+        wildcards = WILDCARDS.match(line)
+        if wildcards and jobs:
+            jobs[-1] = (jobs[-1][0], dict(item.split("=", 1) for item in wildcards[1].split(", ")))
+    return [(rule, wildcards) for rule, wildcards in jobs if rule != "all"]
+
+
+def rules_of(jobs: list[tuple[str, dict]]) -> Counter:
+    return Counter(rule for rule, _ in jobs)
+
+
+def jobs_in_run(workdir: Path, rule: str) -> int:
+    """How many jobs of ``rule`` the full run made (its benchmark files)."""
+    return len(list((workdir / "results" / "benchmarks" / rule).rglob("*.tsv")))
+
+
+@contextlib.contextmanager
+def changed_file(path: Path, new_content: bytes) -> Iterator[None]:
+    """Give ``path`` new content for the duration; then restore its bytes and mtime exactly."""
+    original, stat = path.read_bytes(), path.stat()
+    try:
+        path.write_bytes(new_content)
+        yield
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def overlay(tmp_path: Path, settings: dict) -> Path:
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_the_full_run_is_up_to_date(tiny_full_run: Path) -> None:
+    assert planned_jobs(tiny_full_run) == []
+
+
+def test_finetune_hyperparameter_reruns_finetune_evaluate_and_table(tiny_full_run: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    new_lr = float(config["finetune"]["lr"]) * 2
+    jobs = planned_jobs(tiny_full_run, configfiles=(TINY_CONFIG, overlay(tmp_path, {"finetune": {"lr": new_lr}})))
+    assert rules_of(jobs) == Counter({
+        "finetune": jobs_in_run(tiny_full_run, "finetune"),
+        "evaluate": jobs_in_run(tiny_full_run, "evaluate"),
+        "results_table": 1,
+    })
+
+
+def test_header_text_reruns_header_bank_and_after_but_no_preprocessing(tiny_full_run: Path, tmp_path: Path) -> None:
+    columns = yaml.safe_load((REPO / "config" / "columns.yaml").read_text())
+    cohort = next(iter(columns["cohorts"]))
+    first_column = columns["cohorts"][cohort]["columns"][0]
+    first_column["header"] = first_column["header"] + " (reworded)"
+    edited = tmp_path / "columns.yaml"
+    edited.write_text(yaml.safe_dump(columns, sort_keys=False))
+    jobs = planned_jobs(tiny_full_run, configfiles=(TINY_CONFIG, overlay(tmp_path, {"tables": {"columns": str(edited)}})))
+    planned = set(rules_of(jobs))
+    assert "embed_headers" in planned and TRAINING_AND_AFTER <= planned, planned
+    assert not {rule for rule in planned if rule.startswith(("preprocess", "synthesize"))}, planned
+
+
+def test_one_input_image_reruns_only_that_images_preprocessing(tiny_full_run: Path) -> None:
+    images = sorted(tiny_full_run.glob("results/synthetic/*/**/*_T1w.nii.gz"))
+    assert len(images) > 1, "the tiny run has fewer than two synthetic images"
+    image = images[0]
+    loaded = nib.load(image)
+    brighter = nib.Nifti1Image(np.asanyarray(loaded.dataobj) * 1.01, loaded.affine, loaded.header)
+    # gzip with a fixed mtime: the only difference is the voxel values
+    new_content = gzip.compress(brighter.to_bytes(), mtime=0)
+    subject = re.search(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)_", image.name)
+    with changed_file(image, new_content):
+        jobs = planned_jobs(tiny_full_run)
+    per_image = [(rule, wildcards) for rule, wildcards in jobs if "subject" in wildcards]
+    assert per_image, rules_of(jobs)
+    cohort = image.relative_to(tiny_full_run / "results" / "synthetic").parts[0]
+    touched_images = {(wildcards["cohort"], wildcards["subject"], wildcards["session"]) for _, wildcards in per_image}
+    assert touched_images == {(cohort, subject[1], subject[2])}
+    assert {"preprocess_n4", "preprocess_register", "preprocess_model_ready"} <= set(rules_of(per_image))
+    assert TRAINING_AND_AFTER <= set(rules_of(jobs))
+
+
+def test_stage_code_change_reruns_that_stage_and_after(tiny_full_run: Path) -> None:
+    module = REPO / "workflow" / "headers.py"
+    # A trailing comment: a real content change that cannot change behaviour for anyone else
+    # importing the module during the few seconds of the dry run.
+    with changed_file(module, module.read_bytes() + b"\n# rerun-scope test: a code change\n"):
+        jobs = planned_jobs(tiny_full_run)
+    assert set(rules_of(jobs)) == {"embed_headers"} | TRAINING_AND_AFTER

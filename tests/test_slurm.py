@@ -1,0 +1,160 @@
+"""A real part of the DAG through `--profile profiles/slurm` on a real (single-node) SLURM.
+
+Start the cluster first (as root): `bash .ci/slurm-up.sh` (two fake GPUs); stop it with
+`bash .ci/slurm-down.sh`. The SLURM tests skip when `sinfo` shows no idle node.
+
+Starting from a copy of the shared tiny run (fixture ``tiny_full_run``):
+
+1. one preprocessing job (the model-ready volume of one image, remade with ``--force``) goes
+   through SLURM with ``gpu=1``, which the profile turns into ``sbatch --gpus=1``;
+2. the pretraining job goes through SLURM holding SLURM's ``gres=gpu:2`` and running DDP with two
+   gloo processes on CPU (torch here has no CUDA, so the job asks torch for 0 GPUs while SLURM
+   binds two); its log records the CUDA_VISIBLE_DEVICES that SLURM set;
+3. the same pretraining runs locally in another copy; both must give the same weights, and the
+   remade volume must equal the one of the local tiny run.
+
+Budget: about 2 minutes after the shared run (each SLURM job costs ~20-40 s of submission and
+status polling on 2 cores).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+from conftest import REPO, TINY_CONFIG, VENV_ON_PATH, run_snakemake
+from workflow import paths
+
+PROFILE = REPO / "profiles" / "slurm"
+# Two gloo processes on the node's two CPUs; the job holds both fake GPUs but torch runs on CPU.
+DDP_ON_CPU = {"pretrain": {"cpu_processes": 2, "threads": 2}}
+# Fast status polling for a test cluster whose MinJobAge (600 s) covers it.
+FAST_POLLING = "--slurm-init-seconds-before-status-checks=2"
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+
+
+def idle_slurm_node() -> str | None:
+    """Why the SLURM tests cannot run here, or ``None`` when a node is idle."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo) on PATH; start a test cluster with: bash .ci/slurm-up.sh"
+    states = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    if states.returncode != 0 or "idle" not in states.stdout.split():
+        reason = states.stderr.strip() or f"node states: {states.stdout.split()}"
+        return f"no idle SLURM node ({reason}); start a test cluster with: bash .ci/slurm-up.sh"
+    return None
+
+
+needs_slurm = pytest.mark.skipif(idle_slurm_node() is not None, reason=str(idle_slurm_node()))
+
+
+def submitted_jobs(output: str) -> dict[str, list[int]]:
+    """SLURM job ids per rule, from Snakemake's "submitted with SLURM jobid" lines."""
+    jobs: dict[str, list[int]] = {}
+    for job_id, log in SUBMITTED.findall(output):
+        rule = re.search(r"/rule_(\w+?)/", log)
+        jobs.setdefault(rule[1] if rule else log, []).append(int(job_id))
+    return jobs
+
+
+def slurm_job(job_id: int) -> dict[str, str]:
+    """`scontrol show job` as key=value pairs (finished jobs stay visible for MinJobAge)."""
+    shown = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True, timeout=30, check=True)
+    return dict(re.findall(r"(\w+)=(\S*)", shown.stdout))
+
+
+def copy_run(source: Path, destination: Path) -> Path:
+    """A copy of a finished run, mtimes and Snakemake metadata included, so it is up to date too."""
+    shutil.copytree(source, destination, symlinks=True)
+    return destination
+
+
+def profile_rule_names() -> set[str]:
+    return set(yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"])
+
+
+def test_profile_names_real_rules(snakemake_workdir: Path) -> None:
+    """set-resources for a misspelt rule would be ignored silently, so check the names."""
+    listed = run_snakemake(snakemake_workdir, "--list-rules").stdout.split()
+    assert profile_rule_names() <= set(listed), profile_rule_names() - set(listed)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run the two SLURM steps and the local comparison; return what the tests check."""
+    base = tmp_path_factory.mktemp("slurm")
+    overlay = base / "ddp_on_cpu.yaml"
+    overlay.write_text(yaml.safe_dump(DDP_ON_CPU))
+    on_slurm = copy_run(tiny_full_run, base / "on_slurm")
+    volumes = sorted(on_slurm.glob(paths.MODEL_READY_VOLUME.format(cohort="*", subject="*", session="*")))
+    assert volumes, "the tiny run made no model-ready volume"
+    volume = str(volumes[0].relative_to(on_slurm))
+    weights_files = sorted(on_slurm.glob(paths.PRETRAINED_WEIGHTS.format(variant="*")))
+    assert weights_files, "the tiny run made no pretrained weights"
+    weights = str(weights_files[0].relative_to(on_slurm))
+    variant = weights_files[0].parent.name
+    slurm_args = ("--profile", str(PROFILE), FAST_POLLING, "--jobs=2")
+
+    preprocessing = run_snakemake(
+        on_slurm, volume, "--force", *slurm_args, "--set-resources=preprocess_model_ready:gpu=1",
+        env=VENV_ON_PATH, timeout=400,
+    )
+    pretraining = run_snakemake(
+        on_slurm, weights, *slurm_args, "--set-resources=pretrain:gres=gpu:2",
+        configfiles=(TINY_CONFIG, overlay), env=VENV_ON_PATH, timeout=600,
+    )
+    local = copy_run(tiny_full_run, base / "local")
+    run_snakemake(local, weights, "--cores=2", configfiles=(TINY_CONFIG, overlay), env=VENV_ON_PATH, timeout=600)
+    return {
+        "local_tiny_run": tiny_full_run, "on_slurm": on_slurm, "local": local, "volume": volume,
+        "weights": weights, "variant": variant,
+        "preprocessing": submitted_jobs(preprocessing.stdout), "pretraining": submitted_jobs(pretraining.stdout),
+        "pretraining_output": pretraining.stdout,
+    }
+
+
+@needs_slurm
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_preprocessing_job_went_through_slurm_with_one_gpu(slurm_run: dict) -> None:
+    assert list(slurm_run["preprocessing"]) == ["preprocess_model_ready"], slurm_run["preprocessing"]
+    (job_id,) = slurm_run["preprocessing"]["preprocess_model_ready"]
+    job = slurm_job(job_id)
+    assert job["JobState"] == "COMPLETED", job
+    assert "gpu:1" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
+    slurm_log = next(slurm_run["on_slurm"].glob(f"results/logs/slurm/rule_preprocess_model_ready/**/{job_id}.log"))
+    assert "Finished jobid" in slurm_log.read_text()
+    remade = (slurm_run["on_slurm"] / slurm_run["volume"]).read_bytes()
+    assert remade == (slurm_run["local_tiny_run"] / slurm_run["volume"]).read_bytes()
+
+
+@needs_slurm
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pretraining_ran_ddp_on_the_gpus_slurm_bound(slurm_run: dict) -> None:
+    # Only the pretraining reran: the remade volume had the same bytes, so nothing between them did.
+    assert list(slurm_run["pretraining"]) == ["pretrain"], slurm_run["pretraining_output"][-4000:]
+    (job_id,) = slurm_run["pretraining"]["pretrain"]
+    job = slurm_job(job_id)
+    assert job["JobState"] == "COMPLETED" and job["NumCPUs"] == "2", job
+    assert "gpu:2" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
+    log = (slurm_run["on_slurm"] / "results" / "logs" / "pretrain" / f"{slurm_run['variant']}.log").read_text()
+    assert f"gpu_slots: CUDA_VISIBLE_DEVICES=0,1 (SLURM job {job_id}:" in log, log[-3000:]
+    assert re.search(r"\b2 process\(es\) on cpu", log), log[-3000:]
+
+
+@needs_slurm
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_and_local_pretraining_give_the_same_weights(slurm_run: dict) -> None:
+    on_slurm = load_file(str(slurm_run["on_slurm"] / slurm_run["weights"]))
+    local = load_file(str(slurm_run["local"] / slurm_run["weights"]))
+    assert on_slurm.keys() == local.keys()
+    for name in on_slurm:
+        np.testing.assert_array_equal(on_slurm[name], local[name], err_msg=name)
