@@ -24,10 +24,21 @@ die() { say "error: $*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (it starts slurmd and writes $CONF_DIR)"
 
 node_state() { sinfo -h -N -o '%t' 2>/dev/null | head -n1; }
+all_recorded_alive() {  # every daemon in $STATE/pids still runs under its recorded name
+    [ -s "$STATE/pids" ] || return 1
+    local name pid
+    while read -r name pid; do
+        [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "$name" ] || return 1
+    done < "$STATE/pids"
+}
 
-if [ -s "$STATE/pids" ] && command -v sinfo >/dev/null && [ "$(node_state)" = "idle" ]; then
-    say "already running (node idle; PIDs in $STATE/pids)"
+if all_recorded_alive; then
+    say "already running (node $(node_state); PIDs in $STATE/pids)"
     exit 0
+fi
+if [ -s "$STATE/pids" ]; then
+    say "an earlier cluster is partly gone; stopping what is left of it"
+    bash "$(dirname "$0")/slurm-down.sh" || true
 fi
 
 # --- packages -------------------------------------------------------------------------------------

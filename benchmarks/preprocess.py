@@ -65,8 +65,9 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, work
         return result
 
     timed("n4", pp.bias_correct, files["t1.nii.gz"], out["n4.nii.gz"], out["bias.nii.gz"], threads=threads)
-    timed("registration", pp.register_to_template, out["n4.nii.gz"], template["head"], out["affine.mat"],
-          out["crop.nii.gz"], voxel_size_mm, seed=0, threads=threads)
+    timed("registration", pp.register_to_template, out["n4.nii.gz"], template["head"], template["brainmask"],
+          out["affine.mat"], out["crop.nii.gz"], voxel_size_mm, seed=0, attempts=3, retry_below_ncc=0.4,
+          threads=threads)
     timed("skullstrip", skullstrip.skull_strip, out["crop.nii.gz"], out["mask.nii.gz"], out["brain.nii.gz"],
           method=method, threads=threads)
     timed("model_ready", pp.make_model_ready, out["crop.nii.gz"], out["mask.nii.gz"], out["volume.npy"],

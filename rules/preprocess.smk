@@ -111,7 +111,8 @@ rule preprocess_register:
     input:
         n4=PREPROCESS_FILES["n4"],
         template=PREPROCESS_TEMPLATE["head"],
-        code=PREPROCESS_CODE,
+        template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
+        code=code_files("workflow.preprocess", "workflow.preprocess_qc"),
     output:
         affine=PREPROCESS_FILES["affine"],
         crop=PREPROCESS_FILES["crop"],
@@ -119,6 +120,8 @@ rule preprocess_register:
         voxel_size_mm=PREPROCESS["voxel_size_mm"],
         seed=PREPROCESS["random_seed"],
         type_of_transform=PREPROCESS["registration"]["type_of_transform"],
+        attempts=PREPROCESS["registration"]["attempts"],
+        retry_below_ncc=PREPROCESS["registration"]["retry_below_ncc"],
     log:
         "results/logs/preprocess_register/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -197,7 +200,10 @@ rule preprocess_image_qc:
         code=code_files("workflow.preprocess_qc", "workflow.preprocess"),
     output:
         qc=PREPROCESS_FILES["qc"],
-        mosaic=PREPROCESS_FILES["mosaic"],
+        mosaic=report(
+            PREPROCESS_FILES["mosaic"], caption="../workflow/report/mosaic.rst", category="Preprocessing QC",
+            subcategory="{cohort}", labels={"cohort": "{cohort}", "image": "{subject} {session}"},
+        ),
     params:
         truth=preprocess_stage.truth_param(config, "truth"),
         truth_brainmask=preprocess_stage.truth_param(config, "brainmask"),
@@ -222,7 +228,7 @@ rule preprocess_cohort_qc:
         qc=preprocess_stage.accepted_image_input(checkpoints, PREPROCESS_FILES["qc"]),
         code=code_files("workflow.preprocess_qc", "workflow.preprocess"),
     output:
-        qc=paths.PREPROCESS_QC,
+        qc=report(paths.PREPROCESS_QC, caption="../workflow/report/qc.rst", category="Preprocessing QC", subcategory="{cohort}"),
         exclusions=paths.PREPROCESS_EXCLUSIONS,
     params:
         thresholds=PREPROCESS["qc"],

@@ -11,7 +11,7 @@ rule results_table:
         ),
         code=code_files("workflow.report"),
     output:
-        csv=paths.TABLE1.format(ext="csv"),
+        csv=report(paths.TABLE1.format(ext="csv"), caption="../workflow/report/results.rst", category="Results"),
         markdown=paths.TABLE1.format(ext="md"),
         latex=paths.TABLE1.format(ext="tex"),
     params:

@@ -19,7 +19,9 @@ rule build_table:
         split=paths.TABLE_SPLIT,
         exclusions=paths.TABLE_EXCLUSIONS,
         summary=paths.TABLE_SUMMARY,
-        summary_md=paths.TABLE_SUMMARY_MD,
+        summary_md=report(
+            paths.TABLE_SUMMARY_MD, caption="../workflow/report/table_summary.rst", category="Clinical tables", subcategory="{cohort}"
+        ),
     params:
         window_days=config["tables"]["window_days"],
         exact_visit_code=config["tables"]["exact_visit_code"],

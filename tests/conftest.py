@@ -58,6 +58,25 @@ def snakemake_workdir(tmp_path: Path) -> Path:
 VENV_ON_PATH = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
+def tiny_config_with(changes: dict, folder: Path) -> Path:
+    """tests/config.tiny.yaml with ``changes`` merged in (nested keys), written to ``folder``.
+
+    One merged file, because run_snakemake passes each config file as its own ``--configfile=``
+    and Snakemake keeps only the last of those.
+    """
+    import yaml
+
+    def merge(base: dict, update: dict) -> dict:
+        merged = dict(base)
+        for key, value in update.items():
+            merged[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        return merged
+
+    path = folder / "config.tiny.changed.yaml"
+    path.write_text(yaml.safe_dump(merge(yaml.safe_load(TINY_CONFIG.read_text()), changes), sort_keys=False))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Working directory of ONE complete local run of the tiny DAG (tests/config.tiny.yaml), shared

@@ -57,7 +57,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out["mask"], out["brain"] = root / "mask.nii.gz", root / "brain.nii.gz"
     out["volume"], out["qc"], out["mosaic"] = root / "volume.npy", root / "qc.json", root / "mosaic.png"
     pp.bias_correct(subject["t1"], out["n4"], out["bias"], threads=2)
-    pp.register_to_template(out["n4"], template["head"], out["affine"], out["crop"], VOXEL_MM, seed=0, threads=2)
+    pp.register_to_template(out["n4"], template["head"], template["brainmask"], out["affine"], out["crop"], VOXEL_MM,
+                            seed=0, threads=2)
     skullstrip.skull_strip(out["crop"], out["mask"], out["brain"], method="deepbet", threads=2)
     pp.make_model_ready(out["crop"], out["mask"], out["volume"], pp.volume_sidecar_path(out["volume"]), (40, 52, 44))
     metrics = qc.image_qc("C", "S1", "M000", out["crop"], out["mask"], out["affine"], template["crop"],
@@ -277,3 +278,15 @@ def test_missing_user_files_stop_before_any_rule(tmp_path: Path) -> None:
     settings = {"template": str(tmp_path / "t.nii"), "skullstrip": {"method": "deepbet", "synthstrip_model": None}}
     with pytest.raises(FileNotFoundError, match="mni_icbm152_t1_tal_nlin_sym_09c.nii"):
         pp.check_user_files(settings)
+
+
+def test_registration_retries_keep_the_best_attempt(chain: dict, tmp_path: Path) -> None:
+    """With a threshold no registration reaches, every attempt runs and the best NCC is kept."""
+    ncc = pp.register_to_template(chain["out"]["n4"], chain["template"]["head"], chain["template"]["brainmask"],
+                                  tmp_path / "a.mat", tmp_path / "crop.nii.gz", VOXEL_MM, seed=0, attempts=2,
+                                  retry_below_ncc=1.01, threads=2)
+    assert ncc >= chain["metrics"]["ncc_template"] - 1e-6
+    kept = np.asarray(nib.load(str(tmp_path / "crop.nii.gz")).dataobj)
+    template = np.asarray(nib.load(str(chain["template"]["crop"])).dataobj)
+    mask = np.asarray(nib.load(str(chain["template"]["brainmask"])).dataobj)
+    assert qc.masked_ncc(kept, template, mask) == pytest.approx(ncc, abs=1e-5)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TINY_CONFIG, run_snakemake
+from conftest import REPO, TINY_CONFIG, run_snakemake, tiny_config_with
 
 pytestmark = pytest.mark.slow
 
@@ -68,12 +68,6 @@ def changed_file(path: Path, new_content: bytes) -> Iterator[None]:
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def overlay(tmp_path: Path, settings: dict) -> Path:
-    path = tmp_path / "overlay.yaml"
-    path.write_text(yaml.safe_dump(settings))
-    return path
-
-
 def test_the_full_run_is_up_to_date(tiny_full_run: Path) -> None:
     assert planned_jobs(tiny_full_run) == []
 
@@ -81,7 +75,7 @@ def test_the_full_run_is_up_to_date(tiny_full_run: Path) -> None:
 def test_finetune_hyperparameter_reruns_finetune_evaluate_and_table(tiny_full_run: Path, tmp_path: Path) -> None:
     config = yaml.safe_load(TINY_CONFIG.read_text())
     new_lr = float(config["finetune"]["lr"]) * 2
-    jobs = planned_jobs(tiny_full_run, configfiles=(TINY_CONFIG, overlay(tmp_path, {"finetune": {"lr": new_lr}})))
+    jobs = planned_jobs(tiny_full_run, configfiles=(tiny_config_with({"finetune": {"lr": new_lr}}, tmp_path),))
     assert rules_of(jobs) == Counter({
         "finetune": jobs_in_run(tiny_full_run, "finetune"),
         "evaluate": jobs_in_run(tiny_full_run, "evaluate"),
@@ -96,7 +90,7 @@ def test_header_text_reruns_header_bank_and_after_but_no_preprocessing(tiny_full
     first_column["header"] = first_column["header"] + " (reworded)"
     edited = tmp_path / "columns.yaml"
     edited.write_text(yaml.safe_dump(columns, sort_keys=False))
-    jobs = planned_jobs(tiny_full_run, configfiles=(TINY_CONFIG, overlay(tmp_path, {"tables": {"columns": str(edited)}})))
+    jobs = planned_jobs(tiny_full_run, configfiles=(tiny_config_with({"tables": {"columns": str(edited)}}, tmp_path),))
     planned = set(rules_of(jobs))
     assert "embed_headers" in planned and TRAINING_AND_AFTER <= planned, planned
     assert not {rule for rule in planned if rule.startswith(("preprocess", "synthesize"))}, planned

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from conftest import REPO, TINY_CONFIG, VENV_ON_PATH, run_snakemake
+from conftest import REPO, VENV_ON_PATH, run_snakemake, tiny_config_with
 from workflow import paths
 
 PROFILE = REPO / "profiles" / "slurm"
@@ -89,8 +89,7 @@ def test_profile_names_real_rules(snakemake_workdir: Path) -> None:
 def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run the two SLURM steps and the local comparison; return what the tests check."""
     base = tmp_path_factory.mktemp("slurm")
-    overlay = base / "ddp_on_cpu.yaml"
-    overlay.write_text(yaml.safe_dump(DDP_ON_CPU))
+    ddp_config = tiny_config_with(DDP_ON_CPU, base)
     on_slurm = copy_run(tiny_full_run, base / "on_slurm")
     volumes = sorted(on_slurm.glob(paths.MODEL_READY_VOLUME.format(cohort="*", subject="*", session="*")))
     assert volumes, "the tiny run made no model-ready volume"
@@ -105,12 +104,13 @@ def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         on_slurm, volume, "--force", *slurm_args, "--set-resources=preprocess_model_ready:gpu=1",
         env=VENV_ON_PATH, timeout=400,
     )
+    # --forcerun: the process count is a param, but the point here is where the job runs
     pretraining = run_snakemake(
-        on_slurm, weights, *slurm_args, "--set-resources=pretrain:gres=gpu:2",
-        configfiles=(TINY_CONFIG, overlay), env=VENV_ON_PATH, timeout=600,
+        on_slurm, weights, "--forcerun=pretrain", *slurm_args, "--set-resources=pretrain:gres=gpu:2",
+        configfiles=(ddp_config,), env=VENV_ON_PATH, timeout=600,
     )
     local = copy_run(tiny_full_run, base / "local")
-    run_snakemake(local, weights, "--cores=2", configfiles=(TINY_CONFIG, overlay), env=VENV_ON_PATH, timeout=600)
+    run_snakemake(local, weights, "--forcerun=pretrain", "--cores=2", configfiles=(ddp_config,), env=VENV_ON_PATH, timeout=600)
     return {
         "local_tiny_run": tiny_full_run, "on_slurm": on_slurm, "local": local, "volume": volume,
         "weights": weights, "variant": variant,

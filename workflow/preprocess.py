@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -400,13 +399,25 @@ def bias_correct(
 
 # --- 3. affine registration + crop ----------------------------------------------------------------
 def register_to_template(
-    n4_path: str | Path, template_head_path: str | Path, affine_path: str | Path, crop_path: str | Path,
-    voxel_size_mm: float, seed: int = 0, type_of_transform: str = "antsRegistrationSyNQuick[a]", threads: int = 1,
-) -> None:
+    n4_path: str | Path, template_head_path: str | Path, template_brainmask_path: str | Path,
+    affine_path: str | Path, crop_path: str | Path, voxel_size_mm: float, seed: int = 0,
+    type_of_transform: str = "antsRegistrationSyNQuick[a]", attempts: int = 1, retry_below_ncc: float = 0.0,
+    threads: int = 1,
+) -> float:
     """Affine registration of the N4 image to the template, then Clinica's crop.
 
     Writes the ITK affine (``.mat``: maps template points, LPS, to native points) and the registered
     image cropped to Clinica's box (``crop_slices``) on the template grid.
+
+    Args:
+        template_brainmask_path: the template's brain mask on the crop grid (for the NCC check).
+        seed: ANTs seed of the first attempt (Clinica's ``--random_seed``).
+        attempts: at most this many registrations, seeds ``seed, seed + 1, ...``: a further attempt
+            runs only while the best normalised cross-correlation with the template inside its brain
+            mask is below ``retry_below_ncc``. With a brain-only template a head can land in a
+            "skull fitted onto the brain edge" optimum; another seed usually escapes it. The first
+            attempt is Clinica's run, so an image it registers well gets exactly Clinica's result.
+    Returns the NCC of the kept registration.
 
     Raises ``RuntimeError`` when anything but exactly one affine transform comes back (a deformable
     field would mean a non-linear registration, which Clinica's --use-antspy runs by mistake).
@@ -415,29 +426,45 @@ def register_to_template(
     import ants
     import nibabel as nib
 
+    from workflow.preprocess_qc import masked_ncc
+
     if not type_of_transform.endswith("[a]"):
         raise ValueError(f"type_of_transform must be an affine ANTs preset ('...[a]'), got {type_of_transform!r}")
-    # antspyx takes the seed from its config, not from a keyword (a keyword would be silently ignored).
-    ants.config._random_seed = int(seed)
     fixed = ants.image_read(str(template_head_path))
     moving = ants.image_read(str(n4_path))
-    with tempfile.TemporaryDirectory(prefix="preprocess_reg_") as scratch:
-        result = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
-                                   outprefix=str(Path(scratch) / "reg_"))
-        transforms = list(result["fwdtransforms"])
-        leftovers = sorted(p.name for p in Path(scratch).iterdir() if "Warp" in p.name)
-        if len(transforms) != 1 or not transforms[0].endswith("GenericAffine.mat") or leftovers:
-            raise RuntimeError(f"registration of {n4_path} returned {transforms} (+ {leftovers}): expected exactly "
-                               "one affine transform and no deformation field")
-        Path(affine_path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(transforms[0], affine_path)
-    warped = result["warpedmovout"].numpy().astype(np.float32)
+    slices = crop_slices(voxel_size_mm)
+    template_crop = fixed.numpy()[slices]
+    brainmask = np.asarray(nib.load(str(template_brainmask_path)).dataobj)
+    best: tuple[float, int, np.ndarray, bytes] | None = None
+    for attempt in range(max(1, int(attempts))):
+        # antspyx takes the seed from its config, not from a keyword (a keyword would be silently ignored).
+        ants.config._random_seed = int(seed) + attempt
+        with tempfile.TemporaryDirectory(prefix="preprocess_reg_") as scratch:
+            result = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
+                                       outprefix=str(Path(scratch) / "reg_"))
+            transforms = list(result["fwdtransforms"])
+            leftovers = sorted(p.name for p in Path(scratch).iterdir() if "Warp" in p.name)
+            if len(transforms) != 1 or not transforms[0].endswith("GenericAffine.mat") or leftovers:
+                raise RuntimeError(f"registration of {n4_path} returned {transforms} (+ {leftovers}): expected "
+                                   "exactly one affine transform and no deformation field")
+            transform_bytes = Path(transforms[0]).read_bytes()
+        cropped = result["warpedmovout"].numpy().astype(np.float32)[slices]
+        ncc = masked_ncc(cropped, template_crop, brainmask)
+        log.info("registration attempt %d of %s (%s, seed %d): NCC with the template %.3f", attempt + 1, n4_path,
+                 type_of_transform, int(seed) + attempt, ncc)
+        if best is None or ncc > best[0]:
+            best = (ncc, int(seed) + attempt, cropped, transform_bytes)
+        if best[0] >= retry_below_ncc:
+            break
+    ncc, used_seed, cropped, transform_bytes = best
+    for path in (affine_path, crop_path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(affine_path).write_bytes(transform_bytes)
     # ants arrays keep the NIfTI voxel order, so the template's RAS affine describes them.
     template_affine = nib.load(str(template_head_path)).affine
-    slices = crop_slices(voxel_size_mm)
-    Path(crop_path).parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(warped[slices], crop_affine(template_affine, slices)), str(crop_path))
-    log.info("registered %s to %s (%s, seed %d)", n4_path, template_head_path, type_of_transform, seed)
+    nib.save(nib.Nifti1Image(cropped, crop_affine(template_affine, slices)), str(crop_path))
+    log.info("registered %s to %s: kept seed %d (NCC %.3f)", n4_path, template_head_path, used_seed, ncc)
+    return ncc
 
 
 # --- 4. model-ready volume ------------------------------------------------------------------------
