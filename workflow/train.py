@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -198,7 +199,7 @@ def run_pretrain(
     from model.data import ImageTableDataset
     from model.training import LoopSettings, fingerprint, pretrain, setup_processes, teardown_processes
 
-    world_size = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     processes = setup_processes(gpus, "pretrain.gpus", max(1, threads // world_size))
     if not processes.is_main:
         logging.getLogger().setLevel(logging.WARNING)
