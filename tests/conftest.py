@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,9 @@ def tiny_full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     kept = os.environ.get("CITAB_TINY_RUN")
     workdir = Path(kept) if kept else tmp_path_factory.mktemp("tiny_full_run")
     workdir.mkdir(parents=True, exist_ok=True)
-    run_snakemake(workdir, "--cores", "2", env=VENV_ON_PATH, timeout=900)
+    started = time.time()
+    run_snakemake(workdir, "--cores", "2", env=VENV_ON_PATH, timeout=1800)
+    print(f"\ntiny_full_run: the tiny DAG took {time.time() - started:.0f} s in {workdir}")
     return workdir
 
 

@@ -57,11 +57,9 @@ def report_html(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def decoded_results(html: str) -> dict[str, bytes]:
+    """Every result the report embeds: {path relative to the working directory: file bytes}."""
     results = embedded_json(html, "results", "results")
-    return {
-        entry["filename"]: base64.b64decode(entry["data_uri"].split("base64,", 1)[1])
-        for entry in results.values()
-    }
+    return {path: base64.b64decode(entry["data_uri"].split("base64,", 1)[1]) for path, entry in results.items()}
 
 
 def test_report_embeds_the_results_table(report_html: str, tiny_full_run: Path) -> None:

@@ -26,3 +26,16 @@ def code_files(*modules: str) -> list[str]:
         else:
             files.append(str(origin))
     return files
+
+
+def shell_prefix(deployment_methods: set, interpreter: str) -> str:
+    """Shell prefix for every rule: strict bash, and this project's environment first on PATH.
+
+    Shell rules call ``python`` and ``torchrun``. Without conda deployment they must be the ones of
+    the environment that runs Snakemake (``.venv/bin/snakemake`` is often called without activating
+    the venv); with ``--sdm conda`` each rule's own env provides them, so PATH is left alone.
+    """
+    strict = "set -euo pipefail; "
+    if any(str(method).lower().endswith("conda") for method in deployment_methods):
+        return strict
+    return strict + f'export PATH="{Path(interpreter).parent}:$PATH"; '

@@ -200,13 +200,31 @@ def pick_timepoint(pairs: pd.DataFrame, timepoint: str, seed: int, exclusions: E
 
 # --- step 5: split ---------------------------------------------------------------------------------
 
-def allocate(count: int, fractions: Mapping[str, float]) -> dict[str, int]:
-    """Split ``count`` items by ``fractions`` (largest remainder); each share is within one of exact."""
-    exact = {split: count * fractions[split] / sum(fractions.values()) for split in SPLITS}
-    sizes = {split: int(math.floor(exact[split])) for split in SPLITS}
-    left = count - sum(sizes.values())
-    for split in sorted(SPLITS, key=lambda s: (-(exact[s] - sizes[s]), SPLITS.index(s)))[:left]:
-        sizes[split] += 1
+def allocate(class_counts: Mapping[object, int], fractions: Mapping[str, float]) -> dict[object, dict[str, int]]:
+    """Split each class's ``count`` subjects by ``fractions``; every share is within one of exact.
+
+    Each class gets the floor of its exact shares; its leftover subjects go, one per split, to the
+    splits furthest below their cohort-wide target. Rounding each class on its own would starve a
+    small split: three classes of three subjects at 7:1:2 would all round the 0.3 validation
+    subjects down and leave the cohort with no validation subject at all.
+    """
+    total = sum(fractions.values())
+    cohort_target = {split: sum(class_counts.values()) * fractions[split] / total for split in SPLITS}
+    allocated = dict.fromkeys(SPLITS, 0)
+    sizes = {}
+    for label, count in class_counts.items():
+        exact = {split: count * fractions[split] / total for split in SPLITS}
+        sizes[label] = {split: int(math.floor(exact[split])) for split in SPLITS}
+        for split in SPLITS:
+            allocated[split] += sizes[label][split]
+    for label, count in class_counts.items():
+        exact = {split: count * fractions[split] / total for split in SPLITS}
+        left = count - sum(sizes[label].values())
+        ranked = sorted(SPLITS, key=lambda s: (-(cohort_target[s] - allocated[s]),
+                                               -(exact[s] - sizes[label][s]), SPLITS.index(s)))
+        for split in ranked[:left]:
+            sizes[label][split] += 1
+            allocated[split] += 1
     return sizes
 
 
@@ -221,15 +239,16 @@ def assign_split(subjects: pd.DataFrame, fractions: Mapping[str, float], seed: i
         ``subject, split`` sorted by subject.
     """
     rng = np.random.default_rng(seed)
+    labels = sorted(subjects["label"].unique())
+    members = {label: sorted(subjects.loc[subjects["label"] == label, "subject"]) for label in labels}
+    sizes = allocate({label: len(members[label]) for label in labels}, fractions)
     rows = []
-    for label in sorted(subjects["label"].unique()):
-        members = sorted(subjects.loc[subjects["label"] == label, "subject"])
-        members = [members[i] for i in rng.permutation(len(members))]
-        sizes = allocate(len(members), fractions)
+    for label in labels:
+        shuffled = [members[label][i] for i in rng.permutation(len(members[label]))]
         start = 0
         for split in SPLITS:
-            rows += [{"subject": s, "split": split} for s in members[start:start + sizes[split]]]
-            start += sizes[split]
+            rows += [{"subject": s, "split": split} for s in shuffled[start:start + sizes[label][split]]]
+            start += sizes[label][split]
     return pd.DataFrame(rows, columns=["subject", "split"]).sort_values("subject").reset_index(drop=True)
 
 
