@@ -333,7 +333,7 @@ def test_volumes_are_heads_with_truth(tiny_synthetic_cohorts):
     template_centroid = head_model(4.0).affine @ np.array([*ndimage.center_of_mass(template_brain), 1.0])
     for name, root in tiny_synthetic_cohorts.items():
         sessions = read_csv(root / "truth" / "sessions.tsv", sep="\t")
-        assert len(sessions) >= 12
+        assert len(sessions) >= tiny_synthetic_settings()["subjects"]  # one scan per subject at least
         for row in sessions.to_dict("records"):
             image = nib.load(root / row["image"])
             truth = json.loads((root / row["truth"]).read_text())
@@ -396,7 +396,8 @@ def test_snakemake_generates_a_tiny_cohort(snakemake_workdir):
     run_snakemake(snakemake_workdir, "--cores", "1", "results/synthetic/NACC")
     root = snakemake_workdir / "results" / "synthetic" / "NACC"
     summary = json.loads((root / ".complete").read_text())
-    assert summary["subjects"] == 12 and summary["voxel_size_mm"] == 4.0
+    tiny = tiny_synthetic_settings()
+    assert summary["subjects"] == tiny["subjects"] and summary["voxel_size_mm"] == tiny["voxel_size_mm"]
     assert len(list((root / "images").glob("*.nii.gz"))) == summary["images"]
     assert (snakemake_workdir / "results" / "logs" / "synthesize_cohort" / "NACC.log").exists()
     assert (snakemake_workdir / "results" / "benchmarks" / "synthesize_cohort" / "NACC.tsv").exists()
