@@ -6,7 +6,7 @@ from workflow import paths
 from workflow.config_checks import validate_config
 from workflow.smk import code_files, shell_prefix
 
-validate_config(config, workflow.basedir)
+validate_config(config)
 
 COHORTS = list(config["cohorts"])
 

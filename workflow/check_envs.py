@@ -35,7 +35,8 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from rattler import MatchSpec, Version, VersionSpec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from workflow.smk import REPO_ROOT
+
 ALLOWED_TOP_LEVEL_KEYS = {"name", "channels", "dependencies", "variables"}
 # PyPI distributions that conda-forge ships under another name (PEP 503-normalised on both sides).
 CONDA_FORGE_NAMES = {

@@ -20,7 +20,7 @@ def section_schema(section: str) -> Path:
     return SCHEMA_DIR / f"{section}.schema.yaml"
 
 
-def validate_config(config: dict, basedir: str | Path = ".") -> None:
+def validate_config(config: dict) -> None:
     """Validate ``config`` against the top-level and per-section schemas, then check data paths.
 
     Raises ``WorkflowError`` naming the offending key and what was expected.

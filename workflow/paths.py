@@ -18,7 +18,6 @@ RESULTS = "results"
 
 # --- synthesize: native files of a synthetic cohort, laid out as a real user holds them ---------
 SYNTHETIC_ROOT = "results/synthetic/{cohort}"
-SYNTHETIC_DONE = "results/synthetic/{cohort}/.complete"
 # Ground truth written beside the synthetic data (pose, brain mask) for QC checks.
 SYNTHETIC_TRUTH_DIR = "results/synthetic/{cohort}/truth"
 
