@@ -19,6 +19,7 @@ rule results_table:
         cohorts=COHORTS,
         method_names=config["report"]["method_names"],
         decimals=config["report"]["decimals"],
+        majority_row=config["report"]["majority_row"],
     log:
         "results/logs/results_table/table1.log",
     benchmark:

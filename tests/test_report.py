@@ -1,4 +1,5 @@
-"""Table 1: paper layout, mean ± SD over seeds, any list of variants, partial AUCs marked."""
+"""Table 1: paper layout, mean ± SD over seeds, any list of variants, partial AUCs marked, the
+majority-class reference row."""
 
 from __future__ import annotations
 
@@ -14,18 +15,23 @@ from workflow.report import format_cell, write_table1
 COHORTS = ["ADNI", "AIBL"]
 
 
+# True-class counts of a test set: CN 1, MCI 4, DE 1 (the demo's ADNI test split).
+CONFUSION = [[1, 0, 0], [1, 3, 0], [0, 0, 1]]
+
+
 def write_metrics(root: Path, variant: str, cohort: str, seed: int, accuracy: float, auc: float | None, f1: float,
-                  auc_complete: bool = True) -> str:
+                  auc_complete: bool = True, confusion: list[list[int]] = CONFUSION) -> str:
     path = root / paths.EVAL_METRICS.format(variant=variant, cohort=cohort, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"variant": variant, "cohort": cohort, "seed": seed, "accuracy": accuracy, "auc": auc,
-                                "f1": f1, "auc_complete": auc_complete}))
+                                "f1": f1, "auc_complete": auc_complete, "confusion_matrix": confusion}))
     return str(path)
 
 
-def build(tmp_path: Path, files: list[str], variants: list[str]) -> tuple[pd.DataFrame, str, str]:
+def build(tmp_path: Path, files: list[str], variants: list[str], majority: bool = True) -> tuple[pd.DataFrame, str, str]:
     outputs = {ext: str(tmp_path / paths.TABLE1.format(ext=ext)) for ext in ("csv", "md", "tex")}
-    numeric = write_table1(files, variants, COHORTS, {"citab": "CITab"}, 3, outputs["csv"], outputs["md"], outputs["tex"])
+    numeric = write_table1(files, variants, COHORTS, {"citab": "CITab"}, 3, outputs["csv"], outputs["md"], outputs["tex"],
+                           with_majority_row=majority)
     return numeric, Path(outputs["md"]).read_text(), Path(outputs["tex"]).read_text()
 
 
@@ -46,7 +52,31 @@ def test_mean_and_sd_over_seeds_in_the_paper_layout(tmp_path: Path) -> None:
     assert numeric.loc["citab", "ADNI_n_seeds"] == 3
     assert r"\multicolumn{3}{c}{ADNI}" in latex and r"0.840 $\pm$ 0.040" in latex and r"citab\_no\_header" in latex
     csv = pd.read_csv(tmp_path / paths.TABLE1.format(ext="csv"))
-    assert list(csv["variant"]) == ["citab", "citab_no_header"]
+    assert list(csv["variant"]) == ["citab", "citab_no_header", "majority"]
+
+
+def test_majority_row_scores_always_predicting_the_most_frequent_class(tmp_path: Path) -> None:
+    files = [
+        write_metrics(tmp_path, "citab", "ADNI", 1, 1.0, 1.0, 1.0),
+        write_metrics(tmp_path, "citab", "AIBL", 1, 0.5, 0.7, 0.4, confusion=[[2, 0, 0], [1, 0, 0], [0, 0, 0]]),
+    ]
+    numeric, markdown, latex = build(tmp_path, files, ["citab"])
+    # ADNI: 4 of 6 are MCI -> Acc 4/6; F1 of MCI 2*(4/6)/(4/6 + 1) = 0.8, CN and DE 0 -> macro 0.8 / 3.
+    assert markdown.splitlines()[3] == "| Majority class | 0.667 | 0.500 | 0.267 | 0.667 | 0.500 | 0.400 |"
+    assert numeric.loc["majority", "ADNI_n_seeds"] == 0 and numeric.loc["majority", "method"] == "Majority class"
+    assert "Majority class & 0.667" in latex
+    _, without, _ = build(tmp_path, files, ["citab"], majority=False)
+    assert "Majority" not in without
+
+
+def test_evaluations_on_different_test_sets_are_named(tmp_path: Path) -> None:
+    files = [
+        write_metrics(tmp_path, "citab", "ADNI", 1, 1.0, 1.0, 1.0),
+        write_metrics(tmp_path, "citab", "ADNI", 2, 1.0, 1.0, 1.0, confusion=[[2, 0, 0], [0, 3, 0], [0, 0, 1]]),
+        write_metrics(tmp_path, "citab", "AIBL", 1, 1.0, 1.0, 1.0),
+    ]
+    with pytest.raises(ValueError, match="cohort ADNI disagree on the test set's class counts"):
+        build(tmp_path, files, ["citab"])
 
 
 def test_single_seed_has_no_sd_and_partial_auc_is_marked(tmp_path: Path) -> None:

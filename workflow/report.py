@@ -4,6 +4,9 @@ Each cell is the mean over the fine-tuning seeds, with the standard deviation (`
 sample SD) when more than one seed ran. Any list of variants becomes rows, so baselines and
 ablations are more rows of the same table. An AUC computed over only some classes (a tiny test set
 without one class) is marked with a dagger and explained under the table.
+
+A "Majority class" row (on by default) shows what always predicting a test set's most frequent
+class scores: the bar a model must clear, which matters on small test sets.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ log = logging.getLogger(__name__)
 METRICS = {"accuracy": "Acc", "auc": "AUC", "f1": "F1"}
 PARTIAL_AUC_MARK = "†"
 PARTIAL_AUC_NOTE = "† AUC averaged over the classes present in a test set that lacks a class."
+MAJORITY = "majority"
+MAJORITY_NAME = "Majority class"
 
 
 def collect_metrics(metric_files: list[str | Path]) -> pd.DataFrame:
@@ -35,12 +40,45 @@ def collect_metrics(metric_files: list[str | Path]) -> pd.DataFrame:
         if absent:
             raise ValueError(f"{path}: evaluation metrics lack {absent}")
         auc = document["auc"]
+        if "confusion_matrix" not in document:
+            raise ValueError(f"{path}: evaluation metrics lack ['confusion_matrix']")
         records.append({
+            "test_class_counts": tuple(int(sum(row)) for row in document["confusion_matrix"]),
             "variant": document["variant"], "cohort": document["cohort"], "seed": int(document["seed"]),
             "accuracy": float(document["accuracy"]), "auc": math.nan if auc is None else float(auc),
             "f1": float(document["f1"]), "auc_complete": bool(document.get("auc_complete", True)),
         })
-    return pd.DataFrame.from_records(records, columns=["variant", "cohort", "seed", *METRICS, "auc_complete"])
+    columns = ["variant", "cohort", "seed", *METRICS, "auc_complete", "test_class_counts"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def majority_class_scores(class_counts: tuple[int, ...]) -> dict[str, float]:
+    """Acc / AUC / macro F1 of always predicting the most frequent class of a test set.
+
+    AUC is 0.5 (one score for every subject). Macro F1 averages over the classes present, as
+    ``model.metrics`` does: the majority class has precision m/n and recall 1, every other class 0.
+    """
+    n, top = sum(class_counts), max(class_counts)
+    present = sum(1 for count in class_counts if count > 0)
+    return {"accuracy": top / n, "auc": 0.5, "f1": (2 * top / (top + n)) / present}
+
+
+def majority_row(records: pd.DataFrame, cohorts: list[str]) -> pd.DataFrame:
+    """The "Majority class" row in ``summarise``'s layout (no SD, 0 seeds: nothing is trained).
+
+    Raises ValueError when evaluations of one cohort disagree on the test set's class counts.
+    """
+    row = pd.DataFrame(index=pd.Index([MAJORITY], name="variant"))
+    for cohort in cohorts:
+        counts = set(records.loc[records["cohort"] == cohort, "test_class_counts"])
+        if len(counts) != 1:
+            raise ValueError(f"evaluations of cohort {cohort} disagree on the test set's class counts: {sorted(counts)}")
+        row.loc[MAJORITY, f"{cohort}_n_seeds"] = 0
+        row.loc[MAJORITY, f"{cohort}_auc_complete"] = True
+        for metric, value in majority_class_scores(counts.pop()).items():
+            row.loc[MAJORITY, f"{cohort}_{metric}"] = value
+            row.loc[MAJORITY, f"{cohort}_{metric}_sd"] = math.nan
+    return row
 
 
 def summarise(records: pd.DataFrame, variants: list[str], cohorts: list[str]) -> pd.DataFrame:
@@ -122,7 +160,7 @@ def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], not
 
 def write_table1(
     metric_files: list[str], variants: list[str], cohorts: list[str], method_names: dict[str, str],
-    decimals: int, csv_path: str, markdown_path: str, latex_path: str,
+    decimals: int, csv_path: str, markdown_path: str, latex_path: str, with_majority_row: bool = True,
 ) -> pd.DataFrame:
     """Build Table 1 from evaluation metrics files and write it as CSV, Markdown and LaTeX.
 
@@ -139,6 +177,10 @@ def write_table1(
     """
     records = collect_metrics(metric_files)
     summary = summarise(records, variants, cohorts)
+    method_names = dict(method_names)
+    if with_majority_row:
+        summary = pd.concat([summary, majority_row(records, cohorts)])
+        method_names.setdefault(MAJORITY, MAJORITY_NAME)
     cells = formatted_cells(summary, cohorts, decimals, " ± ")
     partial = not all(summary[f"{c}_auc_complete"].all() for c in cohorts)
     note = PARTIAL_AUC_NOTE if partial else ""

@@ -13,4 +13,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
         csv_path=snakemake.output.csv,  # noqa: F821
         markdown_path=snakemake.output.markdown,  # noqa: F821
         latex_path=snakemake.output.latex,  # noqa: F821
+        with_majority_row=bool(snakemake.params.majority_row),  # noqa: F821
     )
