@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from unittest import mock
 
 import nibabel as nib
 import numpy as np
@@ -25,21 +24,13 @@ QC_THRESHOLDS = {"min_ncc": 0.4, "brain_volume_ml": [700, 2500], "max_pose_error
 
 def write_synthetic_subject(folder: Path, seed: int) -> dict[str, Path]:
     """A head from the shared generator (workflow.synthetic_mri) at 2 mm with its ground truth
-    (truth.json, brain mask) and the bias field it applied, captured from its ``bias_field``."""
-    applied: list[np.ndarray] = []
-    original = synthetic_mri.bias_field
-
-    def recording_bias_field(*args, **kwargs):
-        applied.append(original(*args, **kwargs))
-        return applied[-1]
-
-    with mock.patch.object(synthetic_mri, "bias_field", recording_bias_field):
-        volume = synthetic_mri.synthesize_volume(VOXEL_MM, 0.5, np.random.default_rng(seed))
+    (truth.json, brain mask) and the bias field it applied."""
+    volume = synthetic_mri.synthesize_volume(VOXEL_MM, 0.5, np.random.default_rng(seed))
     names = ("t1.nii.gz", "brainmask.nii.gz", "bias.nii.gz", "truth.json")
     files = {name.split(".")[0]: folder / f"S{seed}_{name}" for name in names}
     nib.save(volume.image, str(files["t1"]))
     nib.save(volume.brain_mask, str(files["brainmask"]))
-    nib.save(nib.Nifti1Image(applied[0], volume.image.affine), str(files["bias"]))
+    nib.save(nib.Nifti1Image(volume.bias_field, volume.image.affine), str(files["bias"]))
     files["truth"].write_text(json.dumps(volume.truth))
     return files
 

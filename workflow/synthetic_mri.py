@@ -265,11 +265,13 @@ def bias_field(shape: tuple[int, int, int], affine: np.ndarray, strength: float,
 
 @dataclass
 class SyntheticVolume:
-    """One synthetic T1w: the image (int16), the brain mask on its grid (uint8), and the truth."""
+    """One synthetic T1w: the image (int16), the brain mask on its grid (uint8), the truth, and the
+    multiplicative bias field applied on the image grid (float32; what N4 should recover)."""
 
     image: nib.Nifti1Image
     brain_mask: nib.Nifti1Image
     truth: dict
+    bias_field: np.ndarray
 
 
 def synthesize_volume(voxel_size_mm: float, severity: float, rng: np.random.Generator, flip_x: bool = False,
@@ -343,4 +345,4 @@ def synthesize_volume(voxel_size_mm: float, severity: float, rng: np.random.Gene
         "brain_voxels": int(mask.sum()),
         **{k: round(float(val), 6) for k, val in atrophy.items()},
     }
-    return SyntheticVolume(image, brain_mask, truth)
+    return SyntheticVolume(image, brain_mask, truth, bias)
