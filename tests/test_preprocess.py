@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -303,12 +305,21 @@ def test_missing_user_files_stop_before_any_rule(tmp_path: Path) -> None:
         pp.check_user_files(settings)
 
 
-def test_registration_retries_keep_the_best_attempt(chain: dict, tmp_path: Path) -> None:
-    """With a threshold no registration reaches, every attempt runs and the best NCC is kept."""
-    ncc = pp.register_to_template(chain["out"]["n4"], chain["template"]["head"], chain["template"]["brainmask"],
-                                  tmp_path / "a.mat", tmp_path / "crop.nii.gz", VOXEL_MM, seed=0, attempts=2,
-                                  retry_below_ncc=1.01, threads=2)
-    assert ncc >= chain["metrics"]["ncc_template"] - 1e-6
+def test_registration_retries_keep_the_best_attempt(chain: dict, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """With a threshold no registration reaches, every attempt runs and the best NCC is kept.
+
+    The attempts are compared through the function's own log, within one call: ITK's multithreaded
+    metric makes two runs with the same seed differ in the 4th decimal, so a result from another
+    call (the chain's) is no exact reference."""
+    with caplog.at_level(logging.INFO, logger="workflow.preprocess"):
+        ncc = pp.register_to_template(chain["out"]["n4"], chain["template"]["head"], chain["template"]["brainmask"],
+                                      tmp_path / "a.mat", tmp_path / "crop.nii.gz", VOXEL_MM, seed=0, attempts=2,
+                                      retry_below_ncc=1.01, threads=2)
+    attempts = [float(re.search(r"NCC with the template (-?[0-9.]+)", record.getMessage()).group(1))
+                for record in caplog.records if record.getMessage().startswith("registration attempt")]
+    assert len(attempts) == 2 and ncc == pytest.approx(max(attempts), abs=5e-4), (attempts, ncc)
+    assert ncc >= chain["metrics"]["ncc_template"] - 0.01  # never worse than the single (Clinica) run
     kept = np.asarray(nib.load(str(tmp_path / "crop.nii.gz")).dataobj)
     template = np.asarray(nib.load(str(chain["template"]["crop"])).dataobj)
     mask = np.asarray(nib.load(str(chain["template"]["brainmask"])).dataobj)
