@@ -83,7 +83,8 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_s
                     out["affine.mat"], template["crop"], template["brainmask"], files["truth.json"],
                     files["truth_mask.nii.gz"], out["qc.json"], out["mosaic.png"])
     queue.put({
-        "voxel_size_mm": voxel_size_mm, "seed": seed, "n4_bias_correlation": bias_correlation, "native_shape": list(volume.image.shape), **steps,
+        "voxel_size_mm": voxel_size_mm, "seed": seed, "native_shape": list(volume.image.shape), **steps,
+        "n4_bias_correlation": bias_correlation,
         "chain_s": sum(v for k, v in steps.items() if not k.endswith("_cpu")),
         "chain_cpu_s": sum(v for k, v in steps.items() if k.endswith("_cpu")), "setup_s": setup,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -29,19 +29,18 @@ MAJORITY_NAME = "Majority class"
 
 
 def collect_metrics(metric_files: list[str | Path]) -> pd.DataFrame:
-    """One row per evaluation: variant, cohort, seed, accuracy, auc, f1, auc_complete.
+    """One row per evaluation: variant, cohort, seed, accuracy, auc, f1, auc_complete, test_class_counts
+    (the true-class totals of the confusion matrix).
 
     Raises ValueError naming a file that lacks a field.
     """
     records = []
     for path in metric_files:
         document = json.loads(Path(path).read_text())
-        absent = [key for key in ("variant", "cohort", "seed", *METRICS) if key not in document]
+        absent = [key for key in ("variant", "cohort", "seed", *METRICS, "confusion_matrix") if key not in document]
         if absent:
             raise ValueError(f"{path}: evaluation metrics lack {absent}")
         auc = document["auc"]
-        if "confusion_matrix" not in document:
-            raise ValueError(f"{path}: evaluation metrics lack ['confusion_matrix']")
         records.append({
             "test_class_counts": tuple(int(sum(row)) for row in document["confusion_matrix"]),
             "variant": document["variant"], "cohort": document["cohort"], "seed": int(document["seed"]),
