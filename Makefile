@@ -3,12 +3,14 @@
 #   make test   set up .venv and run the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
+# Clinica's converters (convert stage, raw downloads) get an environment of their own.
+CONVERT_VENV ?= .venv-convert
 CORES ?= all
 BIN := $(VENV)/bin
 
 .PHONY: setup demo test
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(CONVERT_VENV)/.installed
 
 # torch is installed first, pinned, so that no dependency pulls a multi-GB CUDA build on CPU
 # machines; on a GPU machine the same pin resolves to PyPI's CUDA wheel.
@@ -17,6 +19,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+$(CONVERT_VENV)/.installed: envs/convert-requirements.txt
+	$(PYTHON) -m venv $(CONVERT_VENV)
+	$(CONVERT_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONVERT_VENV)/bin/pip install --quiet -r envs/convert-requirements.txt
 	touch $@
 
 demo: setup

@@ -18,6 +18,7 @@ report: "workflow/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/synthesize.smk"
+include: "rules/convert.smk"
 include: "rules/intake.smk"
 include: "rules/preprocess.smk"
 include: "rules/tables.smk"

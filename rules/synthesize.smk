@@ -3,7 +3,8 @@
 from workflow.synthesize import cohort_settings
 
 SYNTHETIC = config["synthetic"]
-SYNTHETIC_COHORTS = [name for name, cohort in config["cohorts"].items() if cohort["source"] == "synthetic"]
+SYNTHETIC_COHORTS = [name for name, cohort in config["cohorts"].items() if cohort["source"] in ("synthetic", "synthetic_raw")]
+SYNTHETIC_RAW_COHORTS = [name for name, cohort in config["cohorts"].items() if cohort["source"] == "synthetic_raw"]
 
 
 rule synthesize_cohort:
@@ -31,3 +32,27 @@ rule synthesize_cohort:
         "../envs/synthesize.yaml"
     script:
         "../workflow/scripts/synthesize_cohort.py"
+
+
+rule synthesize_raw_download:
+    """Write a synthetic cohort as the data centre ships it (LONI DICOM folders or NACC zips + CSVs)."""
+    input:
+        natives=paths.SYNTHETIC_ROOT,
+        code=code_files("workflow.raw_download", "workflow.dicom"),
+    output:
+        root=directory(paths.SYNTHETIC_RAW_ROOT),
+    params:
+        fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
+    wildcard_constraints:
+        cohort="|".join(SYNTHETIC_RAW_COHORTS) or "(?!)",
+    log:
+        "results/logs/synthesize_raw_download/{cohort}.log",
+    benchmark:
+        "results/benchmarks/synthesize_raw_download/{cohort}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/synthesize.yaml"
+    script:
+        "../workflow/scripts/synthesize_raw_download.py"

@@ -53,3 +53,19 @@ def test_unknown_cohort_format_and_key_are_rejected(snakemake_workdir: Path, tmp
     typo = write_overlay(tmp_path, {"pretrian": {"epochs": 3}})
     process = run_snakemake(snakemake_workdir, "-n", configfiles=(REPO / "config" / "demo.yaml", typo), check=False)
     assert process.returncode != 0 and "pretrian" in process.stdout
+
+
+def test_raw_cohort_needs_its_download_folders_and_plans_the_convert_stage(snakemake_workdir: Path,
+                                                                           tmp_path: Path) -> None:
+    root = tmp_path / "NACC"
+    (root / "clinical").mkdir(parents=True)
+    overlay = write_overlay(tmp_path, {"cohorts": {"NACC": {"source": "raw", "root": str(root)}}})
+    demo = REPO / "config" / "demo.yaml"
+    process = run_snakemake(snakemake_workdir, "-n", configfiles=(demo, overlay), check=False)
+    assert process.returncode != 0
+    assert (f"cohort NACC (source: raw, format: nacc): no folder 'mri' under '{root}' "
+            "(NACC's MRI session zips (DICOM), named by NACCMRFI)") in process.stdout
+
+    (root / "mri").mkdir()
+    process = run_snakemake(snakemake_workdir, "-n", configfiles=(demo, overlay))
+    assert "convert_nacc" in process.stdout and "convert_clinica" not in process.stdout

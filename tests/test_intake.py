@@ -19,7 +19,15 @@ from workflow.columns import (
     normalise_code,
     resolve_columns_path,
 )
-from workflow.intake import IntakeError, cohort_root, harmonise, read_cohort, session_visit_code
+from workflow.intake import (
+    CELL_QC_COLUMNS,
+    IntakeError,
+    default_files,
+    harmonise,
+    intake_cohort,
+    read_cohort,
+    session_visit_code,
+)
 
 COLUMNS_YAML = resolve_columns_path("config/columns.yaml")
 
@@ -37,6 +45,11 @@ def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({field: row.get(field, "") for field in fields})
+
+
+def read_root(root: Path, cohort: str, fmt: str, files: dict | None = None):
+    """read_cohort on a cohort root of the 'real' layout: clinical/ plus bids/ (adni, aibl) or images/ (nacc)."""
+    return read_cohort(root / "clinical", root / ("images" if fmt == "nacc" else "bids"), cohort, COLUMNS_YAML, fmt, files)
 
 
 def write_bids_session(root: Path, subject: str, session: str, acq_date: str | None) -> None:
@@ -212,11 +225,26 @@ def test_transforms_and_crosswalks():
     assert session_visit_code("M000") == "bl" and session_visit_code("M018") == "m18"
 
 
-def test_cohort_root_synthetic_and_real():
+def test_intake_and_convert_folders_per_source():
+    from workflow.convert import intake_folders, intake_inputs, raw_folders, raw_inputs
+
     config = {"cohorts": {"A": {"source": "synthetic", "format": "adni"},
-                          "B": {"source": "real", "format": "aibl", "root": "data/B"}}}
-    assert cohort_root(config, "A") == paths.SYNTHETIC_ROOT.format(cohort="A")
-    assert cohort_root(config, "B") == "data/B"
+                          "B": {"source": "real", "format": "aibl", "root": "data/B"},
+                          "C": {"source": "raw", "format": "nacc", "root": "data/C"},
+                          "D": {"source": "synthetic_raw", "format": "aibl"}}}
+    synthetic = paths.SYNTHETIC_ROOT.format(cohort="A")
+    assert intake_folders(config, "A") == {"clinical": f"{synthetic}/clinical", "images": f"{synthetic}/bids"}
+    assert intake_inputs(config, "A") == {"root": synthetic}
+    assert intake_folders(config, "B") == intake_inputs(config, "B") == {"clinical": "data/B/clinical",
+                                                                        "images": "data/B/bids"}
+    assert intake_folders(config, "C") == {"clinical": "data/C/clinical", "images": paths.CONVERTED_NIFTI.format(cohort="C")}
+    assert intake_inputs(config, "C")["convert_exclusions"] == paths.CONVERT_EXCLUSIONS.format(cohort="C")
+    assert raw_folders(config, "C") == raw_inputs(config, "C") == {"images": "data/C/mri", "clinical": "data/C/clinical"}
+    raw = paths.SYNTHETIC_RAW_ROOT.format(cohort="D")
+    assert raw_folders(config, "D") == {"images": f"{raw}/images", "clinical": f"{raw}/clinical"}
+    assert raw_inputs(config, "D") == {"root": raw}
+    assert intake_inputs(config, "D") == {"root": raw, "images": paths.CONVERTED_BIDS.format(cohort="D"),
+                                          "convert_exclusions": paths.CONVERT_EXCLUSIONS.format(cohort="D")}
 
 
 # --- readers ----------------------------------------------------------------------------------------
@@ -227,7 +255,7 @@ def test_adni_reader(tmp_path):
         adni_row("027_S_0074", "m06", "2010-07-02", "NL to MCI", Years_bl="0.5", PTGENDER=""),
         adni_row("027_S_0074", "m12", "2011-01-10", ""),
     ], [("ADNI027S0074", "M000", "2010-01-07"), ("ADNI027S0074", "M006", "2010-07-01")])
-    images, visits, exclusions = read_cohort(root, "ADNI", COLUMNS_YAML, "adni")
+    images, visits, exclusions, _ = read_root(root, "ADNI", "adni")
     assert list(images["visit_code"]) == ["bl", "m06"]
     assert set(images["source_id"]) == {"027_S_0074"}
     assert list(visits["label"]) == ["MCI", "MCI", ""]
@@ -245,7 +273,7 @@ def test_aibl_reader_joins_the_csv_set(tmp_path):
                "CDGLOBAL": "0.5", "LIMMTOTAL": "-4", "LDELTOTAL": "9"}]
     root = write_aibl(tmp_path / "AIBL", visits, {"1": {"PTGENDER": "2", "PTDOB": "/1938", "APGEN1": "3", "APGEN2": "4"}},
                       [("AIBL1", "M000", "2008-03-20"), ("AIBL1", "M018", "2009-09-21")])
-    images, table, exclusions = read_cohort(root, "AIBL", COLUMNS_YAML, "aibl")
+    images, table, exclusions, _ = read_root(root, "AIBL", "aibl")
     assert exclusions.empty
     assert list(images["visit_code"]) == ["bl", "m18"]
     assert table[["subject", "visit_code", "visit_date", "label"]].values.tolist() == [
@@ -261,7 +289,7 @@ def test_nacc_reader_pairs_mri_table_and_images(tmp_path):
                       [{"NACCID": "NACC000001", "MRIYR": 2014, "MRIMO": 4, "MRIDY": 1, "NACCMRFI": "mri1ni.zip"},
                        {"NACCID": "NACC000001", "MRIYR": 2016, "MRIMO": 2, "MRIDY": 1, "NACCMRFI": "mri2ni.zip",
                         "MRIT1": 0}])
-    images, visits, exclusions = read_cohort(root, "NACC", COLUMNS_YAML, "nacc")
+    images, visits, exclusions, _ = read_root(root, "NACC", "nacc")
     assert images[["subject", "session", "visit_code"]].values.tolist() == [["NACC000001", "D20140401", ""]]
     assert images["path"].iloc[0].endswith("images/mri1ni.nii.gz")
     assert visits["label"].tolist() == ["CN", "MCI"]
@@ -276,37 +304,36 @@ def test_missing_required_column_stops_the_run(tmp_path):
     table = pd.read_csv(root / "clinical" / "ADNIMERGE.csv").drop(columns=["MMSE"])
     table.to_csv(root / "clinical" / "ADNIMERGE.csv", index=False)
     with pytest.raises(IntakeError, match=r"ADNIMERGE.csv: required column\(s\) \['MMSE'\] not found"):
-        read_cohort(root, "ADNI", COLUMNS_YAML, "adni")
+        read_root(root, "ADNI", "adni")
 
 
 def test_missing_native_table_and_format_mismatch_stop_the_run(tmp_path):
-    with pytest.raises(IntakeError, match=r"no file matches 'clinical/ADNIMERGE\*\.csv'"):
-        read_cohort(tmp_path, "ADNI", COLUMNS_YAML, "adni")
+    (tmp_path / "clinical").mkdir()
+    with pytest.raises(IntakeError, match=r"no file \(at any depth\) has a name matching 'ADNIMERGE.*files.adnimerge"):
+        read_root(tmp_path, "ADNI", "adni")
     with pytest.raises(IntakeError, match="cohorts.ADNI.format is 'adni' but config"):
-        read_cohort(tmp_path, "ADNI", COLUMNS_YAML, "nacc")
+        read_root(tmp_path, "ADNI", "nacc")
+    with pytest.raises(IntakeError, match="the clinical folder of cohort ADNI does not exist"):
+        read_root(tmp_path / "nowhere", "ADNI", "adni")
 
 
-@pytest.mark.parametrize("values, column, reason", [
-    ({"MMSE": "twenty"}, "MMSE", "bad value: 'twenty' is not a number"),
-    ({"PTGENDER": "X"}, "PTGENDER", "bad value: unknown categorical code 'X'"),
-    ({"MMSE": "31"}, "MMSE", "bad value: value 31 is outside the expected range [0, 30]"),
-    ({"EXAMDATE": "2010/13/45"}, "EXAMDATE", "bad value: visit date '2010/13/45' is not a date"),
-])
-def test_data_errors_exclude_the_visit_with_file_row_column(tmp_path, values, column, reason):
-    rows = [adni_row("027_S_0074", "bl", "2010-01-05", "CN"), adni_row("027_S_0074", "m06", "2010-07-05", "CN", **values)]
+def test_bad_visit_date_still_excludes_the_visit_with_file_row_column(tmp_path):
+    rows = [adni_row("027_S_0074", "bl", "2010-01-05", "CN"),
+            adni_row("027_S_0074", "m06", "2010/13/45", "CN", MMSE="twenty")]
     root = write_adni(tmp_path / "ADNI", rows, [])
-    _, visits, exclusions = read_cohort(root, "ADNI", COLUMNS_YAML, "adni")
-    assert visits["visit_code"].tolist() == ["bl"]
+    _, visits, exclusions, cell_qc = read_root(root, "ADNI", "adni")
+    assert visits["visit_code"].tolist() == ["bl"] and cell_qc.empty
     [row] = exclusions.to_dict("records")
-    assert (row["subject"], row["session"], row["row"], row["column"]) == ("ADNI027S0074", "m06", 3, column)
-    assert row["file"].endswith("ADNIMERGE.csv") and row["reason"].startswith(reason)
+    assert (row["subject"], row["session"], row["row"], row["column"]) == ("ADNI027S0074", "m06", 3, "EXAMDATE")
+    assert row["file"].endswith("ADNIMERGE.csv")
+    assert row["reason"].startswith("bad value: visit date '2010/13/45' is not a date")
 
 
 def test_duplicate_conflicting_rows_are_excluded_identical_ones_kept(tmp_path):
     rows = [adni_row("027_S_0074", "bl", "2010-01-05", "CN"), adni_row("027_S_0074", "bl", "2010-01-05", "CN"),
             adni_row("027_S_0075", "bl", "2010-01-05", "CN"), adni_row("027_S_0075", "bl", "2010-01-05", "CN", MMSE="25")]
     root = write_adni(tmp_path / "ADNI", rows, [])
-    _, visits, exclusions = read_cohort(root, "ADNI", COLUMNS_YAML, "adni")
+    _, visits, exclusions, _ = read_root(root, "ADNI", "adni")
     assert visits["subject"].tolist() == ["ADNI027S0074"]
     [row] = exclusions.to_dict("records")
     assert (row["subject"], row["session"], row["column"]) == ("ADNI027S0075", "bl", "MMSE")
@@ -319,7 +346,7 @@ def test_aibl_participant_conflict_excludes_every_visit_of_the_subject(tmp_path)
     root = write_aibl(tmp_path / "AIBL", visits, {"7": {"PTGENDER": "2", "PTDOB": "/1938", "APGEN1": "3", "APGEN2": "4"}}, [])
     demog = root / "clinical" / "aibl_ptdemog_01-Jun-2018.csv"
     demog.write_text(demog.read_text() + "7,,m18,1,/1938\n")
-    _, table, exclusions = read_cohort(root, "AIBL", COLUMNS_YAML, "aibl")
+    _, table, exclusions, _ = read_root(root, "AIBL", "aibl")
     assert table.empty
     assert exclusions["session"].tolist() == ["bl", "m18"]
     assert set(exclusions["column"]) == {"PTGENDER"}
@@ -331,7 +358,7 @@ def test_image_problems_are_excluded_with_reasons(tmp_path):
                       [("ADNI027S0074", "M000", None), ("ADNI027S0074", "M006", "2010-07-01")])
     scans = root / "bids/sub-ADNI027S0074/ses-M006/sub-ADNI027S0074_ses-M006_scans.tsv"
     scans.write_text(scans.read_text().replace("2010-07-01T10:00:00", "July 2010"))
-    images, _, exclusions = read_cohort(root, "ADNI", COLUMNS_YAML, "adni")
+    images, _, exclusions, _ = read_root(root, "ADNI", "adni")
     assert images.empty
     assert exclusions[["session", "column"]].values.tolist() == [["M000", "acq_time"], ["M006", "acq_time"]]
     assert exclusions["reason"].iloc[1] == "bad value: acquisition time 'July 2010' is not a date (YYYY-MM-DDTHH:MM:SS)"
@@ -339,6 +366,253 @@ def test_image_problems_are_excluded_with_reasons(tmp_path):
                       [{"NACCID": "NACC000002", "MRIYR": 2014, "MRIMO": 2, "MRIDY": 31, "NACCMRFI": "mri9ni.zip"},
                        {"NACCID": "NACC000002", "MRIYR": 2014, "MRIMO": 3, "MRIDY": 1, "NACCMRFI": "mri8ni.zip"}],
                       with_images=False)
-    _, _, exclusions = read_cohort(nacc, "NACC", COLUMNS_YAML, "nacc")
+    _, _, exclusions, _ = read_root(nacc, "NACC", "nacc")
     assert exclusions[["row", "column"]].values.tolist() == [[2, "MRIYR/MRIMO/MRIDY"], [3, "NACCMRFI"]]
     assert exclusions["reason"].iloc[1].startswith("no image:")
+
+
+# --- native layouts as the data centres and Clinica ship them ------------------------------------------
+
+def write_scans(session_dir: Path, header: list[str], rows: list[list[str]]) -> None:
+    """A scans.tsv with the given columns (Clinica's adni-to-bids: filename, scan_id, mri_field)."""
+    subject, session = session_dir.parent.name, session_dir.name
+    lines = ["\t".join(header)] + ["\t".join(r) for r in rows]
+    (session_dir / f"{subject}_{session}_scans.tsv").write_text("\n".join(lines) + "\n")
+
+
+T1_PATHS_HEADER = ["Subject_ID", "VISCODE", "Visit", "Sequence", "Scan_Date", "Study_ID", "Field_Strength",
+                   "Series_ID", "Image_ID", "Original", "Path"]
+
+
+def write_t1_paths(bids: Path, run: str, rows: list[tuple[str, str, str, str]]) -> Path:
+    """conversion_info/<run>/t1_paths.tsv with rows (PTID, VISCODE, Scan_Date, Image_ID)."""
+    path = bids / "conversion_info" / run / "t1_paths.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(T1_PATHS_HEADER)]
+    for ptid, viscode, scan_date, image_id in rows:
+        lines.append("\t".join([ptid, viscode, "ADNI Screening", "MPRAGE", scan_date, "1", "3.0", "2", image_id,
+                                "True", f"/raw/{ptid}/{image_id}"]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_adni_clinica_scans_without_acq_time_take_the_t1_paths_scan_date(tmp_path):
+    """Case 1: Clinica's scans.tsv has no acq_time (or a blank one with --xml_path): the date comes
+    from the highest conversion_info/v<N>/t1_paths.tsv, matched on PTID + VISCODE and Image_ID."""
+    sessions = [("ADNI027S0074", s, "2000-01-01") for s in ("M000", "M006", "M012", "M018", "M024")]
+    root = write_adni(tmp_path / "ADNI", [adni_row("027_S_0074", "bl", "2010-01-05", "CN")], sessions)
+    bids = root / "bids" / "sub-ADNI027S0074"
+    header = ["filename", "scan_id", "mri_field"]
+    for session, scan_id in (("M000", "111"), ("M006", "222"), ("M018", "n/a"), ("M024", "999")):
+        write_scans(bids / f"ses-{session}", header, [[f"anat/sub-ADNI027S0074_ses-{session}_T1w.nii.gz", scan_id, "3.0"]])
+    # With --xml_path Clinica writes acq_time, but it may be blank.
+    write_scans(bids / "ses-M012", ["filename", "scan_id", "acq_time"],
+                [["anat/sub-ADNI027S0074_ses-M012_T1w.nii.gz", "333", ""]])
+    # v9 is an older run (its dates must not be used); v10 is the latest (numeric, not text, order).
+    write_t1_paths(root / "bids", "v9", [("027_S_0074", v, "1999-01-01", i) for v, i in
+                                         (("bl", "111"), ("m06", "222"), ("m12", "333"))])
+    t1_paths = write_t1_paths(root / "bids", "v10", [
+        ("027_S_0074", "bl", "2010-01-07", "111"),
+        ("027_S_0074", "m06", "2010-07-20", "220"),  # same visit, another image: Image_ID decides
+        ("027_S_0074", "m06", "2010-07-01", "222"),
+        ("027_S_0074", "m12", "2011-01-12", "I333"),
+        ("027_S_0074", "m18", "2011-07-02", "444"),
+        ("027_S_0074", "m18", "2011-07-30", "445"),  # two images, scans.tsv scan_id n/a: ambiguous
+        ("027_S_0074", "m24", "2012-01-09", "555"),  # scan_id 999 of scans.tsv is not listed
+    ])
+    images, _, exclusions, _ = read_root(root, "ADNI", "adni")
+    assert images[["session", "visit_code", "acq_date"]].values.tolist() == [
+        ["M000", "bl", "2010-01-07"], ["M006", "m06", "2010-07-01"], ["M012", "m12", "2011-01-12"]]
+    assert exclusions["session"].tolist() == ["M018", "M024"]
+    assert set(exclusions["file"]) == {str(t1_paths)}
+    m18, m24 = exclusions.to_dict("records")
+    assert m18["reason"].startswith("no image date: scans.tsv has no acq_time, and lines 6, 7 of t1_paths.tsv")
+    assert m18["row"] == "6, 7"
+    assert m18["column"] == "Scan_Date"
+    assert m24["reason"].startswith("no image date: scans.tsv has no acq_time") and "scan_id '999'" in m24["reason"]
+    assert m24["column"] == "Image_ID"
+
+
+def test_adni_without_acq_time_or_conversion_info_is_excluded_with_the_reason(tmp_path):
+    root = write_adni(tmp_path / "ADNI", [adni_row("027_S_0074", "bl", "2010-01-05", "CN")],
+                      [("ADNI027S0074", "M000", "2000-01-01")])
+    session = root / "bids" / "sub-ADNI027S0074" / "ses-M000"
+    write_scans(session, ["filename", "scan_id", "mri_field"], [["anat/sub-ADNI027S0074_ses-M000_T1w.nii.gz", "1", "3"]])
+    images, _, exclusions, _ = read_root(root, "ADNI", "adni")
+    assert images.empty
+    [row] = exclusions.to_dict("records")
+    assert row["session"] == "M000" and "conversion_info/v<N>/t1_paths.tsv" in row["reason"]
+    assert row["reason"].startswith("no image date: scans.tsv has no acq_time and there is no")
+
+
+def test_adnimerge_pattern_skips_the_dictionary_and_two_releases_stop_the_run(tmp_path):
+    """Case 2: ADNIMERGE_DICT_<date>.csv (LONI's data dictionary) is not the ADNIMERGE table."""
+    root = write_adni(tmp_path / "ADNI", [adni_row("027_S_0074", "bl", "2010-01-05", "CN")], [])
+    clinical = root / "clinical"
+    (clinical / "ADNIMERGE.csv").rename(clinical / "ADNIMERGE_05Jun2024.csv")
+    write_csv(clinical / "ADNIMERGE_DICT_05Jun2024.csv", ["FLDNAME", "TEXT"], [{"FLDNAME": "DX", "TEXT": "diagnosis"}])
+    _, visits, _, _ = read_root(root, "ADNI", "adni")
+    assert visits["source_file"].str.endswith("ADNIMERGE_05Jun2024.csv").all() and len(visits) == 1
+    (clinical / "old").mkdir()
+    write_csv(clinical / "old" / "ADNIMERGE_01Jan2023.csv", ADNI_FIELDS, [])
+    with pytest.raises(IntakeError, match=r"several files match .*: ADNIMERGE_05Jun2024.csv, old/ADNIMERGE_01Jan2023.csv"):
+        read_root(root, "ADNI", "adni")
+
+
+def aibl_visits() -> list[dict]:
+    return [{"RID": "1", "VISCODE": v, "EXAMDATE": d, "DXCURREN": "1", "MMSCORE": "29", "CDGLOBAL": "0",
+             "LIMMTOTAL": "14", "LDELTOTAL": "12"} for v, d in (("bl", "03/15/2008"), ("m18", "09/20/2009"),
+                                                                ("m36", "03/02/2011"))]
+
+
+def test_aibl_as_clinica_010_and_the_data_centre_ship_it(tmp_path):
+    """Case 3: CSVs nested in aibl_<date>/Data_extract_3.3.0/, scans.tsv filename 'anat / <file>',
+    acq_time n/a dated from sub-<id>_sessions.tsv, else excluded with the reason."""
+    root = write_aibl(tmp_path / "AIBL", aibl_visits(), {"1": {"PTGENDER": "2", "PTDOB": "/1938", "APGEN1": "3",
+                                                               "APGEN2": "4"}},
+                      [("AIBL1", s, "2000-01-01") for s in ("M000", "M018", "M036")])
+    clinical = root / "clinical"
+    nested = clinical / "aibl_01-Jun-2018" / "Data_extract_3.3.0"
+    nested.mkdir(parents=True)
+    for csv_file in clinical.glob("*.csv"):
+        csv_file.rename(nested / csv_file.name)
+    subject = root / "bids" / "sub-AIBL1"
+    header = ["filename", "acq_time"]
+    write_scans(subject / "ses-M000", header, [["anat / sub-AIBL1_ses-M000_T1w.nii.gz", "2008-03-20T00:00:00"]])
+    write_scans(subject / "ses-M018", header, [["anat / sub-AIBL1_ses-M018_T1w.nii.gz", "n/a"]])
+    write_scans(subject / "ses-M036", header, [["anat / sub-AIBL1_ses-M036_T1w.nii.gz", "n/a"]])
+    (subject / "sub-AIBL1_sessions.tsv").write_text(
+        "session_id\tdiagnosis\texamination_date\tage\nses-M000\tCN\t03/15/2008\t70\n"
+        "ses-M018\tCN\t09/20/2009\t71\nses-M036\tCN\tn/a\tn/a\n")
+    images, visits, exclusions, _ = read_root(root, "AIBL", "aibl")
+    assert images[["session", "acq_date"]].values.tolist() == [["M000", "2008-03-20"], ["M018", "2009-09-20"]]
+    assert len(visits) == 3
+    [row] = exclusions.to_dict("records")
+    assert (row["session"], row["row"], row["column"]) == ("M036", 4, "examination_date")
+    assert row["reason"] == ("no image date: scans.tsv acq_time is 'n/a' and examination_date is 'n/a' in "
+                             "sub-AIBL1_sessions.tsv")
+    # A second release of one table, anywhere under the clinical folder, is an explicit error.
+    (clinical / "aibl_01-Jun-2019").mkdir()
+    write_csv(clinical / "aibl_01-Jun-2019" / "aibl_mmse_01-Jun-2019.csv", ["RID", "VISCODE"], [])
+    with pytest.raises(IntakeError, match=r"several files match 'aibl_mmse_.*aibl_01-Jun-2018/Data_extract_3.3.0/"
+                                          r"aibl_mmse_01-Jun-2018.csv, aibl_01-Jun-2019/aibl_mmse_01-Jun-2019.csv"):
+        read_root(root, "AIBL", "aibl")
+
+
+def nacc_cohort(root: Path) -> Path:
+    return write_nacc(root, [nacc_visit("NACC000001", 1, (2014, 3, 2), 1)],
+                      [{"NACCID": "NACC000001", "MRIYR": 2014, "MRIMO": 4, "MRIDY": 1, "NACCMRFI": "mri1ni.zip"}])
+
+
+def test_nacc_file_names_of_current_old_and_custom_releases(tmp_path):
+    """Case 4: investigator_ftldlbd_nacc<NN>.csv (current) and investigator_nacc<NN>.csv (old) both
+    resolve, never to the MRI table; both at once is an error naming both; a custom data request's
+    names come from config files.nacc_uds / files.nacc_mri."""
+    root = nacc_cohort(tmp_path / "NACC")
+    clinical = root / "clinical"
+    images, visits, _, _ = read_root(root, "NACC", "nacc")  # old names, as the generator writes them
+    assert len(images) == 1 and visits["source_file"].str.endswith("investigator_nacc66.csv").all()
+    (clinical / "investigator_nacc66.csv").rename(clinical / "investigator_ftldlbd_nacc66.csv")
+    images, visits, _, _ = read_root(root, "NACC", "nacc")
+    assert len(images) == 1 and visits["source_file"].str.endswith("investigator_ftldlbd_nacc66.csv").all()
+    (clinical / "investigator_nacc66.csv").write_text((clinical / "investigator_ftldlbd_nacc66.csv").read_text())
+    with pytest.raises(IntakeError, match=r"several files match .*: investigator_ftldlbd_nacc66.csv, "
+                                          r"investigator_nacc66.csv; .*files.nacc_uds"):
+        read_root(root, "NACC", "nacc")
+    for old in clinical.glob("investigator_*"):
+        old.rename(clinical / ("smith01022024mri.csv" if "_mri_" in old.name else f"{old.stem}.bak"))
+    (clinical / "investigator_ftldlbd_nacc66.bak").rename(clinical / "smith01022024.csv")
+    files = {"nacc_uds": r"smith\d{8}\.csv", "nacc_mri": r"smith\d{8}mri\.csv"}
+    images, visits, _, _ = read_root(root, "NACC", "nacc", files)
+    assert len(images) == 1 and visits["source_file"].str.endswith("smith01022024.csv").all()
+    with pytest.raises(IntakeError, match=r"cohorts.NACC.files.nacc_uds: '\(' is not a regular expression"):
+        read_root(root, "NACC", "nacc", {"nacc_uds": "("})
+
+
+def test_config_validation_fills_every_files_default_for_every_format():
+    """The files settings always exist after validation, defaults filled key by key."""
+    from workflow.config_checks import validate_config
+
+    config = {"cohorts": {"A": {"source": "synthetic", "format": "adni"},
+                          "B": {"source": "synthetic", "format": "aibl", "files": {}},
+                          "C": {"source": "synthetic", "format": "nacc", "files": {"nacc_uds": r"smith\d{8}\.csv"}}}}
+    validate_config(config)
+    defaults = default_files()
+    assert set(defaults) == {"adnimerge", "aibl_table", "nacc_uds", "nacc_mri"}
+    for name in ("A", "B"):
+        assert config["cohorts"][name]["files"] == defaults
+    assert config["cohorts"]["C"]["files"] == defaults | {"nacc_uds": r"smith\d{8}\.csv"}
+
+
+def test_native_tables_are_read_column_subset(tmp_path):
+    """Case 5: only the needed columns are kept in memory (the full NACC UDS table has ~1,900)."""
+    from workflow.intake import read_native_csv
+
+    path = tmp_path / "wide.csv"
+    write_csv(path, ["A", " B ", "C", "D"], [{"A": " 1", " B ": "x ", "C": "3", "D": "4"}])
+    table = read_native_csv(path, ["B"], optional=["A", "Z"])
+    assert list(table.columns) == ["B", "A", "_line"]
+    assert table.values.tolist() == [["x", "1", 2]]
+
+
+def test_bad_feature_cells_become_missing_and_go_to_cell_qc(tmp_path):
+    """Case 7: a bad cell costs that cell, not the labelled visit; null texts are missing values."""
+    rows = [adni_row("027_S_0074", "bl", "2010-01-05", "CN", MMSE="twenty", PTGENDER="X", ADAS11="99"),
+            adni_row("027_S_0074", "m06", "2010-07-05", "CN", MMSE="NA", PTEDUCAT="NaN", APOE4="nan", FDG="N/A",
+                     ADAS11="NULL", ABETA="null")]
+    root = write_adni(tmp_path / "ADNI", rows, [])
+    _, visits, exclusions, cell_qc = read_root(root, "ADNI", "adni")
+    assert exclusions.empty
+    assert visits["visit_code"].tolist() == ["bl", "m06"] and visits["label"].tolist() == ["CN", "CN"]
+    for name in ("mmse", "sex", "adas11"):
+        assert math.isnan(visits[name].iloc[0])
+    assert visits["adas13"].iloc[0] == 11.0
+    for name in ("mmse", "education", "apoe4", "fdg", "adas11", "csf_abeta"):
+        assert math.isnan(visits[name].iloc[1])
+    assert list(cell_qc.columns) == CELL_QC_COLUMNS
+    assert cell_qc[["subject", "visit_code", "row", "column", "table_column", "value"]].values.tolist() == [
+        ["ADNI027S0074", "bl", 2, "PTGENDER", "sex", "X"],
+        ["ADNI027S0074", "bl", 2, "MMSE", "mmse", "twenty"],
+        ["ADNI027S0074", "bl", 2, "ADAS11", "adas11", "99"]]
+    assert cell_qc["file"].str.endswith("ADNIMERGE.csv").all()
+    assert cell_qc["reason"].tolist() == [
+        "bad value: unknown categorical code 'X' (expected one of ['Male', 'Female'] or a missing code [])",
+        "bad value: 'twenty' is not a number",
+        "bad value: value 99 is outside the expected range [0, 70]"]
+
+
+def test_null_texts_are_missing_in_nacc_and_aibl_cells(tmp_path):
+    nacc = write_nacc(tmp_path / "NACC", [nacc_visit("NACC000001", 1, (2014, 3, 2), 1, NACCMMSE="NA", SEX="NULL",
+                                                     RACE="N/A", TRAILA="NaN")], [])
+    _, visits, _, cell_qc = read_root(nacc, "NACC", "nacc")
+    assert cell_qc.empty and visits["label"].tolist() == ["CN"]
+    assert all(math.isnan(visits[name].iloc[0]) for name in ("mmse", "sex", "race", "trail_a"))
+    visits_aibl = aibl_visits()[:1]
+    visits_aibl[0].update(MMSCORE="NA", CDGLOBAL="nan")
+    aibl = write_aibl(tmp_path / "AIBL", visits_aibl, {"1": {"PTGENDER": "NA", "PTDOB": "NULL", "APGEN1": "N/A",
+                                                             "APGEN2": "4"}}, [])
+    _, table, _, cell_qc = read_root(aibl, "AIBL", "aibl")
+    assert cell_qc.empty and table["label"].tolist() == ["CN"]
+    assert all(math.isnan(table[name].iloc[0]) for name in ("mmse", "cdr_global", "sex", "age", "apoe4"))
+
+
+def test_intake_cohort_writes_cell_qc_and_carries_the_convert_exclusions(tmp_path):
+    root = write_adni(tmp_path / "ADNI", [adni_row("027_S_0074", "bl", "2010-01-05", "CN", MMSE="twenty")],
+                      [("ADNI027S0074", "M000", "2010-01-07")])
+    upstream = tmp_path / "convert_exclusions.tsv"
+    pd.DataFrame([{"stage": "convert", "cohort": "ADNI", "subject": "ADNI027S0075", "session": "M000",
+                   "file": "/raw/027_S_0075", "row": "", "column": "", "reason": "conversion failed: dcm2niix"}],
+                 columns=paths.EXCLUSION_COLUMNS).to_csv(upstream, sep="\t", index=False)
+    out = {name: tmp_path / "out" / f"{name}.tsv" for name in ("images", "visits", "exclusions", "cell_qc")}
+    intake_cohort(str(root / "clinical"), str(root / "bids"), str(upstream), str(COLUMNS_YAML), "ADNI", "adni", None,
+                  *(str(out[name]) for name in ("images", "visits", "exclusions", "cell_qc")))
+    read = {"sep": "\t", "dtype": str, "keep_default_na": False}
+    cell_qc = pd.read_csv(out["cell_qc"], **read)
+    assert list(cell_qc.columns) == CELL_QC_COLUMNS and cell_qc["value"].tolist() == ["twenty"]
+    exclusions = pd.read_csv(out["exclusions"], **read)
+    assert exclusions["stage"].tolist() == ["convert"] and exclusions["reason"].tolist() == ["conversion failed: dcm2niix"]
+    assert len(pd.read_csv(out["images"], **read)) == 1 and len(pd.read_csv(out["visits"], **read)) == 1
+    pd.DataFrame({"subject": ["x"]}).to_csv(upstream, sep="\t", index=False)
+    with pytest.raises(IntakeError, match=r"convert_exclusions.tsv: columns \['subject'\]; expected exactly"):
+        intake_cohort(str(root / "clinical"), str(root / "bids"), str(upstream), str(COLUMNS_YAML), "ADNI", "adni",
+                      None, *(str(out[name]) for name in ("images", "visits", "exclusions", "cell_qc")))

@@ -47,17 +47,20 @@ visit_lists = st.lists(st.tuples(st.sampled_from(["bl", "m06", "m12", "m18", "m2
 @settings(max_examples=200, deadline=None)
 @given(visits=visit_lists, image_day=st.integers(-900, 900), image_code=st.sampled_from(["", "bl", "m12", "m36"]),
        window=st.integers(0, 400))
-def test_alignment_prefers_exact_code_then_closest_visit_within_window(visits, image_day, image_code, window):
+def test_alignment_prefers_exact_code_then_closest_visit_all_within_window(visits, image_day, image_code, window):
     table = pd.DataFrame({"visit_code": [c for c, _ in visits], "visit_date": [iso(d) for _, d in visits]},
                          index=[f"v{i}" for i in range(len(visits))])
     chosen, delta, how = match_visit(image_code, iso(image_day), table, window)
     offsets = {f"v{i}": d - image_day for i, (_, d) in enumerate(visits)}
-    if image_code and image_code in table["visit_code"].tolist():
+    same = [v for v, (code, _) in zip(table.index, visits) if image_code and code == image_code]
+    if same and abs(offsets[same[0]]) <= window:
         assert how == "exact_visit_code" and table.loc[chosen, "visit_code"] == image_code
         assert delta == offsets[chosen]
         return
     if chosen is None:
         assert all(abs(d) > window for d in offsets.values())
+        if same:  # the same-code visit was too far: the reason gives its day gap
+            assert f"same visit code ({image_code}) is {abs(offsets[same[0]])} days" in how
         return
     assert how == "closest_date" and delta == offsets[chosen] and abs(delta) <= window
     for other, d in offsets.items():
@@ -70,6 +73,36 @@ def test_alignment_tie_goes_to_the_earlier_visit_and_window_is_inclusive():
     assert match_visit("", iso(0), table, 10)[0] == 0
     chosen, _, how = match_visit("", iso(0), table, 9)
     assert chosen is None and how.startswith("no visit within the window: the closest labelled visit is 10 days")
+
+
+def test_exact_visit_code_outside_the_window_is_not_taken_on_its_code():
+    """Case 6: the window applies to a same-code visit too; the day gap of every pair is kept."""
+    table = pd.DataFrame({"visit_code": ["m06", "m12"], "visit_date": [iso(-300), iso(20)]}, index=["a", "b"])
+    assert match_visit("m06", iso(0), table, 182) == ("b", 20.0, "closest_date")
+    assert match_visit("m06", iso(-250), table, 182) == ("a", -50.0, "exact_visit_code")
+    chosen, delta, how = match_visit("m06", iso(0), table, 10)
+    assert chosen is None and math.isnan(delta)
+    assert how == ("no visit within the window: the closest labelled visit is 20 days from the image (window 10 days); "
+                   "the labelled visit of the same visit code (m06) is 300 days from the image")
+    undated = pd.DataFrame({"visit_code": ["m06"], "visit_date": [""]})
+    chosen, _, how = match_visit("m06", iso(0), undated, 182)
+    assert chosen is None and how.endswith("the labelled visit of the same visit code (m06) has no date")
+
+
+def test_build_table_keeps_the_day_gap_of_exact_code_pairs_within_the_window(tmp_path):
+    rows = [adni_row("027_S_0074", "bl", "2010-01-05", "CN"), adni_row("027_S_0074", "m06", "2010-07-05", "CN"),
+            adni_row("027_S_0075", "bl", "2010-01-05", "MCI")]
+    # 027_S_0075's bl session was scanned 400 days after its bl visit: no visit in the window.
+    root = write_adni(tmp_path / "ADNI", rows, [("ADNI027S0074", "M006", "2010-12-01"),
+                                                ("ADNI027S0075", "M000", "2011-02-09")])
+    out = run_stage(tmp_path, root, "ADNI", "adni", fail_every=1000, window_days=182, split_fractions={"train": 1.0, "val": 0.0, "test": 0.0})
+    table, exclusions = read_tsv(out["table"]), read_tsv(out["exclusions"])
+    assert table[["subject", "visit_code", "delta_days", "alignment"]].values.tolist() == [
+        ["ADNI027S0074", "m06", "-149", "exact_visit_code"]]
+    [row] = exclusions[exclusions["subject"] == "ADNI027S0075"].to_dict("records")
+    assert row["reason"] == ("no visit within the window: the closest labelled visit is 400 days from the image "
+                             "(window 182 days); the labelled visit of the same visit code (bl) is 400 days from the image")
+    assert json.loads(out["summary"].read_text())["alignment"]["max_abs_delta_days"] == 149.0
 
 
 # --- split -------------------------------------------------------------------------------------------
@@ -184,8 +217,9 @@ def run_stage(tmp_path: Path, root: Path, cohort: str, fmt: str, fail_every: int
     """Intake + fake QC (every ``fail_every``-th image failed) + build_table in ``tmp_path``;
     returns the output paths."""
     out = {key: tmp_path / cohort / key for key in ("images.tsv", "visits.tsv", "intake_exclusions.tsv", "qc.tsv")}
-    intake_cohort(str(root), str(COLUMNS_YAML), cohort, fmt, str(out["images.tsv"]), str(out["visits.tsv"]),
-                  str(out["intake_exclusions.tsv"]))
+    intake_cohort(str(root / "clinical"), str(root / ("images" if fmt == "nacc" else "bids")), None, str(COLUMNS_YAML),
+                  cohort, fmt, None, str(out["images.tsv"]), str(out["visits.tsv"]), str(out["intake_exclusions.tsv"]),
+                  str(tmp_path / cohort / "cell_qc.tsv"))
     fake_qc(out["images.tsv"], out["qc.tsv"], fail_every)
     outputs = {key: tmp_path / cohort / "tables" / name for key, name in (
         ("table", "table.tsv"), ("columns", "columns.yaml"), ("stats", "stats.json"), ("split", "split.tsv"),
@@ -343,7 +377,8 @@ def test_snakemake_builds_tables_and_reruns_on_setting_change(snakemake_workdir,
                                                   for c, r in roots.items()}}))
     # The QC tables list the images that intake will find (read here in-process, quickly).
     for cohort, root in roots.items():
-        images, _, _ = read_cohort(root, cohort, COLUMNS_YAML, cohort.lower())
+        images = read_cohort(root / "clinical", root / ("images" if cohort == "NACC" else "bids"), cohort, COLUMNS_YAML,
+                             cohort.lower()).images
         images_path = tmp_path / f"{cohort}_images.tsv"
         images.to_csv(images_path, sep="\t", index=False)
         fake_qc(images_path, workdir / paths.PREPROCESS_QC.format(cohort=cohort), fail_every=1000)

@@ -41,14 +41,23 @@ def _validate_part(part: dict, schema: Path, where: str) -> None:
 
 
 def check_real_cohort_paths(config: dict) -> None:
-    """Stop at once when a real cohort's data folder is missing."""
+    """Stop at once when a real or raw cohort's data folders are missing."""
+    from workflow.convert import expected_folders
+
     missing = []
     for name, cohort in config["cohorts"].items():
-        if cohort["source"] == "real" and not Path(cohort["root"]).exists():
+        if cohort["source"] in ("synthetic", "synthetic_raw"):
+            continue
+        if not Path(cohort["root"]).exists():
             missing.append(f"  cohort {name}: data folder '{cohort['root']}' (config cohorts.{name}.root) does not exist")
+            continue
+        for folder, holds in expected_folders(cohort["source"], cohort["format"]).items():
+            if not (Path(cohort["root"]) / folder).is_dir():
+                missing.append(f"  cohort {name} (source: {cohort['source']}, format: {cohort['format']}): "
+                               f"no folder '{folder}' under '{cohort['root']}' ({holds})")
     if missing:
         raise WorkflowError(
-            "Real cohort data not found:\n" + "\n".join(missing)
+            "Cohort data not found:\n" + "\n".join(missing)
             + "\nPut each cohort's files there (README, 'Bringing your own data'), "
             "or point cohorts.<name>.root at them.\n" + DEMO_HINT
         )

@@ -3,16 +3,21 @@
 Three native formats are read (docs/interfaces.md section 1): ``adni`` (ADNIMERGE + BIDS),
 ``aibl`` (the ``aibl_<table>_<date>.csv`` set + BIDS) and ``nacc`` (UDS visit table + MRI table +
 NIfTI folder). Which native columns become which table columns is data, not code: the cohort's
-entry in the column definitions file (:mod:`workflow.columns`).
+entry in the column definitions file (:mod:`workflow.columns`). Which file is which native table
+is config: ``cohorts.<name>.files`` (regular expressions over file names, defaults in
+``workflow/schemas/config.schema.yaml``).
 
 Error policy (docs/interfaces.md section 2):
 
 * schema errors stop the run with :class:`IntakeError` naming the file and column: a native
-  table or a required column is missing, a glob matches several files;
+  table or a required column is missing, a name pattern matches several files, a CSV cannot be
+  parsed;
 * data errors exclude the visit or image and go on, with a reason naming file, row (the line in
-  the file, header = line 1), subject, visit and column: a value that is not a number, an unknown
-  categorical code, a value outside its range, an unparseable date, the same subject and visit
-  twice with different values, a visit without a usable label, an image without a date or file.
+  the file, header = line 1), subject, visit and column: an unparseable visit date, the same
+  subject and visit twice with different values, a visit without a usable label, an image without
+  a date or file;
+* a bad cell in a feature column (not a number, an unknown code, out of range) only makes that
+  cell missing; it is listed in ``cell_qc.tsv`` with file, line, column and the raw text.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
+import yaml
 
 from workflow import paths
-from workflow.columns import LABEL_CLASSES, cohort_spec, load_columns, normalise_code
+from workflow.columns import cohort_spec, load_columns, normalise_code
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +43,32 @@ IMAGE_COLUMNS = ["cohort", "subject", "session", "source_id", "visit_code", "acq
 VISIT_KEY_COLUMNS = ["cohort", "subject", "source_id", "visit_code", "visit_date", "label", "label_raw"]
 # Where each visit came from, so that later stages can name the file and line of a problem.
 VISIT_ORIGIN_COLUMNS = ["source_file", "source_row"]
+# One row per feature cell that could not be read and became missing (paths.INTAKE_CELL_QC).
+CELL_QC_COLUMNS = ["cohort", "subject", "visit_code", "file", "row", "column", "table_column", "value", "reason"]
 
-# Native files per format, as globs under the cohort root (docs/interfaces.md section 1).
-ADNI_TABLE_GLOB = "clinical/ADNIMERGE*.csv"
-AIBL_TABLE_GLOB = "clinical/aibl_{table}_*.csv"
-NACC_UDS_GLOB = "clinical/investigator_nacc*.csv"
-NACC_MRI_GLOB = "clinical/investigator_mri_nacc*.csv"
+# Which ``files`` keys (config cohorts.<name>.files) each format reads.
+FILE_KEYS = {"adni": ("adnimerge",), "aibl": ("aibl_table",), "nacc": ("nacc_uds", "nacc_mri")}
+CONFIG_SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # AIBL tables that describe the participant rather than a visit: joined to every visit by RID.
 AIBL_SUBJECT_TABLES = ("ptdemog", "apoeres")
 # The visit date of an AIBL visit: the first table (in this order) that has one.
 AIBL_DATE_TABLES = ("neurobat", "mmse", "cdr")
+# Cell texts that R, pandas and SAS exports write for a missing value (compared upper-cased);
+# Clinica writes "n/a". They read as missing wherever a number, code or date is expected.
+NULL_TEXTS = frozenset({"NA", "NAN", "N/A", "NULL"})
+
+# Clinica's adni-to-bids writes, per conversion run, conversion_info/v<N>/t1_paths.tsv: the T1
+# image it chose for each subject and visit. Its scan date is the image date when scans.tsv has no
+# acq_time (Clinica fills acq_time only when given LONI's XML metadata). Column names in one place.
+CLINICA_CONVERSION_DIR = "conversion_info"
+CLINICA_T1_PATHS_FILE = "t1_paths.tsv"
+CLINICA_T1_PATHS_COLUMNS = {"subject": "Subject_ID", "visit_code": "VISCODE", "scan_date": "Scan_Date",
+                            "image_id": "Image_ID"}
+# Clinica's aibl-to-bids dates sessions in sub-<id>_sessions.tsv; the first of these columns found
+# is the image date when scans.tsv gives none (acq_time n/a).
+SESSIONS_DATE_COLUMNS = ("examination_date",)
+# Visit codes of the baseline session (Clinica's ses-M000).
+BASELINE_VISIT_CODES = ("bl", "sc", "scmri", "init")
 
 
 class IntakeError(ValueError):
@@ -60,60 +84,158 @@ class Exclusions:
     rows: list[dict] = field(default_factory=list)
 
     def add(self, subject: str, session: str, file: str, row: int | str, column: str, reason: str) -> None:
+        """Record one excluded visit or image.
+
+        Args:
+            subject, session: the BIDS subject label and the visit code or session label.
+            file, row, column: where the problem is (row = line in the file, header = 1; '' if none).
+            reason: ``<category>: <detail>``.
+        """
         self.rows.append({
             "stage": self.stage, "cohort": self.cohort, "subject": subject, "session": session,
             "file": str(file), "row": row, "column": column, "reason": reason,
         })
 
     def frame(self) -> pd.DataFrame:
+        """The rows as a table with ``paths.EXCLUSION_COLUMNS``."""
         return pd.DataFrame(self.rows, columns=paths.EXCLUSION_COLUMNS)
+
+
+class CohortTables(NamedTuple):
+    """What :func:`read_cohort` returns (docs/interfaces.md section 2)."""
+
+    images: pd.DataFrame
+    visits: pd.DataFrame
+    exclusions: pd.DataFrame
+    cell_qc: pd.DataFrame
 
 
 # --- where a cohort's files are ------------------------------------------------------------------
 
-def cohort_root(config: dict, cohort: str) -> str:
-    """The folder holding a cohort's native files.
+def default_files() -> dict[str, str]:
+    """The default file-name patterns of ``cohorts.<name>.files``, read from the config schema (the
+    one place they are written), so that a direct call without config gets the same files."""
+    schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    properties = schema["properties"]["cohorts"]["additionalProperties"]["properties"]["files"]["properties"]
+    return {key: spec["default"] for key, spec in properties.items()}
+
+
+def resolve_files(files: Mapping[str, str] | None, cohort: str) -> dict[str, str]:
+    """The cohort's file-name patterns: config values over the schema defaults, checked.
 
     Args:
-        config: the workflow config (``config["cohorts"][cohort]`` has ``source`` and ``root``).
-        cohort: the cohort name.
+        files: ``config["cohorts"][cohort]["files"]`` (None or partial: defaults fill the rest).
+        cohort: the cohort name (for messages).
     Returns:
-        ``results/synthetic/<cohort>`` for a synthetic cohort, else ``cohorts.<cohort>.root``.
+        ``{key: regular expression}`` for every key of :data:`FILE_KEYS`.
+    Raises:
+        IntakeError: an unknown key, a pattern that is not a regular expression, or an
+            ``aibl_table`` pattern without the ``{table}`` placeholder.
     """
-    settings = config["cohorts"][cohort]
-    if settings["source"] == "synthetic":
-        return paths.SYNTHETIC_ROOT.format(cohort=cohort)
-    return settings["root"]
+    merged = default_files()
+    unknown = sorted(set(files or {}) - set(merged))
+    if unknown:
+        raise IntakeError(f"config cohorts.{cohort}.files: unknown key(s) {unknown} (known: {sorted(merged)})")
+    merged.update(files or {})
+    for key, pattern in merged.items():
+        try:
+            re.compile(pattern.replace("{table}", "x"))
+        except (re.error, AttributeError) as error:
+            raise IntakeError(f"config cohorts.{cohort}.files.{key}: {pattern!r} is not a regular expression ({error})") from None
+    if "{table}" not in merged["aibl_table"]:
+        raise IntakeError(f"config cohorts.{cohort}.files.aibl_table: {merged['aibl_table']!r} lacks the "
+                          f"'{{table}}' placeholder (where the AIBL table name, e.g. mmse, goes)")
+    return merged
 
 
-def find_one(root: Path, pattern: str) -> Path:
-    """The single file under ``root`` matching ``pattern``; IntakeError if none or several."""
-    matches = sorted(root.glob(pattern))
-    if not matches:
-        raise IntakeError(f"{root}: no file matches '{pattern}' (see docs/interfaces.md section 1)")
-    if len(matches) > 1:
-        raise IntakeError(
-            f"{root}: several files match '{pattern}': {', '.join(m.name for m in matches)}; keep one "
-            f"(for example the latest release) so that the choice is explicit"
-        )
-    return matches[0]
+class ClinicalFiles:
+    """The files of a cohort's clinical folder, at any depth, listed once.
+
+    Data centres ship the CSVs in nested folders (AIBL: ``aibl_<date>/Data_extract_3.3.0/``), so a
+    native table is found by its file name wherever it lies; two files of one table (two releases,
+    or a copy) stop the run rather than one of them being picked silently.
+    """
+
+    def __init__(self, folder: str | Path, cohort: str):
+        """Args:
+            folder: the clinical folder.
+            cohort: the cohort name (for messages).
+        Raises:
+            IntakeError: when the folder does not exist.
+        """
+        self.folder, self.cohort = Path(folder), cohort
+        if not self.folder.is_dir():
+            raise IntakeError(f"{self.folder}: the clinical folder of cohort {cohort} does not exist "
+                              f"(docs/interfaces.md section 1)")
+        self.files = sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+    def find_one(self, pattern: str, key: str) -> Path:
+        """The single file whose name fully matches ``pattern``.
+
+        Args:
+            pattern: a regular expression over file names (not paths).
+            key: the ``files`` key the pattern came from (for messages).
+        Raises:
+            IntakeError: when no file or several files match, naming them.
+        """
+        regex = re.compile(pattern)
+        matches = [p for p in self.files if regex.fullmatch(p.name)]
+        setting = f"config cohorts.{self.cohort}.files.{key}"
+        if not matches:
+            raise IntakeError(f"{self.folder}: no file (at any depth) has a name matching '{pattern}' ({setting}; "
+                              f"docs/interfaces.md section 1)")
+        if len(matches) > 1:
+            found = ", ".join(str(m.relative_to(self.folder)) for m in matches)
+            raise IntakeError(f"{self.folder}: several files match '{pattern}' ({setting}): {found}; keep one (for "
+                              f"example the latest release) or set {setting} to the name of the one to read")
+        return matches[0]
 
 
-def read_native_csv(path: Path, required: list[str], sep: str = ",") -> pd.DataFrame:
-    """A native CSV (or TSV with ``sep="\t"``) as text cells ('' when blank) plus ``_line``
-    (the line in the file, header = 1).
+def read_native_csv(path: Path, required: list[str], sep: str = ",", optional: Iterable[str] = ()) -> pd.DataFrame:
+    """The needed columns of a native CSV (or TSV with ``sep="\t"``) as text cells ('' when blank,
+    surrounding spaces removed) plus ``_line`` (the line in the file, header = 1).
+
+    Only ``required`` and ``optional`` columns are kept in memory (NACC's UDS table has ~1,900
+    columns), in that order; an optional column absent from the file is absent from the result.
 
     Raises:
-        IntakeError: naming the file and every required column it lacks.
+        IntakeError: naming the file and every required column it lacks, a needed column that
+            appears twice, or what the parser could not read.
     """
-    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[])
-    table.columns = [str(c).strip() for c in table.columns]
-    absent = [column for column in dict.fromkeys(required) if column not in table.columns]
+    try:
+        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0, dtype=str).columns]
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise IntakeError(f"{path}: cannot read the header ({error})") from None
+    names = [c.strip() for c in header]
+    absent = [column for column in dict.fromkeys(required) if column not in names]
     if absent:
-        raise IntakeError(f"{path}: required column(s) {absent} not found (columns present: {list(table.columns)})")
-    table = table.apply(lambda column: column.str.strip())
+        raise IntakeError(f"{path}: required column(s) {absent} not found (columns present: {names[:60]}"
+                          f"{' ...' if len(names) > 60 else ''})")
+    wanted = [c for c in dict.fromkeys([*required, *optional]) if c in names]
+    twice = [c for c in wanted if names.count(c) > 1]
+    if twice:
+        raise IntakeError(f"{path}: column(s) {twice} appear more than once in the header; keep one of each")
+    positions = sorted(names.index(c) for c in wanted)
+    try:
+        # Positions, not names: pandas renames repeated header names, and the header may have spaces.
+        table = pd.read_csv(path, sep=sep, usecols=positions, dtype=str, keep_default_na=False, na_values=[])
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise IntakeError(f"{path}: cannot be read as a {'TSV' if sep == chr(9) else 'CSV'} table ({error})") from None
+    table.columns = [names[p] for p in positions]
+    table = table[wanted]
+    for column in wanted:
+        table[column] = _stripped(table[column])
     table["_line"] = range(2, len(table) + 2)
     return table
+
+
+def _stripped(column: pd.Series) -> pd.Series:
+    # Strip each distinct text once and map: the parser shares one object per distinct cell text,
+    # and a plain .str.strip() would give every one of NACC's ~8 million cells its own copy.
+    mapping = {text: text.strip() for text in column.unique()}
+    if all(text == clean for text, clean in mapping.items()):
+        return column
+    return column.map(mapping)
 
 
 # --- one cell: native text -> harmonised number ----------------------------------------------------
@@ -126,8 +248,13 @@ class CellError(ValueError):
         self.column = column
 
 
+def is_blank(code: str) -> bool:
+    """Whether a normalised cell means "no value": empty, or an export's null text (NA, NaN, N/A, NULL)."""
+    return code == "" or code.upper() in NULL_TEXTS
+
+
 def parse_number(column: str, text: str, missing: list[str], censored: bool = False) -> float:
-    """Native text to a float; NaN when blank or a missing code.
+    """Native text to a float; NaN when blank, a null text or a missing code.
 
     Args:
         column: native column name (for the error).
@@ -138,7 +265,7 @@ def parse_number(column: str, text: str, missing: list[str], censored: bool = Fa
         CellError: when the cell is not a number.
     """
     code = normalise_code(text)
-    if code == "" or code in missing:
+    if is_blank(code) or code in missing:
         return math.nan
     if censored:
         code = code.lstrip("<>").strip()
@@ -154,7 +281,7 @@ def parse_number(column: str, text: str, missing: list[str], censored: bool = Fa
 def birth_year(column: str, text: str, missing: list[str]) -> float:
     """The year of a birth date written ``/YYYY``, ``MM/YYYY`` or ``YYYY``; NaN when missing."""
     code = normalise_code(text)
-    if code == "" or code in missing:
+    if is_blank(code) or code in missing:
         return math.nan
     found = re.fullmatch(r"(?:\d{1,2}/)?/?(\d{4})", code)
     if not found:
@@ -187,7 +314,7 @@ def harmonise(column: dict, cells: dict[str, str], visit_date: date | None, cros
         value = math.nan if any(math.isnan(p) for p in parts) else float(sum(parts))
     elif transform == "count_equal":
         codes = [normalise_code(cells[source]) for source in sources]
-        if any(code == "" or code in missing for code in codes):
+        if any(is_blank(code) or code in missing for code in codes):
             value = math.nan
         else:
             value = float(sum(code == column["value"] for code in codes))
@@ -211,7 +338,7 @@ def harmonise(column: dict, cells: dict[str, str], visit_date: date | None, cros
 
 def _categorical_code(column: dict, source: str, text: str) -> float:
     code = normalise_code(text)
-    if code == "" or code in column["missing"]:
+    if is_blank(code) or code in column["missing"]:
         return math.nan
     level = column["map"].get(code) if column["map"] is not None else code
     if level is None or level not in column["levels"]:
@@ -240,7 +367,7 @@ def map_label(label_spec: dict, text: str) -> tuple[str, str | None]:
         ``(label, None)`` when usable, else ``("", why)``.
     """
     code = normalise_code(text)
-    if code == "" or code in label_spec["missing"]:
+    if is_blank(code) or code in label_spec["missing"]:
         return "", f"no label: {label_spec['column']} is empty or a missing code ('{text}')"
     if label_spec["transition_strings"] and " to " in code:
         code = code.rsplit(" to ", 1)[1].strip()
@@ -253,8 +380,9 @@ def map_label(label_spec: dict, text: str) -> tuple[str, str | None]:
 # --- visits: native clinical rows -> harmonised visits --------------------------------------------
 
 def parse_date(text: str, fmt: str) -> date | None:
-    """A date cell; None when blank. Raises ValueError when present but not in ``fmt``."""
-    if text == "" or normalise_code(text) == "-4":
+    """A date cell; None when blank or a null text. Raises ValueError when present but not in ``fmt``."""
+    code = normalise_code(text)
+    if is_blank(code) or code == "-4":
         return None
     return datetime.strptime(text, fmt).date()
 
@@ -268,39 +396,43 @@ def subject_label(fmt: str, source_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", source_id)
 
 
-def read_cohort(root: str | Path, cohort: str, columns_path: str | Path, fmt: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def read_cohort(clinical_dir: str | Path, images_dir: str | Path, cohort: str, columns_path: str | Path, fmt: str,
+                files: Mapping[str, str] | None = None) -> CohortTables:
     """Read one cohort's native files.
 
     Args:
-        root: the cohort root (:func:`cohort_root`).
+        clinical_dir: the folder of native clinical CSVs (searched at any depth).
+        images_dir: the BIDS tree (adni, aibl) or the NIfTI folder (nacc).
         cohort: the cohort name (an entry of the column definitions file).
         columns_path: the column definitions file.
         fmt: the cohort's format in config; must equal the format in the column definitions.
+        files: ``config["cohorts"][cohort]["files"]`` (file-name patterns); None = the defaults.
     Returns:
-        ``(images, visits, exclusions)`` as described in docs/interfaces.md section 2.
+        ``(images, visits, exclusions, cell_qc)`` as described in docs/interfaces.md section 2.
     Raises:
         IntakeError: on schema errors (see the module docstring).
     """
-    root = Path(root)
     spec = cohort_spec(columns_path, cohort)
     if spec["format"] != fmt:
         raise IntakeError(
             f"{columns_path}: cohorts.{cohort}.format is '{spec['format']}' but config cohorts.{cohort}.format is '{fmt}'"
         )
+    patterns = resolve_files(files, cohort)
+    clinical = ClinicalFiles(clinical_dir, cohort)
     crosswalks = load_columns(columns_path)["crosswalks"]
     exclusions = Exclusions("intake", cohort)
+    cell_qc: list[dict] = []
     reader = {"adni": _adni_visit_rows, "aibl": _aibl_visit_rows, "nacc": _nacc_visit_rows}[fmt]
-    rows = reader(root, spec)
-    visits = _harmonise_visits(rows, cohort, fmt, spec, crosswalks, exclusions)
+    visits = _harmonise_visits(reader(clinical, spec, patterns), cohort, fmt, spec, crosswalks, exclusions, cell_qc)
     if fmt == "nacc":
-        images = _nacc_images(root, cohort, exclusions)
+        images = _nacc_images(clinical, Path(images_dir), patterns, cohort, exclusions)
     else:
-        images = _bids_images(root, cohort, fmt, exclusions)
+        images = _bids_images(Path(images_dir), cohort, fmt, exclusions)
     source_ids = dict(zip(visits["subject"], visits["source_id"]))
     images["source_id"] = [source_ids.get(s, native) for s, native in zip(images["subject"], images["source_id"])]
-    log.info("%s: %d visits (%d labelled), %d images, %d exclusions", cohort, len(visits),
-             int((visits["label"] != "").sum()), len(images), len(exclusions.rows))
-    return images[IMAGE_COLUMNS], visits, exclusions.frame()
+    log.info("%s: %d visits (%d labelled), %d images, %d exclusions, %d unreadable cells made missing", cohort,
+             len(visits), int((visits["label"] != "").sum()), len(images), len(exclusions.rows), len(cell_qc))
+    return CohortTables(images[IMAGE_COLUMNS], visits, exclusions.frame(), pd.DataFrame(cell_qc, columns=CELL_QC_COLUMNS))
 
 
 @dataclass
@@ -312,13 +444,22 @@ class NativeVisit:
     date_text: str
     date_format: str
     cells: dict[str, str]
-    # native column -> (file, line) where its cell came from, for error messages
-    origin: dict[str, tuple[str, int]]
     file: str
     line: int
+    # native column -> (file, line) where its cell came from, when the cells of one visit come from
+    # several files (AIBL); None when they all come from ``file`` at ``line``.
+    origin: dict[str, tuple[str, int]] | None = None
+
+    def where(self, column: str) -> tuple[str, int]:
+        """The file and line of ``column``'s cell."""
+        if self.origin is None:
+            return self.file, self.line
+        return self.origin.get(column, (self.file, self.line))
 
 
-def _needed_columns(spec: dict, table: str) -> list[str]:
+def needed_columns(spec: dict, table: str) -> list[str]:
+    """The native columns of ``table`` that the cohort's column definitions read (sources,
+    fallback sources and the label column), each once, in definition order."""
     needed = []
     for column in spec["columns"]:
         if column["table"] == table:
@@ -327,35 +468,31 @@ def _needed_columns(spec: dict, table: str) -> list[str]:
                 needed.append(column["fallback"]["source"])
     if spec["label"].get("table", table) in (None, table):
         needed.append(spec["label"]["column"])
-    return needed
+    return list(dict.fromkeys(needed))
 
 
-def _drop_duplicate_keys(table: pd.DataFrame, keys: list[str], compare: list[str], file: Path, fmt: str,
+def _drop_duplicate_keys(table: pd.DataFrame, keys: list[str], compare: list[str], file: Path,
                          key_names: tuple[str, str], bad: dict) -> pd.DataFrame:
-    """Keep one row per key; rows that repeat a key with different values are marked bad.
+    """Keep the first row per key; keys repeated with different values are marked bad.
 
     ``bad`` collects ``(source_id, visit_code) -> (file, line, column, reason)`` for the caller.
     Identical repeats are dropped with a log line (they carry no extra information).
     """
     compare = [c for c in dict.fromkeys(compare) if c in table.columns]
-    keep = []
-    for key, group in table.groupby(keys, sort=False):
+    repeated = table.duplicated(keys, keep=False)
+    # Only the repeated keys need a group-by (a python loop over all 200,000 NACC visits is slow).
+    for key, group in table[repeated].groupby(keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        if len(group) == 1:
-            keep.append(group.index[0])
-            continue
         differing = [c for c in compare if group[c].nunique() > 1]
         lines = ", ".join(str(x) for x in group["_line"])
         if not differing:
             log.info("%s: rows %s repeat %s=%s with identical values; kept the first", file, lines, key_names, key)
-            keep.append(group.index[0])
             continue
         visit = key[1] if len(key) > 1 else ""
         bad[(key[0], visit)] = (str(file), int(group["_line"].iloc[0]), differing[0],
                                 f"duplicate conflicting rows: lines {lines} of {file.name} have the same "
                                 f"{key_names[0]} and {key_names[1]} but different {differing}")
-        keep.append(group.index[0])
-    return table.loc[keep]
+    return table[~table.duplicated(keys, keep="first")]
 
 
 def _merge_participant_rows(table: pd.DataFrame, compare: list[str], file: Path, bad: dict) -> pd.DataFrame:
@@ -365,7 +502,7 @@ def _merge_participant_rows(table: pd.DataFrame, compare: list[str], file: Path,
     for rid, group in table.groupby("RID", sort=False):
         row = group.iloc[0].to_dict()
         for column in compare:
-            present = [v for v in group[column] if normalise_code(v) not in ("", "-4")]
+            present = [v for v in group[column] if not is_blank(normalise_code(v)) and normalise_code(v) != "-4"]
             if len(set(map(normalise_code, present))) > 1:
                 lines = ", ".join(str(x) for x in group["_line"])
                 bad[(rid, "")] = (str(file), int(group["_line"].iloc[0]), column,
@@ -376,40 +513,43 @@ def _merge_participant_rows(table: pd.DataFrame, compare: list[str], file: Path,
     return pd.DataFrame(merged, columns=table.columns)
 
 
-def _adni_visit_rows(root: Path, spec: dict) -> tuple[list[NativeVisit], dict]:
-    path = find_one(root, ADNI_TABLE_GLOB)
-    needed = ["PTID", "VISCODE", "EXAMDATE"] + _needed_columns(spec, "ADNIMERGE")
+def _row_visits(table: pd.DataFrame, path: Path, id_column: str, visit_code, date_text, date_format: str,
+                needed: list[str]) -> Iterator[NativeVisit]:
+    """One NativeVisit per row of a one-row-per-visit table, built as they are consumed (a list of
+    200,000 NACC visits at once would double the reader's memory)."""
+    columns = [table[c].tolist() for c in needed]
+    for line, values in zip(table["_line"].tolist(), zip(*columns)):
+        cells = dict(zip(needed, values))
+        yield NativeVisit(cells[id_column], visit_code(cells), date_text(cells), date_format, cells, str(path), line)
+
+
+def _adni_visit_rows(clinical: ClinicalFiles, spec: dict, files: dict[str, str]) -> tuple[Iterable[NativeVisit], dict]:
+    path = clinical.find_one(files["adnimerge"], "adnimerge")
+    needed = list(dict.fromkeys(["PTID", "VISCODE", "EXAMDATE"] + needed_columns(spec, "ADNIMERGE")))
     table = read_native_csv(path, needed)
     bad: dict = {}
-    table = _drop_duplicate_keys(table, ["PTID", "VISCODE"], needed, path, "adni", ("PTID", "VISCODE"), bad)
-    visits = []
-    for row in table.to_dict("records"):
-        cells = {c: row[c] for c in needed}
-        visits.append(NativeVisit(row["PTID"], row["VISCODE"], row["EXAMDATE"], "%Y-%m-%d", cells,
-                                  {c: (str(path), row["_line"]) for c in needed}, str(path), row["_line"]))
-    return visits, bad
+    table = _drop_duplicate_keys(table, ["PTID", "VISCODE"], needed, path, ("PTID", "VISCODE"), bad)
+    return _row_visits(table, path, "PTID", lambda c: c["VISCODE"], lambda c: c["EXAMDATE"], "%Y-%m-%d", needed), bad
 
 
-def _aibl_visit_rows(root: Path, spec: dict) -> tuple[list[NativeVisit], dict]:
-    tables, files = {}, {}
+def _aibl_visit_rows(clinical: ClinicalFiles, spec: dict, files: dict[str, str]) -> tuple[Iterable[NativeVisit], dict]:
+    tables, sources = {}, {}
     bad: dict = {}
     label_table = spec["label"]["table"] or "pdxconv"
     used = {column["table"] for column in spec["columns"]} | {label_table} | set(AIBL_DATE_TABLES)
     for name in sorted(used):
-        path = find_one(root, AIBL_TABLE_GLOB.format(table=name))
-        needed = ["RID", "VISCODE"] + _needed_columns(spec, name)
-        if name == label_table:
-            needed.append(spec["label"]["column"])
-        if name in AIBL_DATE_TABLES:
-            needed.append("EXAMDATE")
+        path = clinical.find_one(files["aibl_table"].replace("{table}", re.escape(name)), "aibl_table")
+        needed = list(dict.fromkeys(["RID", "VISCODE"] + needed_columns(spec, name)
+                                    + ([spec["label"]["column"]] if name == label_table else [])
+                                    + (["EXAMDATE"] if name in AIBL_DATE_TABLES else [])))
         table = read_native_csv(path, needed)
         if name in AIBL_SUBJECT_TABLES:
             # Participant facts: rows of one RID are merged (blank cells filled from the other
             # rows); two different values are a conflict for every visit of the subject.
             table = _merge_participant_rows(table, needed[2:], path, bad)
         else:
-            table = _drop_duplicate_keys(table, ["RID", "VISCODE"], needed[2:], path, "aibl", ("RID", "VISCODE"), bad)
-        tables[name], files[name] = table, path
+            table = _drop_duplicate_keys(table, ["RID", "VISCODE"], needed[2:], path, ("RID", "VISCODE"), bad)
+        tables[name], sources[name] = table, path
     # The visits are the (RID, VISCODE) pairs of the diagnosis table and the visit-level tables.
     keys: dict[tuple[str, str], None] = {}
     for name, table in tables.items():
@@ -420,6 +560,7 @@ def _aibl_visit_rows(root: Path, spec: dict) -> tuple[list[NativeVisit], dict]:
                 for name, t in tables.items() if name not in AIBL_SUBJECT_TABLES}
     by_subject = {name: {r["RID"]: r for r in t.to_dict("records")}
                   for name, t in tables.items() if name in AIBL_SUBJECT_TABLES}
+    not_cells = ("RID", "VISCODE", "SITEID", "EXAMDATE", "_line")
     visits = []
     for rid, viscode in keys:
         cells: dict[str, str] = {}
@@ -427,54 +568,62 @@ def _aibl_visit_rows(root: Path, spec: dict) -> tuple[list[NativeVisit], dict]:
         for name in tables:
             row = by_subject[name].get(rid) if name in AIBL_SUBJECT_TABLES else by_visit[name].get((rid, viscode))
             for column in tables[name].columns:
-                if column in ("RID", "VISCODE", "SITEID", "EXAMDATE", "_line") or row is None:
+                if column in not_cells or row is None:
                     continue
                 cells.setdefault(column, row[column])
-                origin.setdefault(column, (str(files[name]), row["_line"]))
+                origin.setdefault(column, (str(sources[name]), row["_line"]))
         # Columns of tables that have no row for this visit are blank (missing), not absent.
         for name, table in tables.items():
             for column in table.columns:
-                if column not in ("RID", "VISCODE", "SITEID", "EXAMDATE", "_line"):
+                if column not in not_cells:
                     cells.setdefault(column, "")
-                    origin.setdefault(column, (str(files[name]), 0))
-        date_text, file, line = "", str(files[label_table]), 0
+                    origin.setdefault(column, (str(sources[name]), 0))
+        date_text, file, line = "", str(sources[label_table]), 0
         for name in AIBL_DATE_TABLES:
             row = by_visit[name].get((rid, viscode))
-            if row is not None and normalise_code(row["EXAMDATE"]) not in ("", "-4"):
-                date_text, file, line = row["EXAMDATE"], str(files[name]), row["_line"]
+            if row is not None and not is_blank(normalise_code(row["EXAMDATE"])) and normalise_code(row["EXAMDATE"]) != "-4":
+                date_text, file, line = row["EXAMDATE"], str(sources[name]), row["_line"]
                 break
         label_row = by_visit[label_table].get((rid, viscode))
         if label_row is not None:
-            file, line = str(files[label_table]), label_row["_line"]
-        visits.append(NativeVisit(rid, viscode, date_text, "%m/%d/%Y", cells, origin, file, line))
+            file, line = str(sources[label_table]), label_row["_line"]
+        visits.append(NativeVisit(rid, viscode, date_text, "%m/%d/%Y", cells, file, line, origin))
     # A conflict in a participant table concerns every visit of that RID.
-    for (rid, _), reason in list(bad.items()):
-        if _ == "":
+    for (rid, visit), reason in list(bad.items()):
+        if visit == "":
             for key in keys:
                 if key[0] == rid:
                     bad[key] = reason
     return visits, bad
 
 
-def _nacc_visit_rows(root: Path, spec: dict) -> tuple[list[NativeVisit], dict]:
-    path = find_one(root, NACC_UDS_GLOB)
-    needed = ["NACCID", "NACCVNUM", "VISITYR", "VISITMO", "VISITDAY"] + _needed_columns(spec, "uds")
+def _nacc_date_text(cells: dict[str, str], columns: tuple[str, str, str]) -> str:
+    parts = [normalise_code(cells[c]) for c in columns]
+    return "-".join("" if is_blank(p) else p for p in parts)
+
+
+def _nacc_visit_rows(clinical: ClinicalFiles, spec: dict, files: dict[str, str]) -> tuple[Iterable[NativeVisit], dict]:
+    path = clinical.find_one(files["nacc_uds"], "nacc_uds")
+    date_columns = ("VISITYR", "VISITMO", "VISITDAY")
+    needed = list(dict.fromkeys(["NACCID", "NACCVNUM", *date_columns] + needed_columns(spec, "uds")))
     table = read_native_csv(path, needed)
     bad: dict = {}
-    table = _drop_duplicate_keys(table, ["NACCID", "NACCVNUM"], needed, path, "nacc", ("NACCID", "NACCVNUM"), bad)
-    visits = []
-    for row in table.to_dict("records"):
-        cells = {c: row[c] for c in needed}
-        date_text = "-".join(normalise_code(row[c]) for c in ("VISITYR", "VISITMO", "VISITDAY"))
-        visits.append(NativeVisit(row["NACCID"], normalise_code(row["NACCVNUM"]), date_text, "%Y-%m-%d", cells,
-                                  {c: (str(path), row["_line"]) for c in needed}, str(path), row["_line"]))
-    return visits, bad
+    table = _drop_duplicate_keys(table, ["NACCID", "NACCVNUM"], needed, path, ("NACCID", "NACCVNUM"), bad)
+    # bad is keyed by the normalised visit number, as the visits are
+    bad = {(source_id, normalise_code(visit)): value for (source_id, visit), value in bad.items()}
+    return _row_visits(table, path, "NACCID", lambda c: normalise_code(c["NACCVNUM"]),
+                       lambda c: _nacc_date_text(c, date_columns), "%Y-%m-%d", needed), bad
 
 
-def _harmonise_visits(rows: tuple[list[NativeVisit], dict], cohort: str, fmt: str, spec: dict, crosswalks: dict,
-                      exclusions: Exclusions) -> pd.DataFrame:
+def _harmonise_visits(rows: tuple[Iterable[NativeVisit], dict], cohort: str, fmt: str, spec: dict, crosswalks: dict,
+                      exclusions: Exclusions, cell_qc: list[dict]) -> pd.DataFrame:
+    """Native visits -> the visits table; bad dates and conflicts go to ``exclusions``, bad feature
+    cells (made missing) to ``cell_qc`` (:data:`CELL_QC_COLUMNS`)."""
     native_visits, bad = rows
-    records = []
+    names = [column["name"] for column in spec["columns"]]
+    table_columns = VISIT_KEY_COLUMNS + VISIT_ORIGIN_COLUMNS + names
+    data: dict[str, list] = {name: [] for name in table_columns}
+    date_column = "EXAMDATE" if fmt != "nacc" else "VISITYR/VISITMO/VISITDAY"
     for visit in native_visits:
         subject = subject_label(fmt, visit.source_id)
         if (visit.source_id, visit.visit_code) in bad:
@@ -484,27 +633,29 @@ def _harmonise_visits(rows: tuple[list[NativeVisit], dict], cohort: str, fmt: st
         try:
             visit_date = parse_date(visit.date_text, visit.date_format) if visit.date_text.strip("-") else None
         except ValueError:
-            exclusions.add(subject, visit.visit_code, visit.file, visit.line, "EXAMDATE" if fmt != "nacc" else "VISITYR/VISITMO/VISITDAY",
+            exclusions.add(subject, visit.visit_code, visit.file, visit.line, date_column,
                            f"bad value: visit date '{visit.date_text}' is not a date ({visit.date_format})")
             continue
-        record = {"cohort": cohort, "subject": subject, "source_id": visit.source_id, "visit_code": visit.visit_code,
-                  "visit_date": visit_date.isoformat() if visit_date else ""}
         label_text = visit.cells.get(spec["label"]["column"], "")
-        record["label"], why = map_label(spec["label"], label_text)
-        record["label_raw"] = label_text
-        record["source_file"], record["source_row"] = visit.file, visit.line
-        try:
-            for column in spec["columns"]:
+        label, why = map_label(spec["label"], label_text)
+        record = {"cohort": cohort, "subject": subject, "source_id": visit.source_id, "visit_code": visit.visit_code,
+                  "visit_date": visit_date.isoformat() if visit_date else "", "label": label, "label_raw": label_text,
+                  "source_file": visit.file, "source_row": visit.line}
+        for column in spec["columns"]:
+            try:
                 record[column["name"]] = harmonise(column, visit.cells, visit_date, crosswalks)
-        except CellError as error:
-            file, line = visit.origin.get(error.column, (visit.file, visit.line))
-            exclusions.add(subject, visit.visit_code, file, line, error.column, f"bad value: {error}")
-            continue
+            except CellError as error:
+                # One unreadable cell costs that cell, not the visit and its label.
+                file, line = visit.where(error.column)
+                cell_qc.append({"cohort": cohort, "subject": subject, "visit_code": visit.visit_code, "file": file,
+                                "row": line, "column": error.column, "table_column": column["name"],
+                                "value": visit.cells.get(error.column, ""), "reason": f"bad value: {error}"})
+                record[column["name"]] = math.nan
         if why is not None:
             exclusions.add(subject, visit.visit_code, visit.file, visit.line, spec["label"]["column"], why)
-        records.append(record)
-    names = [column["name"] for column in spec["columns"]]
-    return pd.DataFrame(records, columns=VISIT_KEY_COLUMNS + VISIT_ORIGIN_COLUMNS + names)
+        for name in table_columns:
+            data[name].append(record[name])
+    return pd.DataFrame(data, columns=table_columns)
 
 
 # --- images ----------------------------------------------------------------------------------------
@@ -518,18 +669,163 @@ def session_visit_code(session: str) -> str:
     return "bl" if months == 0 else f"m{months:02d}"
 
 
+def visit_code_months(visit_code: str) -> int | None:
+    """Months since baseline of an ADNI/AIBL visit code (``bl``/``sc`` -> 0, ``m06`` -> 6), the way
+    Clinica names sessions (``ses-M006``); None for codes without a month (``uns1``, ``f``)."""
+    code = visit_code.strip().lower()
+    if code in BASELINE_VISIT_CODES:
+        return 0
+    found = re.fullmatch(r"m(\d+)", code)
+    return int(found.group(1)) if found else None
+
+
 def adni_ptid(subject: str) -> str:
     """The ADNI PTID of a BIDS participant label: ``ADNI027S0074`` -> ``027_S_0074``."""
     found = re.fullmatch(r"ADNI(\d{3})S(\d{4})", subject)
     return f"{found.group(1)}_S_{found.group(2)}" if found else subject
 
 
-def _bids_images(root: Path, cohort: str, fmt: str, exclusions: Exclusions) -> pd.DataFrame:
-    bids = root / "bids"
+def bids_relative_name(text: str) -> str:
+    """A scans.tsv ``filename`` with the spaces around ``/`` removed: Clinica >= 0.10 writes
+    ``anat / <file>`` for AIBL, older versions ``anat/<file>``."""
+    return re.sub(r"\s*/\s*", "/", text.strip())
+
+
+def parse_image_date(text: str) -> date:
+    """An image date written ISO (``YYYY-MM-DD``, optionally with ``THH:MM:SS``) or ``MM/DD/YYYY``
+    (AIBL's EXAMDATE, copied by Clinica into sessions.tsv). Raises ValueError otherwise."""
+    try:
+        return datetime.fromisoformat(text).date()
+    except ValueError:
+        return datetime.strptime(text, "%m/%d/%Y").date()
+
+
+@dataclass
+class ImageDate:
+    """Where an image date came from: the date, or why there is none (an exclusion)."""
+
+    value: str | None
+    file: str
+    row: int | str
+    column: str
+    reason: str = ""
+
+
+class ClinicaT1Paths:
+    """Scan dates from Clinica's ``conversion_info/v<N>/t1_paths.tsv``, read on first use.
+
+    Clinica numbers its conversion runs ``v0, v1, ...``; the latest run that listed T1 images
+    (the highest ``N`` whose folder holds ``t1_paths.tsv``) is the one its BIDS tree reflects.
+    """
+
+    def __init__(self, bids: Path):
+        self.bids = bids
+        self.path: Path | None = None
+        self.rows: dict[tuple[str, int], list[dict]] | None = None
+
+    def _load(self) -> None:
+        folder = self.bids / CLINICA_CONVERSION_DIR
+        runs = []
+        if folder.is_dir():
+            for run in folder.iterdir():
+                found = re.fullmatch(r"v(\d+)", run.name)
+                if found and (run / CLINICA_T1_PATHS_FILE).is_file():
+                    runs.append((int(found.group(1)), run / CLINICA_T1_PATHS_FILE))
+        self.rows = {}
+        if not runs:
+            return
+        self.path = max(runs)[1]
+        names = CLINICA_T1_PATHS_COLUMNS
+        table = read_native_csv(self.path, list(names.values()), sep="\t")
+        for row in table.to_dict("records"):
+            months = visit_code_months(row[names["visit_code"]])
+            if months is not None:
+                self.rows.setdefault((row[names["subject"]], months), []).append(row)
+
+    def scan_date(self, subject: str, session: str, scan_id: str, why: str) -> ImageDate:
+        """The scan date of the T1 of one session.
+
+        Args:
+            subject, session: BIDS labels (``ADNI027S0074``, ``M006``).
+            scan_id: scans.tsv ``scan_id`` ('' or ``n/a`` when unknown): picks the row when
+                several rows match the subject and visit.
+            why: why scans.tsv gave no date (starts the exclusion reason).
+        Returns:
+            The date, or the exclusion (file, row, column, reason).
+        """
+        if self.rows is None:
+            self._load()
+        names = CLINICA_T1_PATHS_COLUMNS
+        where = f"{self.bids / CLINICA_CONVERSION_DIR}/v<N>/{CLINICA_T1_PATHS_FILE}"
+        if self.path is None:
+            return ImageDate(None, where, "", names["scan_date"],
+                             f"no image date: {why} and there is no {where} (Clinica's adni-to-bids record)")
+        ptid, months = adni_ptid(subject), visit_code_months(session_visit_code(session))
+        rows = self.rows.get((ptid, months), []) if months is not None else []
+        if not rows:
+            return ImageDate(None, str(self.path), "", names["subject"],
+                             f"no image date: {why} and {self.path.name} has no row with {names['subject']} "
+                             f"{ptid} and a {names['visit_code']} of session {session}")
+        lines = ", ".join(str(r["_line"]) for r in rows)
+        known_id = _image_id(scan_id)
+        if known_id:
+            rows = [r for r in rows if _image_id(r[names["image_id"]]) == known_id]
+            if not rows:
+                return ImageDate(None, str(self.path), lines, names["image_id"],
+                                 f"no image date: {why}, and no row of {self.path.name} for {ptid} at session "
+                                 f"{session} (lines {lines}) has {names['image_id']} = scans.tsv scan_id '{scan_id}'")
+        dates = {r[names["scan_date"]] for r in rows}
+        if len(dates) > 1:
+            return ImageDate(None, str(self.path), lines, names["scan_date"],
+                             f"no image date: {why}, and lines {lines} of {self.path.name} give {ptid} at session "
+                             f"{session} different {names['scan_date']} {sorted(dates)} with no scans.tsv scan_id "
+                             f"to choose between them")
+        row = rows[0]
+        text = row[names["scan_date"]]
+        try:
+            return ImageDate(parse_image_date(text).isoformat(), str(self.path), row["_line"], names["scan_date"])
+        except ValueError:
+            return ImageDate(None, str(self.path), row["_line"], names["scan_date"],
+                             f"bad value: scan date '{text}' is not a date (YYYY-MM-DD)")
+
+
+def _image_id(text: str) -> str:
+    # LONI writes image ids as 'I12345' in some tables and '12345' in others.
+    code = normalise_code(text)
+    return "" if is_blank(code) else normalise_code(code.removeprefix("I"))
+
+
+def _sessions_tsv_date(session_dir: Path, subject: str, session: str, why: str) -> ImageDate:
+    """The date of one session in Clinica's ``sub-<id>_sessions.tsv`` (AIBL: the visit's EXAMDATE)."""
+    path = session_dir.parent / f"sub-{subject}_sessions.tsv"
+    if not path.is_file():
+        return ImageDate(None, str(path), "", SESSIONS_DATE_COLUMNS[0], f"no image date: {why} and there is no {path.name}")
+    table = read_native_csv(path, ["session_id"], sep="\t", optional=SESSIONS_DATE_COLUMNS)
+    present = [c for c in SESSIONS_DATE_COLUMNS if c in table.columns]
+    if not present:
+        return ImageDate(None, str(path), 1, SESSIONS_DATE_COLUMNS[0],
+                         f"no image date: {why} and {path.name} has no date column (expected one of {list(SESSIONS_DATE_COLUMNS)})")
+    rows = table[table["session_id"] == f"ses-{session}"]
+    if rows.empty:
+        return ImageDate(None, str(path), "", "session_id", f"no image date: {why} and {path.name} has no row ses-{session}")
+    line, text = int(rows["_line"].iloc[0]), rows[present[0]].iloc[0]
+    if is_blank(normalise_code(text)) or normalise_code(text) == "-4":
+        return ImageDate(None, str(path), line, present[0], f"no image date: {why} and {present[0]} is '{text}' in {path.name}")
+    try:
+        return ImageDate(parse_image_date(text).isoformat(), str(path), line, present[0])
+    except ValueError:
+        return ImageDate(None, str(path), line, present[0],
+                         f"bad value: {present[0]} '{text}' is not a date (YYYY-MM-DD or MM/DD/YYYY)")
+
+
+def _bids_images(bids: Path, cohort: str, fmt: str, exclusions: Exclusions) -> pd.DataFrame:
     if not bids.is_dir():
-        raise IntakeError(f"{root}: no 'bids' folder (the T1w images of a {fmt} cohort, docs/interfaces.md section 1)")
-    records = []
+        raise IntakeError(f"{bids}: not a folder (the BIDS tree of T1w images of a {fmt} cohort, docs/interfaces.md section 1)")
+    t1_paths = ClinicaT1Paths(bids)
+    records, sources = [], {}
     for session_dir in sorted(bids.glob("sub-*/ses-*")):
+        if not session_dir.is_dir():
+            continue
         subject, session = session_dir.parent.name[4:], session_dir.name[4:]
         t1s = sorted(session_dir.glob("anat/*_T1w.nii*"))
         if not t1s:
@@ -537,44 +833,56 @@ def _bids_images(root: Path, cohort: str, fmt: str, exclusions: Exclusions) -> p
         for extra in t1s[1:]:
             exclusions.add(subject, session, str(extra), "", "path",
                            f"duplicate image: more than one T1w in this session; kept {t1s[0].name}")
-        scans = session_dir / f"sub-{subject}_ses-{session}_scans.tsv"
-        relative = f"anat/{t1s[0].name}"
-        acq_date = _scan_date(scans, relative, subject, session, exclusions)
-        if acq_date is None:
+        found = _scan_date(session_dir, subject, session, fmt, t1s[0].name, t1_paths)
+        if found.value is None:
+            exclusions.add(subject, session, found.file, found.row, found.column, found.reason)
             continue
+        kind = f"{found.column} of " + re.sub(r"^sub-.*_(scans|sessions)\.tsv$", r"\1.tsv", Path(found.file).name)
+        sources[kind] = sources.get(kind, 0) + 1
         source_id = adni_ptid(subject) if fmt == "adni" else re.sub(r"^AIBL", "", subject)
         records.append({"cohort": cohort, "subject": subject, "session": session, "source_id": source_id,
-                        "visit_code": session_visit_code(session), "acq_date": acq_date, "path": str(t1s[0])})
+                        "visit_code": session_visit_code(session), "acq_date": found.value, "path": str(t1s[0])})
+    log.info("%s: image dates taken from %s", cohort, sources or "nowhere (no dated image)")
     return pd.DataFrame(records, columns=IMAGE_COLUMNS)
 
 
-def _scan_date(scans: Path, relative: str, subject: str, session: str, exclusions: Exclusions) -> str | None:
+def _scan_date(session_dir: Path, subject: str, session: str, fmt: str, t1_name: str, t1_paths: ClinicaT1Paths) -> ImageDate:
+    """The acquisition date of a session's T1: scans.tsv ``acq_time``; when Clinica left it out or
+    wrote ``n/a``, ADNI: its t1_paths.tsv ``Scan_Date``, AIBL: the session's sessions.tsv date."""
+    scans = session_dir / f"sub-{subject}_ses-{session}_scans.tsv"
     if not scans.exists():
-        exclusions.add(subject, session, str(scans), "", "acq_time", "no image date: the session has no scans.tsv")
-        return None
-    table = read_native_csv(scans, ["filename", "acq_time"], sep="\t") if scans.stat().st_size else None
-    if table is None:
-        raise IntakeError(f"{scans}: empty file; expected columns filename, acq_time")
-    rows = table[table["filename"] == relative]
+        return ImageDate(None, str(scans), "", "acq_time", "no image date: the session has no scans.tsv")
+    if not scans.stat().st_size:
+        raise IntakeError(f"{scans}: empty file; expected a header with filename (and acq_time)")
+    table = read_native_csv(scans, ["filename"], sep="\t", optional=["acq_time", "scan_id"])
+    relative = f"anat/{t1_name}"
+    rows = table[table["filename"].map(bids_relative_name) == relative]
     if rows.empty:
-        exclusions.add(subject, session, str(scans), "", "filename", f"no image date: {relative} is not listed in scans.tsv")
-        return None
-    text = rows["acq_time"].iloc[0]
-    try:
-        return datetime.fromisoformat(text).date().isoformat()
-    except ValueError:
-        exclusions.add(subject, session, str(scans), int(rows["_line"].iloc[0]), "acq_time",
-                       f"bad value: acquisition time '{text}' is not a date (YYYY-MM-DDTHH:MM:SS)")
-        return None
+        return ImageDate(None, str(scans), "", "filename", f"no image date: {relative} is not listed in scans.tsv")
+    row = rows.iloc[0]
+    text = row["acq_time"] if "acq_time" in table.columns else ""
+    if not is_blank(normalise_code(text)):
+        try:
+            return ImageDate(datetime.fromisoformat(text).date().isoformat(), str(scans), int(row["_line"]), "acq_time")
+        except ValueError:
+            return ImageDate(None, str(scans), int(row["_line"]), "acq_time",
+                             f"bad value: acquisition time '{text}' is not a date (YYYY-MM-DDTHH:MM:SS)")
+    why = "scans.tsv has no acq_time" if "acq_time" not in table.columns else f"scans.tsv acq_time is '{text}'"
+    if fmt == "adni":
+        return t1_paths.scan_date(subject, session, row.get("scan_id", ""), why)
+    return _sessions_tsv_date(session_dir, subject, session, why)
 
 
-def _nacc_images(root: Path, cohort: str, exclusions: Exclusions) -> pd.DataFrame:
-    path = find_one(root, NACC_MRI_GLOB)
+def _nacc_images(clinical: ClinicalFiles, images_dir: Path, files: dict[str, str], cohort: str,
+                 exclusions: Exclusions) -> pd.DataFrame:
+    path = clinical.find_one(files["nacc_mri"], "nacc_mri")
+    if not images_dir.is_dir():
+        raise IntakeError(f"{images_dir}: not a folder (the NIfTI images of a nacc cohort, docs/interfaces.md section 1)")
     table = read_native_csv(path, ["NACCID", "MRIYR", "MRIMO", "MRIDY", "NACCMRFI", "MRIT1"])
     records, seen = [], {}
     for row in table.to_dict("records"):
         subject = subject_label("nacc", row["NACCID"])
-        text = "-".join(normalise_code(row[c]) for c in ("MRIYR", "MRIMO", "MRIDY"))
+        text = _nacc_date_text(row, ("MRIYR", "MRIMO", "MRIDY"))
         try:
             acq = datetime.strptime(text, "%Y-%m-%d").date()
         except ValueError:
@@ -585,8 +893,8 @@ def _nacc_images(root: Path, cohort: str, exclusions: Exclusions) -> pd.DataFram
             exclusions.add(subject, session, str(path), row["_line"], "MRIT1", f"no image: MRIT1='{row['MRIT1']}' (no T1 in this MRI session)")
             continue
         stem = re.sub(r"\.zip$", "", row["NACCMRFI"])
-        image = root / "images" / f"{stem}.nii.gz"
-        if not image.exists():
+        image = images_dir / f"{stem}.nii.gz"
+        if not stem or not image.exists():
             exclusions.add(subject, session, str(path), row["_line"], "NACCMRFI", f"no image: {image} does not exist")
             continue
         if (subject, session) in seen:
@@ -601,18 +909,43 @@ def _nacc_images(root: Path, cohort: str, exclusions: Exclusions) -> pd.DataFram
 
 # --- the rule's one function -----------------------------------------------------------------------
 
-def intake_cohort(root: str, columns_path: str, cohort: str, fmt: str, images_out: str, visits_out: str,
-                  exclusions_out: str) -> None:
-    """Rule ``intake_cohort``: write ``images.tsv``, ``visits.tsv`` and ``exclusions.tsv`` of a cohort.
+def read_upstream_exclusions(path: str | Path) -> pd.DataFrame:
+    """An exclusions table written by an earlier stage (the convert stage), to carry into intake's.
+
+    Raises:
+        IntakeError: when its columns are not exactly ``paths.EXCLUSION_COLUMNS``.
+    """
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[])
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+        raise IntakeError(f"{path}: cannot read the exclusions table ({error}); expected columns {paths.EXCLUSION_COLUMNS}") from None
+    if list(table.columns) != paths.EXCLUSION_COLUMNS:
+        raise IntakeError(f"{path}: columns {list(table.columns)}; expected exactly {paths.EXCLUSION_COLUMNS}")
+    return table
+
+
+def intake_cohort(clinical_dir: str, images_dir: str, upstream_exclusions: str | None, columns_path: str, cohort: str,
+                  fmt: str, files: Mapping[str, str] | None, images_out: str, visits_out: str, exclusions_out: str,
+                  cell_qc_out: str) -> None:
+    """Rule ``intake_cohort``: write ``images.tsv``, ``visits.tsv``, ``exclusions.tsv`` and
+    ``cell_qc.tsv`` of a cohort.
 
     Args:
-        root: the cohort root folder.
+        clinical_dir: the folder of native clinical CSVs (``workflow.convert.intake_folders``).
+        images_dir: the BIDS tree (adni, aibl) or NIfTI folder (nacc).
+        upstream_exclusions: None, or the convert stage's exclusions TSV: its rows are appended.
         columns_path: the column definitions file.
         cohort: the cohort name.
         fmt: the cohort's native format (adni | aibl | nacc).
-        images_out, visits_out, exclusions_out: output paths (``paths.INTAKE_*``).
+        files: ``config["cohorts"][cohort]["files"]`` (file-name patterns).
+        images_out, visits_out, exclusions_out, cell_qc_out: output paths (``paths.INTAKE_*``).
     """
-    images, visits, exclusions = read_cohort(root, cohort, columns_path, fmt)
-    for frame, out in ((images, images_out), (visits, visits_out), (exclusions, exclusions_out)):
+    tables = read_cohort(clinical_dir, images_dir, cohort, columns_path, fmt, files)
+    exclusions = tables.exclusions
+    if upstream_exclusions:
+        exclusions = pd.concat([exclusions.astype(str), read_upstream_exclusions(upstream_exclusions)], ignore_index=True)
+    outputs = ((tables.images, images_out), (tables.visits, visits_out), (exclusions, exclusions_out),
+               (tables.cell_qc, cell_qc_out))
+    for frame, out in outputs:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out, sep="\t", index=False, na_rep="", float_format="%.10g")

@@ -20,11 +20,22 @@ RESULTS = "results"
 SYNTHETIC_ROOT = "results/synthetic/{cohort}"
 # Ground truth written beside the synthetic data (pose, brain mask) for QC checks.
 SYNTHETIC_TRUTH_DIR = "results/synthetic/{cohort}/truth"
+# The same cohort written as the data centre ships it (LONI image folders of DICOM, NACC zips).
+SYNTHETIC_RAW_ROOT = "results/synthetic_raw/{cohort}"
+
+# --- convert: a raw download (the data centre's files) -> what intake reads ----------------------
+# ADNI / AIBL: Clinica's BIDS tree; NACC: one NIfTI per MRI session zip.
+CONVERT_DIR = "results/convert/{cohort}"
+CONVERTED_BIDS = "results/convert/{cohort}/bids"
+CONVERTED_NIFTI = "results/convert/{cohort}/images"
+CONVERT_EXCLUSIONS = "results/convert/{cohort}/exclusions.tsv"
 
 # --- intake: one images table and one visits table per cohort ------------------------------------
 INTAKE_IMAGES = "results/intake/{cohort}/images.tsv"
 INTAKE_VISITS = "results/intake/{cohort}/visits.tsv"
 INTAKE_EXCLUSIONS = "results/intake/{cohort}/exclusions.tsv"
+# Cells that were unreadable and became missing values (the visit itself was kept).
+INTAKE_CELL_QC = "results/intake/{cohort}/cell_qc.tsv"
 
 # --- preprocess: CAPS-style per-image outputs, then per-cohort QC --------------------------------
 PREPROCESS_SESSION_DIR = "results/preprocess/{cohort}/subjects/sub-{subject}/ses-{session}"

@@ -4,8 +4,8 @@ Steps (../shared/docs/cohorts.md section 4, docs/interfaces.md section 4):
 
 1. only images that passed preprocessing QC are candidates;
 2. static columns (sex, education, APOE ...) are filled per subject from any visit;
-3. each image is paired with a labelled visit: the visit of the same visit code first, else the
-   labelled visit closest in date within ``window_days`` (tie: the earlier visit);
+3. each image is paired with a labelled visit within ``window_days`` of it: the visit of the same
+   visit code first, else the labelled visit closest in date (tie: the earlier visit);
 4. one image-visit pair per subject (``first`` | ``last`` | seeded ``random``);
 5. a subject-wise split, stratified by label and seeded (or a user's split table);
 6. encoding: categorical -> integer codes, continuous -> z-score with the mean and SD of the
@@ -115,28 +115,36 @@ def match_visit(visit_code: str, acq_date: str, visits: pd.DataFrame, window_day
         visit_code: the image's visit code ('' when unknown).
         acq_date: the image's acquisition date (ISO).
         visits: the subject's labelled visits (columns ``visit_code``, ``visit_date``), any index.
-        window_days: largest allowed ``|visit_date - acq_date|`` in days.
+        window_days: largest allowed ``|visit_date - acq_date|`` in days, for every pair: a visit
+            of the same code further away (or without a date) is not taken on its code.
         exact_visit_code: whether a visit of the same code wins before dates are compared.
     Returns:
         ``(index label of the visit or None, delta_days = visit_date - acq_date, how)`` where
-        ``how`` is ``exact_visit_code``, ``closest_date``, or the reason no visit was found.
+        ``how`` is ``exact_visit_code``, ``closest_date``, or the reason no visit was found (with
+        the day gap of the closest visit, and of the same-code visit when it was too far).
     """
+    same_code = ""
     if exact_visit_code and visit_code:
         same = visits[visits["visit_code"] == visit_code]
         if not same.empty:
             index = same.index[0]
-            return index, days_between(same.loc[index, "visit_date"], acq_date), "exact_visit_code"
+            delta = days_between(same.loc[index, "visit_date"], acq_date)
+            if not math.isnan(delta) and abs(delta) <= window_days:
+                return index, delta, "exact_visit_code"
+            # A visit code can be reused for a scan months off schedule: the window still applies.
+            same_code = (f"; the labelled visit of the same visit code ({visit_code}) "
+                         + ("has no date" if math.isnan(delta) else f"is {abs(delta):.0f} days from the image"))
     if visits.empty:
         return None, math.nan, "no labelled visit: the subject has no visit with a usable label"
     deltas = pd.Series([days_between(d, acq_date) for d in visits["visit_date"]], index=visits.index, dtype=float)
     dated = deltas.dropna()
     if dated.empty:
-        return None, math.nan, "no labelled visit: none of the subject's labelled visits has a date"
+        return None, math.nan, "no labelled visit: none of the subject's labelled visits has a date" + same_code
     within = dated[dated.abs() <= window_days]
     if within.empty:
         closest = dated.abs().min()
         return None, math.nan, (f"no visit within the window: the closest labelled visit is {closest:.0f} days "
-                                f"from the image (window {window_days} days)")
+                                f"from the image (window {window_days} days){same_code}")
     # Smallest |delta|; on a tie the earlier visit (the more negative delta) wins.
     order = sorted(within.index, key=lambda i: (abs(within[i]), within[i]))
     return order[0], float(within[order[0]]), "closest_date"
