@@ -499,6 +499,27 @@ def test_aibl_as_clinica_010_and_the_data_centre_ship_it(tmp_path):
         read_root(root, "AIBL", "aibl")
 
 
+def test_aibl_image_date_is_the_loni_folder_date_of_clinicas_t1_paths(tmp_path):
+    """Clinica's aibl-to-bids files every 'MPRAGE SAG ISO' series under ses-M000 whatever its date,
+    and its scans.tsv acq_time is the MRI table's date of that session: the acquisition date is the
+    LONI date folder of the image, listed in conversion_info/t1_paths.tsv. A session missing there
+    keeps the scans.tsv date."""
+    root = write_aibl(tmp_path / "AIBL", aibl_visits(), {"1": {"PTGENDER": "2", "PTDOB": "/1938", "APGEN1": "3",
+                                                               "APGEN2": "4"}},
+                      [("AIBL1", s, "2000-01-01") for s in ("M000", "M018")])
+    subject = root / "bids" / "sub-AIBL1"
+    header = ["filename", "acq_time"]
+    write_scans(subject / "ses-M000", header, [["anat / sub-AIBL1_ses-M000_T1w.nii.gz", "2008-03-20T00:00:00"]])
+    write_scans(subject / "ses-M018", header, [["anat / sub-AIBL1_ses-M018_T1w.nii.gz", "2009-09-20T00:00:00"]])
+    listing = root / "bids" / "conversion_info" / "t1_paths.tsv"
+    listing.parent.mkdir(parents=True)
+    listing.write_text("Subjects_ID\tSession_ID\tPath_to_T1\n"
+                       "1\tM00\t/data/AIBL/images/1/MPRAGE_SAG_ISO_p2/2011-06-07_09_12_44.0/I300123\n")
+    images, _, exclusions, _ = read_root(root, "AIBL", "aibl")
+    assert images[["session", "acq_date"]].values.tolist() == [["M000", "2011-06-07"], ["M018", "2009-09-20"]]
+    assert exclusions.empty
+
+
 def nacc_cohort(root: Path) -> Path:
     return write_nacc(root, [nacc_visit("NACC000001", 1, (2014, 3, 2), 1)],
                       [{"NACCID": "NACC000001", "MRIYR": 2014, "MRIMO": 4, "MRIDY": 1, "NACCMRFI": "mri1ni.zip"}])

@@ -64,6 +64,12 @@ CLINICA_CONVERSION_DIR = "conversion_info"
 CLINICA_T1_PATHS_FILE = "t1_paths.tsv"
 CLINICA_T1_PATHS_COLUMNS = {"subject": "Subject_ID", "visit_code": "VISCODE", "scan_date": "Scan_Date",
                             "image_id": "Image_ID"}
+# Clinica's aibl-to-bids lists in conversion_info/t1_paths.tsv the LONI image folder of each T1
+# (<RID>/<series>/<YYYY-MM-DD_HH_MM_SS.0>/I<id>): that folder's date is the acquisition date.
+# scans.tsv acq_time is not: it is the MRI table's date of the session, and Clinica files every
+# "MPRAGE SAG ISO" series under session M000 (M054 for two RIDs) whatever its date.
+CLINICA_AIBL_T1_PATHS_COLUMNS = {"subject": "Subjects_ID", "session": "Session_ID", "path": "Path_to_T1"}
+LONI_DATE_FOLDER = re.compile(r"(\d{4}-\d{2}-\d{2})_\d{2}_\d{2}_\d{2}(\.\d+)?")
 # Clinica's aibl-to-bids dates sessions in sub-<id>_sessions.tsv; the first of these columns found
 # is the image date when scans.tsv gives none (acq_time n/a).
 SESSIONS_DATE_COLUMNS = ("examination_date",)
@@ -789,6 +795,38 @@ class ClinicaT1Paths:
                              f"bad value: scan date '{text}' is not a date (YYYY-MM-DD)")
 
 
+class ClinicaAiblFolders:
+    """Acquisition dates of AIBL T1 images from the LONI folder names in Clinica's
+    ``conversion_info/t1_paths.tsv`` (read on first use; empty when the file is absent, e.g. a
+    BIDS tree not written by Clinica)."""
+
+    def __init__(self, bids: Path):
+        self.path = bids / CLINICA_CONVERSION_DIR / CLINICA_T1_PATHS_FILE
+        self.dates: dict[tuple[str, int], tuple[str, int]] | None = None
+
+    def _load(self) -> None:
+        self.dates = {}
+        if not self.path.is_file():
+            return
+        names = CLINICA_AIBL_T1_PATHS_COLUMNS
+        table = read_native_csv(self.path, list(names.values()), sep="\t")
+        for row in table.to_dict("records"):
+            months = visit_code_months(row[names["session"]])
+            folder = next((part for part in reversed(Path(row[names["path"]]).parts) if LONI_DATE_FOLDER.fullmatch(part)), None)
+            if months is not None and folder is not None:
+                self.dates[(normalise_code(row[names["subject"]]), months)] = (folder[:10], row["_line"])
+
+    def scan_date(self, subject: str, session: str) -> ImageDate | None:
+        """The folder date of the T1 of one session (``AIBL123``, ``M018``), or None if not listed."""
+        if self.dates is None:
+            self._load()
+        months = visit_code_months(session_visit_code(session))
+        found = self.dates.get((re.sub(r"^AIBL", "", subject), months)) if months is not None else None
+        if found is None:
+            return None
+        return ImageDate(found[0], str(self.path), found[1], CLINICA_AIBL_T1_PATHS_COLUMNS["path"])
+
+
 def _image_id(text: str) -> str:
     # LONI writes image ids as 'I12345' in some tables and '12345' in others.
     code = normalise_code(text)
@@ -822,6 +860,7 @@ def _bids_images(bids: Path, cohort: str, fmt: str, exclusions: Exclusions) -> p
     if not bids.is_dir():
         raise IntakeError(f"{bids}: not a folder (the BIDS tree of T1w images of a {fmt} cohort, docs/interfaces.md section 1)")
     t1_paths = ClinicaT1Paths(bids)
+    aibl_folders = ClinicaAiblFolders(bids)
     records, sources = [], {}
     for session_dir in sorted(bids.glob("sub-*/ses-*")):
         if not session_dir.is_dir():
@@ -834,6 +873,12 @@ def _bids_images(bids: Path, cohort: str, fmt: str, exclusions: Exclusions) -> p
             exclusions.add(subject, session, str(extra), "", "path",
                            f"duplicate image: more than one T1w in this session; kept {t1s[0].name}")
         found = _scan_date(session_dir, subject, session, fmt, t1s[0].name, t1_paths)
+        folder_date = aibl_folders.scan_date(subject, session) if fmt == "aibl" else None
+        if folder_date is not None:
+            if found.value is not None and found.value != folder_date.value:
+                log.info("%s %s: image folder date %s (%s) differs from %s %s (%s); the folder date is used",
+                         subject, session, folder_date.value, folder_date.file, found.column, found.value, found.file)
+            found = folder_date
         if found.value is None:
             exclusions.add(subject, session, found.file, found.row, found.column, found.reason)
             continue
