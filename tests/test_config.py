@@ -69,3 +69,10 @@ def test_raw_cohort_needs_its_download_folders_and_plans_the_convert_stage(snake
     (root / "mri").mkdir()
     process = run_snakemake(snakemake_workdir, "-n", configfiles=(demo, overlay))
     assert "convert_nacc" in process.stdout and "convert_clinica" not in process.stdout
+
+
+def test_demo_raw_overlay_plans_the_raw_download_and_its_conversion(snakemake_workdir: Path) -> None:
+    process = run_snakemake(snakemake_workdir, "-n", configfiles=(REPO / "config" / "demo.yaml",
+                                                                  REPO / "config" / "demo-raw.yaml"))
+    for rule, count in (("synthesize_raw_download", 3), ("convert_clinica", 2), ("convert_nacc", 1)):
+        assert any(line.split() == [rule, str(count)] for line in process.stdout.splitlines()), rule

@@ -19,7 +19,7 @@ from workflow.dicom import FLAIR, MRSequence, write_dicom_series
 from workflow.nacc_zips import RESULT_COLUMNS, Series, ZipExcluded, choose_t1, convert_nacc, convert_nacc_zips
 
 DCM2NIIX = str(Path(sys.executable).parent / "dcm2niix")
-PATTERN = "mprage|mp-rage|mp_rage|spgr|ir-fspgr|bravo|tfe|t1"  # config.yaml's convert.nacc_t1_series
+PATTERN = "mprage|mp-rage|mp_rage|spgr|ir-fspgr|bravo|tfe|t1"  # config.yaml's convert.t1_series
 ACQUISITION = datetime(2014, 9, 2, 9, 30, 0)
 # NACC synthetic volumes run right-to-left along x.
 AFFINE = np.array([[-4.0, 0, 0, 40.0], [0, 4.0, 0, -47.0], [0, 0, 4.0, -30.0], [0, 0, 0, 1]])
@@ -209,3 +209,37 @@ def test_choose_t1_rules() -> None:
         choose_t1([_fake("MPRAGE 4D", (64, 64, 40, 3), 1)], PATTERN)
     with pytest.raises(ZipExcluded, match=r"^no image: no T1 series among \['AX FLAIR'\]"):
         choose_t1([flair], PATTERN)
+
+
+@pytest.mark.slow
+def test_a_users_raw_nacc_download_goes_through_the_convert_stage_into_intake(tiny_synthetic_cohorts, tmp_path):
+    """`source: raw` as a user has it: a NACC download (written by the raw-download CLI from the tiny
+    synthetic cohort) plus one broken zip, under a root of the user's; Snakemake's convert_nacc
+    and intake_cohort rules give every image of the MRI table, and the broken zip is an exclusion
+    that intake carries, with its reason."""
+    import subprocess
+
+    import yaml
+    from conftest import TINY_CONFIG, VENV_ON_PATH, run_snakemake
+
+    root = tmp_path / "NACC_download"
+    subprocess.run([sys.executable, "-m", "workflow.raw_download", str(tiny_synthetic_cohorts["NACC"]), str(root)],
+                   check=True, capture_output=True)
+    (root / "mri" / "mri99999ni.zip").write_bytes(b"PK\x03\x04 truncated in transfer")
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["cohorts"] = {"ADNI": {"source": "synthetic"}, "AIBL": {"source": "synthetic"},
+                         "NACC": {"source": "raw", "root": str(root)}}
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    run_snakemake(workdir, "--cores", "2", paths.INTAKE_IMAGES.format(cohort="NACC"), configfiles=(config_path,),
+                  env=VENV_ON_PATH)
+
+    images = pd.read_csv(workdir / paths.INTAKE_IMAGES.format(cohort="NACC"), sep="\t", dtype=str)
+    sessions = pd.read_csv(tiny_synthetic_cohorts["NACC"] / "truth" / "sessions.tsv", sep="\t", dtype=str)
+    assert sorted(zip(images["subject"], images["acq_date"])) == sorted(zip(sessions["subject"], sessions["acq_date"]))
+    assert images["path"].str.startswith(paths.CONVERTED_NIFTI.format(cohort="NACC")).all()
+    exclusions = pd.read_csv(workdir / paths.INTAKE_EXCLUSIONS.format(cohort="NACC"), sep="\t", dtype=str)
+    [broken] = exclusions[exclusions["stage"] == "convert"].to_dict("records")
+    assert broken["file"].endswith("mri/mri99999ni.zip") and broken["reason"].startswith("unreadable:")

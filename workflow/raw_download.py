@@ -454,28 +454,37 @@ def _write_adni(root: Path, out_root: Path, sessions: pd.DataFrame, wanted: set[
     return [str(Path(t).relative_to(out_root)) for t in tables], rows
 
 
-def _write_adni_session(plan: SessionPlan, images: Path, out_root: Path, merge: pd.DataFrame) -> list[dict]:
-    """The T1 and FLAIR series of one ADNI session, and their LONI XML files."""
+def _write_loni_session(plan: SessionPlan, images: Path, out_root: Path, study: str, t1_description: str,
+                        other_description: str, model_name: str, merge: pd.DataFrame | None = None) -> list[dict]:
+    """The T1 and decoy FLAIR series of one LONI (ADNI / AIBL) session, in LONI's folder and file
+    names, and for ADNI (``merge`` given) the LONI XML file of each image."""
     volume = nib.load(plan.image)
     rows = []
-    series = [("T1", plan.t1_description, _sagittal(volume), plan.image_id, plan.series_id, T1_SERIES_NUMBER,
+    series = [("T1", t1_description, _sagittal(volume), plan.image_id, plan.series_id, T1_SERIES_NUMBER,
                MPRAGE, plan.acquired),
-              ("other", ADNI_OTHER_SERIES, _other_series_image(volume), plan.image_id + 1, plan.series_id + 1,
+              ("other", other_description, _other_series_image(volume), plan.image_id + 1, plan.series_id + 1,
                OTHER_SERIES_NUMBER, FLAIR, plan.acquired + timedelta(minutes=OTHER_SERIES_DELAY_MIN))]
     for kind, description, image, image_id, series_id, number, sequence, acquired in series:
         folder = loni_folder_name(description)
         target = images / plan.source_id / folder / loni_date_folder(plan.acquired) / f"I{image_id}"
-        stem = (f"ADNI_{plan.source_id}_MR_{folder}_br_raw_{_archive_stamp(acquired, f'{image_id}')}"
+        stem = (f"{study}_{plan.source_id}_MR_{folder}_br_raw_{_archive_stamp(acquired, f'{image_id}')}"
                 f"_{{slice}}_S{series_id}_I{image_id}.dcm")
         _write_series(image, target, stem, patient_id=plan.source_id, series_description=description,
-                      acquisition=acquired, uid_seed=f"adni/{plan.subject}/{plan.session}", series_number=number,
-                      field_strength=plan.field_strength, manufacturer=plan.manufacturer,
-                      model_name=MODELS[(plan.manufacturer, plan.field_strength)], sequence=sequence)
-        xml = images / f"ADNI_{plan.source_id}_{folder}_S{series_id}_I{image_id}.xml"
-        thickness = float(np.linalg.norm(image.affine[:3, 2]))
-        xml.write_bytes(loni_xml(plan, description, image_id, series_id, sequence, thickness, merge))
+                      acquisition=acquired, uid_seed=f"{study.lower()}/{plan.subject}/{plan.session}",
+                      series_number=number, field_strength=plan.field_strength, manufacturer=plan.manufacturer,
+                      model_name=model_name, sequence=sequence)
+        if merge is not None:
+            xml = images / f"{study}_{plan.source_id}_{folder}_S{series_id}_I{image_id}.xml"
+            thickness = float(np.linalg.norm(image.affine[:3, 2]))
+            xml.write_bytes(loni_xml(plan, description, image_id, series_id, sequence, thickness, merge))
         rows.append(_truth_row(plan, kind, description, image_id, series_id, target, out_root))
     return rows
+
+
+def _write_adni_session(plan: SessionPlan, images: Path, out_root: Path, merge: pd.DataFrame) -> list[dict]:
+    """The T1 and FLAIR series of one ADNI session, and their LONI XML files."""
+    return _write_loni_session(plan, images, out_root, "ADNI", plan.t1_description, ADNI_OTHER_SERIES,
+                               MODELS[(plan.manufacturer, plan.field_strength)], merge)
 
 
 def loni_xml(plan: SessionPlan, description: str, image_id: int, series_id: int, sequence: MRSequence,
@@ -813,23 +822,8 @@ def aibl_mri_meta(plans: list[SessionPlan], site_of: dict[str, str]) -> pd.DataF
 
 def _write_aibl_session(plan: SessionPlan, images: Path, out_root: Path) -> list[dict]:
     """The T1 and FLAIR series of one AIBL session (aibl-to-bids converts a whole I<id> folder)."""
-    volume = nib.load(plan.image)
-    rows = []
-    series = [("T1", AIBL_T1_SERIES, _sagittal(volume), plan.image_id, plan.series_id, T1_SERIES_NUMBER, MPRAGE,
-               plan.acquired),
-              ("other", AIBL_OTHER_SERIES, _other_series_image(volume), plan.image_id + 1, plan.series_id + 1,
-               OTHER_SERIES_NUMBER, FLAIR, plan.acquired + timedelta(minutes=OTHER_SERIES_DELAY_MIN))]
-    for kind, description, image, image_id, series_id, number, sequence, acquired in series:
-        folder = loni_folder_name(description)
-        target = images / plan.source_id / folder / loni_date_folder(plan.acquired) / f"I{image_id}"
-        stem = (f"AIBL_{plan.source_id}_MR_{folder}_br_raw_{_archive_stamp(acquired, f'{image_id}')}"
-                f"_{{slice}}_S{series_id}_I{image_id}.dcm")
-        _write_series(image, target, stem, patient_id=plan.source_id, series_description=description,
-                      acquisition=acquired, uid_seed=f"aibl/{plan.subject}/{plan.session}", series_number=number,
-                      field_strength=plan.field_strength, manufacturer=plan.manufacturer,
-                      model_name="Avanto" if plan.field_strength == 1.5 else "TrioTim", sequence=sequence)
-        rows.append(_truth_row(plan, kind, description, image_id, series_id, target, out_root))
-    return rows
+    return _write_loni_session(plan, images, out_root, "AIBL", AIBL_T1_SERIES, AIBL_OTHER_SERIES,
+                               "Avanto" if plan.field_strength == 1.5 else "TrioTim")
 
 
 # --- NACC -----------------------------------------------------------------------------------------
