@@ -439,9 +439,13 @@ def pretrain(
     step_module: nn.Module = PretrainStep(model)
     if processes.enabled:
         device_ids = [processes.device.index] if processes.device.type == "cuda" else None
-        # A variant without ITC or ITM leaves that loss's head without gradient.
-        unused_heads = not (getattr(model, "use_itc", True) and getattr(model, "use_itm", True))
-        step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=device_ids, find_unused_parameters=unused_heads)
+        # Which parameters get a gradient depends on the batch: the tabular encoder's pad token only
+        # when some row of the batch is padded (a batch of one cohort, or of equally wide cohorts,
+        # has none), and a variant without ITC or ITM never uses that loss's head. Without
+        # find_unused_parameters, one process whose batch had no padding skips that gradient's
+        # all-reduce while the other waits in it: the processes fall out of step and abort (gloo)
+        # or hang (nccl). The cost is one walk of the autograd graph per step.
+        step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=device_ids, find_unused_parameters=True)
     loader, sampler = make_loader(train_set, settings.batch_size, processes, settings.seed, settings.shuffle, True, settings.num_workers)
     if len(loader) == 0:
         raise ValueError(f"no training batch: {len(train_set)} rows for {processes.world_size} process(es) x batch {settings.batch_size}")

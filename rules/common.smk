@@ -1,10 +1,11 @@
 # Shared set-up for every stage: the config is validated before any rule is defined, and the
-# facts every rule file needs (cohort names, path patterns, code files) are computed once here.
+# facts every rule file needs (cohort names, path patterns, fingerprint helpers) are set up once here.
 import sys
 
 from workflow import paths
 from workflow.config_checks import validate_config
-from workflow.smk import code_files, shell_prefix
+from workflow.fingerprints import code_fingerprint, data_fingerprints, with_user_folders_ancient
+from workflow.smk import shell_prefix
 
 validate_config(config)
 

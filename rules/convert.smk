@@ -9,13 +9,18 @@ CONVERT = config["convert"]
 rule convert_clinica:
     """Clinica's adni-to-bids / aibl-to-bids (T1) on a cohort's LONI image download and clinical CSVs."""
     input:
-        unpack(lambda wildcards: raw_inputs(config, wildcards.cohort)),
-        code=code_files("workflow.convert", "workflow.clinica"),
+        # The download's folders are ancient(): their `data` fingerprint below decides whether they changed.
+        unpack(lambda wildcards: with_user_folders_ancient(
+            raw_inputs(config, wildcards.cohort), config, wildcards.cohort
+        )),
     output:
         bids=directory(paths.CONVERTED_BIDS),
         exclusions=paths.CONVERT_EXCLUSIONS,
     params:
+        code=code_fingerprint("workflow/scripts/convert_clinica.py"),
         folders=lambda wildcards: raw_folders(config, wildcards.cohort),
+        # Every file below the download's folders (workflow/fingerprints.py): edits in them rerun it.
+        data=lambda wildcards: data_fingerprints(config, wildcards.cohort, "convert"),
         fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
         clinica=CONVERT["clinica"],
         t1_series=CONVERT["t1_series"],
@@ -37,13 +42,18 @@ rule convert_clinica:
 rule convert_nacc:
     """dcm2niix on each NACC MRI session zip: the session's T1 series -> one NIfTI per zip."""
     input:
-        unpack(lambda wildcards: raw_inputs(config, wildcards.cohort)),
-        code=code_files("workflow.convert", "workflow.nacc_zips"),
+        # The download's folders are ancient(): their `data` fingerprint below decides whether they changed.
+        unpack(lambda wildcards: with_user_folders_ancient(
+            raw_inputs(config, wildcards.cohort), config, wildcards.cohort
+        )),
     output:
         images=directory(paths.CONVERTED_NIFTI),
         exclusions=paths.CONVERT_EXCLUSIONS,
     params:
+        code=code_fingerprint("workflow/scripts/convert_nacc.py"),
         folders=lambda wildcards: raw_folders(config, wildcards.cohort),
+        # Every file below the download's folders (workflow/fingerprints.py): edits in them rerun it.
+        data=lambda wildcards: data_fingerprints(config, wildcards.cohort, "convert"),
         dcm2niix=CONVERT["dcm2niix"],
         t1_series=CONVERT["t1_series"],
     wildcard_constraints:

@@ -4,12 +4,11 @@ from workflow.headers import encoder_settings, header_texts
 
 rule embed_headers:
     """Embed all header texts of all cohorts once with the {encoder} text encoder (cached)."""
-    input:
-        code=code_files("workflow.headers", "workflow.columns", "model.header_bank"),
     output:
         bank=paths.HEADER_BANK,
         similarity=paths.HEADER_SIMILARITY,
     params:
+        code=code_fingerprint("workflow/scripts/embed_headers.py"),
         texts=header_texts(config),
         encoder=lambda wildcards: encoder_settings(config["headers"], wildcards.encoder),
         batch_size=config["headers"]["batch_size"],

@@ -7,7 +7,6 @@ PREPROCESS = config["preprocess"]
 preprocess_stage.check_user_files(PREPROCESS)
 PREPROCESS_FILES = preprocess_stage.session_files(PREPROCESS["voxel_size_mm"])
 PREPROCESS_TEMPLATE = preprocess_stage.template_files(PREPROCESS["voxel_size_mm"])
-PREPROCESS_CODE = code_files("workflow.preprocess", "workflow.templates")
 
 
 rule preprocess_all:
@@ -20,12 +19,12 @@ rule preprocess_template:
     """The registration target at the working voxel size, its Clinica crop and brain mask."""
     input:
         template=PREPROCESS["template"] or [],
-        code=PREPROCESS_CODE,
     output:
         head=PREPROCESS_TEMPLATE["head"],
         crop=PREPROCESS_TEMPLATE["crop"],
         brainmask=PREPROCESS_TEMPLATE["brainmask"],
     params:
+        code=code_fingerprint("workflow/scripts/preprocess_template.py"),
         template=PREPROCESS["template"],
         voxel_size_mm=PREPROCESS["voxel_size_mm"],
     log:
@@ -45,10 +44,10 @@ rule preprocess_check_t1:
     """Read one native T1 and write whether it can be preprocessed (and why not)."""
     input:
         t1=preprocess_stage.native_t1_input(checkpoints),
-        code=PREPROCESS_CODE,
     output:
         verdict=PREPROCESS_FILES["check"],
     params:
+        code=code_fingerprint("workflow/scripts/preprocess_check_t1.py"),
         voxel_size_range_mm=PREPROCESS["check"]["voxel_size_range_mm"],
         min_axis_voxels=PREPROCESS["check"]["min_axis_voxels"],
     log:
@@ -69,9 +68,10 @@ checkpoint preprocess_accepted:
     input:
         images=lambda wildcards: preprocess_stage.intake_images(checkpoints, wildcards.cohort),
         verdicts=preprocess_stage.every_image_input(checkpoints, PREPROCESS_FILES["check"]),
-        code=PREPROCESS_CODE,
     output:
         accepted=preprocess_stage.ACCEPTED,
+    params:
+        code=code_fingerprint("workflow/scripts/preprocess_accepted.py"),
     log:
         "results/logs/preprocess_accepted/{cohort}.log",
     benchmark:
@@ -87,11 +87,11 @@ rule preprocess_n4:
     """N4 bias field correction (Clinica's settings), native space."""
     input:
         t1=preprocess_stage.native_t1_input(checkpoints),
-        code=PREPROCESS_CODE,
     output:
         n4=PREPROCESS_FILES["n4"],
         bias=PREPROCESS_FILES["bias"],
     params:
+        code=code_fingerprint("workflow/scripts/preprocess_n4.py"),
         n4=PREPROCESS["n4"],
     log:
         "results/logs/preprocess_n4/{cohort}/{subject}_{session}.log",
@@ -112,11 +112,11 @@ rule preprocess_register:
         n4=PREPROCESS_FILES["n4"],
         template=PREPROCESS_TEMPLATE["head"],
         template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
-        code=code_files("workflow.preprocess", "workflow.preprocess_qc"),
     output:
         affine=PREPROCESS_FILES["affine"],
         crop=PREPROCESS_FILES["crop"],
     params:
+        code=code_fingerprint("workflow/scripts/preprocess_register.py"),
         voxel_size_mm=PREPROCESS["voxel_size_mm"],
         seed=PREPROCESS["random_seed"],
         type_of_transform=PREPROCESS["registration"]["type_of_transform"],
@@ -144,11 +144,11 @@ rule preprocess_skullstrip:
             if PREPROCESS["skullstrip"]["method"] == "synthstrip"
             else []
         ),
-        code=code_files("workflow.skullstrip"),
     output:
         mask=PREPROCESS_FILES["mask"],
         brain=PREPROCESS_FILES["brain"],
     params:
+        code=code_fingerprint("workflow/scripts/preprocess_skullstrip.py"),
         skullstrip=PREPROCESS["skullstrip"],
     log:
         "results/logs/preprocess_skullstrip/{cohort}/{subject}_{session}.log",
@@ -168,11 +168,11 @@ rule preprocess_model_ready:
     input:
         crop=PREPROCESS_FILES["crop"],
         mask=PREPROCESS_FILES["mask"],
-        code=PREPROCESS_CODE,
     output:
         volume=PREPROCESS_FILES["volume"],
         sidecar=PREPROCESS_FILES["volume_sidecar"],
     params:
+        code=code_fingerprint("workflow/scripts/preprocess_model_ready.py"),
         shape=config["pretrain"]["image_shape"],
         dtype=PREPROCESS["model_ready"]["dtype"],
     log:
@@ -197,7 +197,6 @@ rule preprocess_image_qc:
         volume=PREPROCESS_FILES["volume"],
         template_crop=PREPROCESS_TEMPLATE["crop"],
         template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
-        code=code_files("workflow.preprocess_qc", "workflow.preprocess"),
     output:
         qc=PREPROCESS_FILES["qc"],
         mosaic=report(
@@ -205,6 +204,7 @@ rule preprocess_image_qc:
             subcategory="{cohort}", labels={"cohort": "{cohort}", "image": "{subject} {session}"},
         ),
     params:
+        code=code_fingerprint("workflow/scripts/preprocess_image_qc.py"),
         truth=preprocess_stage.truth_param(config, "truth"),
         truth_brainmask=preprocess_stage.truth_param(config, "brainmask"),
     log:
@@ -226,11 +226,11 @@ rule preprocess_cohort_qc:
         images=lambda wildcards: preprocess_stage.intake_images(checkpoints, wildcards.cohort),
         verdicts=preprocess_stage.every_image_input(checkpoints, PREPROCESS_FILES["check"]),
         qc=preprocess_stage.accepted_image_input(checkpoints, PREPROCESS_FILES["qc"]),
-        code=code_files("workflow.preprocess_qc", "workflow.preprocess"),
     output:
         qc=report(paths.PREPROCESS_QC, caption="../workflow/report/qc.rst", category="Preprocessing QC", subcategory="{cohort}"),
         exclusions=paths.PREPROCESS_EXCLUSIONS,
     params:
+        code=code_fingerprint("workflow/scripts/preprocess_cohort_qc.py"),
         thresholds=PREPROCESS["qc"],
     log:
         "results/logs/preprocess_cohort_qc/{cohort}.log",

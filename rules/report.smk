@@ -9,12 +9,12 @@ rule results_table:
             cohort=COHORTS,
             seed=config["finetune"]["seeds"],
         ),
-        code=code_files("workflow.report"),
     output:
         csv=report(paths.TABLE1.format(ext="csv"), caption="../workflow/report/results.rst", category="Results"),
         markdown=paths.TABLE1.format(ext="md"),
         latex=paths.TABLE1.format(ext="tex"),
     params:
+        code=code_fingerprint("workflow/scripts/results_table.py"),
         variants=config["report"]["variants"],
         cohorts=COHORTS,
         method_names=config["report"]["method_names"],

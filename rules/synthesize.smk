@@ -9,13 +9,10 @@ SYNTHETIC_RAW_COHORTS = [name for name, cohort in config["cohorts"].items() if c
 
 rule synthesize_cohort:
     """Generate one synthetic cohort in its native format: clinical tables, T1w heads, ground truth."""
-    input:
-        code=code_files(
-            "workflow.synthesize", "workflow.synthetic_clinical", "workflow.synthetic_mri", "workflow.templates"
-        ),
     output:
         root=directory(paths.SYNTHETIC_ROOT),
     params:
+        code=code_fingerprint("workflow/scripts/synthesize_cohort.py"),
         fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
         settings=lambda wildcards: cohort_settings(SYNTHETIC, wildcards.cohort),
     wildcard_constraints:
@@ -38,10 +35,10 @@ rule synthesize_raw_download:
     """Write a synthetic cohort as the data centre ships it (LONI DICOM folders or NACC zips + CSVs)."""
     input:
         natives=paths.SYNTHETIC_ROOT,
-        code=code_files("workflow.raw_download", "workflow.dicom"),
     output:
         root=directory(paths.SYNTHETIC_RAW_ROOT),
     params:
+        code=code_fingerprint("workflow/scripts/synthesize_raw_download.py"),
         fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
     wildcard_constraints:
         cohort="|".join(SYNTHETIC_RAW_COHORTS) or "(?!)",

@@ -11,7 +11,6 @@ rule build_table:
         qc=paths.PREPROCESS_QC,
         columns=str(resolve_columns_path(config["tables"]["columns"])),
         split_table=lambda wildcards: config["tables"]["split_tables"].get(wildcards.cohort, []),
-        code=code_files("workflow.tables", "workflow.intake", "workflow.columns"),
     output:
         table=paths.TABLE,
         columns=paths.TABLE_COLUMNS,
@@ -23,6 +22,7 @@ rule build_table:
             paths.TABLE_SUMMARY_MD, caption="../workflow/report/table_summary.rst", category="Clinical tables", subcategory="{cohort}"
         ),
     params:
+        code=code_fingerprint("workflow/scripts/build_table.py"),
         window_days=config["tables"]["window_days"],
         exact_visit_code=config["tables"]["exact_visit_code"],
         timepoint=config["tables"]["timepoint"],

@@ -14,11 +14,11 @@ rule pretrain:
         tables=expand(paths.TABLE, cohort=COHORTS),
         columns=expand(paths.TABLE_COLUMNS, cohort=COHORTS),
         header_bank=train_stage.header_bank_path(config),
-        code=code_files("workflow.train", "model"),
     output:
         weights=paths.PRETRAINED_WEIGHTS,
         metrics=train_stage.PRETRAIN_METRICS,
     params:
+        code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         cohorts=COHORTS,
         encoder=train_stage.configured_encoder(config),
         settings=train_stage.pretrain_settings(config),
@@ -49,11 +49,11 @@ rule finetune:
         columns=paths.TABLE_COLUMNS,
         header_bank=train_stage.header_bank_path(config),
         pretrained=lambda wildcards: train_stage.pretrained_input(wildcards.variant, config),
-        code=code_files("workflow.train", "model"),
     output:
         best=paths.FINETUNED_WEIGHTS,
         metrics=train_stage.FINETUNE_METRICS,
     params:
+        code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         encoder=train_stage.configured_encoder(config),
         settings=lambda wildcards: train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort),
         pretrained=lambda wildcards, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
@@ -82,11 +82,11 @@ rule evaluate:
         columns=paths.TABLE_COLUMNS,
         header_bank=train_stage.header_bank_path(config),
         weights=paths.FINETUNED_WEIGHTS,
-        code=code_files("workflow.train", "model"),
     output:
         metrics=paths.EVAL_METRICS,
         predictions=paths.EVAL_PREDICTIONS,
     params:
+        code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         encoder=train_stage.configured_encoder(config),
         settings=lambda wildcards: train_stage.evaluate_settings(config, wildcards.variant),
     log:

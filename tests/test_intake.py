@@ -21,6 +21,7 @@ from workflow.columns import (
 )
 from workflow.intake import (
     CELL_QC_COLUMNS,
+    Exclusions,
     IntakeError,
     default_files,
     harmonise,
@@ -170,7 +171,8 @@ def test_adding_a_cohort_or_column_is_a_yaml_edit(tmp_path):
     document = yaml.safe_load(COLUMNS_YAML.read_text())
     mine = {"format": "adni", "label": document["cohorts"]["ADNI"]["label"],
             "columns": document["cohorts"]["ADNI"]["columns"][:3]
-            + [{"name": "cdr_sb", "header": "CDR sum of boxes", "type": "continuous", "source": "CDRSB"}]}
+            + [{"name": "cdr_sb", "header": "CDR sum of boxes", "type": "continuous", "source": "CDRSB",
+                "missing": [-4, -1], "range": [0, 18]}]}
     document["cohorts"]["MYADNI"] = mine
     path = tmp_path / "columns.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -597,7 +599,7 @@ def test_bad_feature_cells_become_missing_and_go_to_cell_qc(tmp_path):
         ["ADNI027S0074", "bl", 2, "ADAS11", "adas11", "99"]]
     assert cell_qc["file"].str.endswith("ADNIMERGE.csv").all()
     assert cell_qc["reason"].tolist() == [
-        "bad value: unknown categorical code 'X' (expected one of ['Male', 'Female'] or a missing code [])",
+        "bad value: unknown categorical code 'X' (expected one of ['Male', 'Female'] or a missing code ['-4', '-1'])",
         "bad value: 'twenty' is not a number",
         "bad value: value 99 is outside the expected range [0, 70]"]
 
@@ -637,3 +639,212 @@ def test_intake_cohort_writes_cell_qc_and_carries_the_convert_exclusions(tmp_pat
     with pytest.raises(IntakeError, match=r"convert_exclusions.tsv: columns \['subject'\]; expected exactly"):
         intake_cohort(str(root / "clinical"), str(root / "bids"), str(upstream), str(COLUMNS_YAML), "ADNI", "adni",
                       None, *(str(out[name]) for name in ("images", "visits", "exclusions", "cell_qc")))
+
+
+# --- missing codes, subject ids and prefixes, file reading, BIDS labels (a user's issue) -------------
+
+def test_adni_per_form_missing_codes_and_the_sas_dot_are_missing(tmp_path):
+    """Issue A: -4 / -1 (ADNI per-form codes) and '.' (SAS) are missing values, not CSF or FDG numbers;
+    a CSF or FDG value outside its plausible range is a bad cell; RAVLT learning and forgetting keep
+    -1 and -4 (differences of two recalls: real scores)."""
+    rows = [adni_row("027_S_0074", "bl", "2010-01-05", "CN", ABETA="-4", TAU="-1", PTAU=".", FDG="-4", MMSE=".",
+                     ADAS13="-1", RAVLT_learning="-1", RAVLT_forgetting="-4"),
+            adni_row("027_S_0074", "m06", "2010-07-05", "CN", ABETA="-4.0", TAU="99999", FDG="0.2")]
+    root = write_adni(tmp_path / "ADNI", rows, [])
+    _, visits, exclusions, cell_qc = read_root(root, "ADNI", "adni")
+    assert exclusions.empty
+    first, second = visits.to_dict("records")
+    for name in ("csf_abeta", "csf_tau", "csf_ptau", "fdg", "mmse", "adas13"):
+        assert math.isnan(first[name]), name
+    assert (first["ravlt_learning"], first["ravlt_forgetting"]) == (-1.0, -4.0)
+    assert all(math.isnan(second[name]) for name in ("csf_abeta", "csf_tau", "fdg"))
+    assert cell_qc[["row", "column", "value"]].values.tolist() == [[3, "TAU", "99999"], [3, "FDG", "0.2"]]
+    assert cell_qc["reason"].str.contains("outside the expected range").all()
+
+
+def test_the_sas_dot_is_missing_in_nacc_and_aibl_cells(tmp_path):
+    nacc = write_nacc(tmp_path / "NACC", [nacc_visit("NACC000001", 1, (2014, 3, 2), 1, NACCMMSE=".", SEX=".",
+                                                     TRAILB=".")], [])
+    _, visits, _, cell_qc = read_root(nacc, "NACC", "nacc")
+    assert cell_qc.empty and all(math.isnan(visits[name].iloc[0]) for name in ("mmse", "sex", "trail_b"))
+    visits_aibl = aibl_visits()[:1]
+    visits_aibl[0].update(MMSCORE=".", LIMMTOTAL="-4")
+    aibl = write_aibl(tmp_path / "AIBL", visits_aibl, {"1": {"PTGENDER": ".", "PTDOB": "/1938", "APGEN1": "3",
+                                                             "APGEN2": "4"}}, [])
+    _, table, _, cell_qc = read_root(aibl, "AIBL", "aibl")
+    assert cell_qc.empty and all(math.isnan(table[name].iloc[0]) for name in ("mmse", "sex", "lm_immediate"))
+
+
+def test_two_native_ids_giving_one_subject_label_stop_intake(tmp_path):
+    """Issue B: PTIDs 005_S_5735 and 005S5735 both give ADNI005S5735; their visits would be merged
+    into one participant. The error names both ids with their files and lines."""
+    rows = [adni_row("005_S_5735", "bl", "2012-01-05", "CN"), adni_row("005S5735", "m06", "2012-07-05", "MCI")]
+    root = write_adni(tmp_path / "ADNI", rows, [])
+    with pytest.raises(IntakeError) as error:
+        read_root(root, "ADNI", "adni")
+    merge = root / "clinical" / "ADNIMERGE.csv"
+    assert str(error.value).startswith(
+        f"{merge}: line 3, column PTID: subject id '005S5735' and subject id '005_S_5735' ({merge}, line 2) both "
+        f"become subject label 'ADNI005S5735'")
+    # NACC: an MRI-table id that differs from the visit table's only by punctuation is a collision too.
+    nacc = write_nacc(tmp_path / "NACC", [nacc_visit("NACC000001", 1, (2014, 3, 2), 1)],
+                      [{"NACCID": "NACC-000001", "MRIYR": 2014, "MRIMO": 4, "MRIDY": 1, "NACCMRFI": "mri1ni.zip"}])
+    with pytest.raises(IntakeError, match=r"investigator_mri_nacc66.csv: line 2, column NACCID: subject id "
+                                          r"'NACC-000001' and subject id 'NACC000001' \(.*investigator_nacc66.csv, "
+                                          r"line 2\) both become subject label 'NACC000001'"):
+        read_root(nacc, "NACC", "nacc")
+
+
+def test_unsafe_subject_ids_are_excluded_with_file_line_and_column(tmp_path):
+    """Issue B: ids that could become a path or hide a typo ('../x', spaces, a null text) are not
+    rewritten: their rows are excluded, naming file, line and column."""
+    rows = [adni_row("027_S_0074", "bl", "2010-01-05", "CN"), adni_row("../x", "bl", "2010-01-05", "CN"),
+            adni_row("027 S 0075", "bl", "2010-01-05", "CN"), adni_row("NA", "bl", "2010-01-05", "CN")]
+    root = write_adni(tmp_path / "ADNI", rows, [("ADNI027S0074", "M000", "2010-01-07")])
+    images, visits, exclusions, _ = read_root(root, "ADNI", "adni")
+    assert visits["subject"].tolist() == ["ADNI027S0074"] and len(images) == 1
+    assert exclusions[["subject", "session", "row", "column"]].values.tolist() == [
+        ["../x", "bl", 3, "PTID"], ["027 S 0075", "bl", 4, "PTID"], ["NA", "bl", 5, "PTID"]]
+    assert exclusions["file"].str.endswith("ADNIMERGE.csv").all()
+    assert exclusions["reason"].tolist() == [
+        "bad subject id: the subject id '../x' has characters outside letters, digits, '_' and '-' (['.', '/']); "
+        "it is not rewritten (two ids could become one participant, or a path)",
+        "bad subject id: the subject id '027 S 0075' has characters outside letters, digits, '_' and '-' ([' ']); "
+        "it is not rewritten (two ids could become one participant, or a path)",
+        "bad subject id: the subject id is empty or a null text ('NA')"]
+    nacc = write_nacc(tmp_path / "NACC", [nacc_visit("NACC000001", 1, (2014, 3, 2), 1)],
+                      [{"NACCID": "NACC000001", "MRIYR": 2014, "MRIMO": 4, "MRIDY": 1, "NACCMRFI": "mri1ni.zip"},
+                       {"NACCID": "NACC/2", "MRIYR": 2014, "MRIMO": 5, "MRIDY": 1, "NACCMRFI": "mri2ni.zip"}])
+    images, _, exclusions, _ = read_root(nacc, "NACC", "nacc")
+    assert images["subject"].tolist() == ["NACC000001"]
+    assert exclusions[["subject", "row", "column"]].values.tolist() == [["NACC/2", 3, "NACCID"]]
+    assert exclusions["file"].iloc[0].endswith("investigator_mri_nacc66.csv")
+
+
+def oasis_columns(tmp_path: Path) -> Path:
+    """The shipped column definitions plus OASIS, a fourth cohort in the ADNI format."""
+    document = yaml.safe_load(COLUMNS_YAML.read_text())
+    document["cohorts"]["OASIS"] = document["cohorts"]["ADNI"]
+    path = tmp_path / "columns.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def oasis_root(root: Path) -> Path:
+    """OASIS in the ADNI layout: PTID OAS30001, BIDS folders sub-OAS30001 (no ADNI prefix); the
+    M006 session has no acq_time and is dated by Clinica's t1_paths.tsv, listed by PTID."""
+    root = write_adni(root, [adni_row("OAS30001", "bl", "2010-01-05", "CN"), adni_row("OAS30001", "m06", "2010-07-05", "MCI")],
+                      [("OAS30001", "M000", "2010-01-07")])
+    session = root / "bids" / "sub-OAS30001" / "ses-M006"
+    (session / "anat").mkdir(parents=True)
+    (session / "anat" / "sub-OAS30001_ses-M006_T1w.nii.gz").write_bytes(b"")
+    write_scans(session, ["filename", "scan_id", "mri_field"], [["anat/sub-OAS30001_ses-M006_T1w.nii.gz", "5", "3"]])
+    write_t1_paths(root / "bids", "v0", [("OAS30001", "m06", "2010-07-01", "5")])
+    return root
+
+
+def test_a_fourth_adni_format_cohort_takes_its_subject_prefix_from_config(tmp_path):
+    """Issue C: the subject prefix (ADNI, AIBL) is config, not code. With the format's default
+    ('ADNI') no image of sub-OAS30001 would meet a visit: intake stops, saying which setting joins
+    them. With subject_prefix '' every image is paired with its visit."""
+    from workflow.tables import align
+
+    root, columns = oasis_root(tmp_path / "OASIS"), oasis_columns(tmp_path)
+    with pytest.raises(IntakeError, match=r"cohort OASIS: none of the 1 subjects with images \(e.g. \['OAS30001'\]\) "
+                                          r"has a row in the clinical tables, whose ids give the labels "
+                                          r"\['ADNIOAS30001'\] \(prefix 'ADNI', the format's default, plus the PTID .*"
+                                          r"Set cohorts.OASIS.subject_prefix in config"):
+        read_cohort(root / "clinical", root / "bids", "OASIS", columns, "adni")
+    images, visits, exclusions, _ = read_cohort(root / "clinical", root / "bids", "OASIS", columns, "adni", None, "")
+    assert exclusions.empty and set(visits["subject"]) == {"OAS30001"}
+    assert images[["subject", "session", "source_id", "visit_code", "acq_date"]].values.tolist() == [
+        ["OAS30001", "M000", "OAS30001", "bl", "2010-01-07"], ["OAS30001", "M006", "OAS30001", "m06", "2010-07-01"]]
+    pairs = align(images.assign(volume="v.npy"), visits, 182, True, "visits.tsv", Exclusions("tables", "OASIS"))
+    assert pairs[["session", "visit_code", "alignment"]].values.tolist() == [
+        ["M000", "bl", "exact_visit_code"], ["M006", "m06", "exact_visit_code"]]
+    with pytest.raises(IntakeError, match=r"config cohorts.OASIS.subject_prefix: 'OA-S'; expected letters and digits"):
+        read_cohort(root / "clinical", root / "bids", "OASIS", columns, "adni", None, "OA-S")
+
+
+def test_subject_prefix_is_an_optional_config_key_of_letters_and_digits():
+    from snakemake.exceptions import WorkflowError
+
+    from workflow.config_checks import validate_config
+
+    config = {"cohorts": {"A": {"source": "synthetic", "format": "adni", "subject_prefix": ""},
+                          "B": {"source": "synthetic", "format": "aibl", "subject_prefix": "OAS"},
+                          "C": {"source": "synthetic", "format": "nacc"}}}
+    validate_config(config)
+    assert "subject_prefix" not in config["cohorts"]["C"]  # unset: intake takes the format's default
+    config["cohorts"]["A"]["subject_prefix"] = "../"
+    with pytest.raises(WorkflowError, match="subject_prefix"):
+        validate_config(config)
+
+
+def test_the_intake_rule_passes_the_subject_prefix(snakemake_workdir, tmp_path):
+    """The rule hands config cohorts.<name>.subject_prefix to intake (through the real CLI)."""
+    from conftest import REPO, run_snakemake
+
+    root, columns = oasis_root(tmp_path / "OASIS"), oasis_columns(tmp_path)
+    overlay = tmp_path / "oasis.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "cohorts": {"OASIS": {"source": "real", "format": "adni", "root": str(root), "subject_prefix": ""}},
+        "tables": {"columns": str(columns)}}))
+    target = paths.INTAKE_IMAGES.format(cohort="OASIS")
+    run_snakemake(snakemake_workdir, target, "--cores", "1", "--allowed-rules", "intake_cohort",
+                  configfiles=(REPO / "config" / "demo.yaml", overlay))
+    images = pd.read_csv(snakemake_workdir / target, sep="\t", dtype=str)
+    assert images["subject"].tolist() == ["OAS30001", "OAS30001"]
+
+
+def test_empty_blank_latin1_and_bom_native_files(tmp_path, caplog):
+    """Issue D: every native read goes through one guarded reader: a 0-byte or blank file is an
+    IntakeError naming it and what was expected; a Latin-1 byte is read as Latin-1 (logged); a
+    UTF-8 byte-order mark is dropped."""
+    from workflow.intake import read_native_csv
+
+    root = write_adni(tmp_path / "ADNI", [adni_row("027_S_0074", "bl", "2010-01-05", "CN", SITE="Genève")],
+                      [("ADNI027S0074", "M000", "2010-01-07")])
+    merge = root / "clinical" / "ADNIMERGE.csv"
+    text = merge.read_text(encoding="utf-8")
+    merge.write_bytes(b"")
+    with pytest.raises(IntakeError, match=rf"^{merge}: empty file \(0 bytes\); expected a header line with the "
+                                          rf"column\(s\) \['PTID', 'VISCODE', 'EXAMDATE', 'AGE', "):
+        read_root(root, "ADNI", "adni")
+    merge.write_text("\n\n")
+    with pytest.raises(IntakeError, match=rf"^{merge}: no header line \(the file holds only blank lines\); expected"):
+        read_root(root, "ADNI", "adni")
+    merge.write_bytes(text.encode("latin-1"))
+    with caplog.at_level("INFO", logger="workflow.intake"):
+        _, visits, _, _ = read_root(root, "ADNI", "adni")
+    assert visits["subject"].tolist() == ["ADNI027S0074"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{merge}: not valid UTF-8; read as latin-1 (check accented text in the file)"]
+    t1_paths = tmp_path / "t1_paths.tsv"
+    t1_paths.write_bytes("\ufeffSubject_ID\tScan_Date\n027_S_0074\t2010-01-07\n".encode("utf-8"))
+    assert read_native_csv(t1_paths, ["Subject_ID"], sep="\t").values.tolist() == [["027_S_0074", 2]]
+    scans = root / "bids" / "sub-ADNI027S0074" / "ses-M000" / "sub-ADNI027S0074_ses-M000_scans.tsv"
+    scans.write_bytes(b"")
+    merge.write_text(text)
+    with pytest.raises(IntakeError, match=rf"^{scans}: empty file \(0 bytes\); expected a header line with the "
+                                          rf"column\(s\) \['filename'\]"):
+        read_root(root, "ADNI", "adni")
+
+
+def test_bids_folders_with_bad_labels_are_excluded_naming_the_folder(tmp_path):
+    """Issue D: a sub-/ses- label with characters other than letters and digits would only fail
+    later (a Snakemake MissingInputException); intake excludes the session and names the folder."""
+    root = write_adni(tmp_path / "ADNI", [adni_row("027_S_0074", "bl", "2010-01-05", "CN")],
+                      [("ADNI027S0074", "M000", "2010-01-07"), ("ADNI027S0074", "M 006", "2010-07-01"),
+                       ("ADNI027S0074_b", "M000", "2010-01-07")])
+    images, _, exclusions, _ = read_root(root, "ADNI", "adni")
+    assert images[["subject", "session"]].values.tolist() == [["ADNI027S0074", "M000"]]
+    bids = root / "bids"
+    assert exclusions[["subject", "session", "file", "column"]].values.tolist() == [
+        ["ADNI027S0074", "M 006", str(bids / "sub-ADNI027S0074" / "ses-M 006"), "path"],
+        ["ADNI027S0074_b", "M000", str(bids / "sub-ADNI027S0074_b" / "ses-M000"), "path"]]
+    assert exclusions["reason"].tolist() == [
+        f"bad BIDS label: folder 'ses-M 006' ({bids / 'sub-ADNI027S0074' / 'ses-M 006'}): a BIDS ses- label has only "
+        f"letters and digits (got 'M 006'); rename the folder and the files in it",
+        f"bad BIDS label: folder 'sub-ADNI027S0074_b' ({bids / 'sub-ADNI027S0074_b'}): a BIDS sub- label has only "
+        f"letters and digits (got 'ADNI027S0074_b'); rename the folder and the files in it"]

@@ -1,7 +1,8 @@
 """The preprocessing rules under the real Snakemake CLI: a few small images (two good 2 mm synthetic
-heads from the shared generator, a truncated file, an all-zero image and a head-less blob that passes the
-input check but fails QC). Intake is stood in for by a checkpoint of the same name that copies an
-images table written here, so this stage is tested on its own (about 60-90 s on 2 quiet cores)."""
+heads from the shared generator, a truncated file, one with a wrong gzip CRC, an all-zero image and a
+head-less blob that passes the input check but fails QC). Intake is stood in for by a checkpoint of
+the same name that copies an images table written here, so this stage is tested on its own (about
+60-90 s on 2 quiet cores)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from conftest import REPO, TINY_CONFIG, run_snakemake
+from conftest import REPO, run_snakemake, tiny_config_with
 from workflow import paths
 from workflow import preprocess as pp
 from workflow.synthetic_mri import synthesize_volume
 
-COHORT = "ADNI"  # a synthetic cohort in tests/config.tiny.yaml, so ground-truth QC applies
+COHORT = "ADNI"
+# The tiny config reads ADNI as a synthetic raw download; here its images are given directly, with
+# their ground truth, so the cohort is declared synthetic: ground-truth QC (pose error, Dice) applies.
+SYNTHETIC_COHORT = {"cohorts": {COHORT: {"source": "synthetic"}}}
 
 
 def write_inputs(workdir: Path) -> tuple[Path, dict[str, str]]:
@@ -44,6 +48,11 @@ def write_inputs(workdir: Path) -> tuple[Path, dict[str, str]]:
     (native / "truncated.nii.gz").write_bytes(good[: len(good) // 3])
     rows.append(("TRUNC", native / "truncated.nii.gz"))
     expected["TRUNC"] = "unreadable"
+    # Intact voxels, wrong gzip CRC-32 trailer: nibabel reads it; the input check must not.
+    crc = int.from_bytes(good[-8:-4], "little") ^ 0xFFFFFFFF
+    (native / "bad_crc.nii.gz").write_bytes(good[:-8] + crc.to_bytes(4, "little") + good[-4:])
+    rows.append(("BADCRC", native / "bad_crc.nii.gz"))
+    expected["BADCRC"] = f"damaged gzip file {native / 'bad_crc.nii.gz'}: CRC check failed"
     affine = np.diag([4.0, 4.0, 4.0, 1.0])
     nib.save(nib.Nifti1Image(np.zeros((40, 50, 50), np.int16), affine), str(native / "zeros.nii.gz"))
     rows.append(("ZEROS", native / "zeros.nii.gz"))
@@ -79,7 +88,9 @@ def test_preprocess_rules_run_and_exclude_bad_images(snakemake_workdir: Path) ->
     images, expected = write_inputs(snakemake_workdir)
     snakefile = write_snakefile(snakemake_workdir, images)
     target = paths.PREPROCESS_QC.format(cohort=COHORT)
-    process = run_snakemake(snakemake_workdir, "--snakefile", str(snakefile), "--cores", "2", target, timeout=600)
+    config = tiny_config_with(SYNTHETIC_COHORT, snakemake_workdir)
+    process = run_snakemake(snakemake_workdir, "--snakefile", str(snakefile), "--cores", "2", target, timeout=600,
+                            configfiles=(config,))
     assert "preprocess_n4" in process.stdout
 
     qc = pd.read_csv(snakemake_workdir / target, sep="\t", dtype=str, keep_default_na=False)
@@ -103,5 +114,6 @@ def test_preprocess_rules_run_and_exclude_bad_images(snakemake_workdir: Path) ->
     assert not (snakemake_workdir / n4.format(cohort=COHORT, subject="ZEROS", session="M000")).exists()
 
     # a second run has nothing to do
-    again = run_snakemake(snakemake_workdir, "--snakefile", str(snakefile), "--cores", "2", target, "-n")
+    again = run_snakemake(snakemake_workdir, "--snakefile", str(snakefile), "--cores", "2", target, "-n",
+                          configfiles=(config,))
     assert "Nothing to be done" in again.stdout, again.stdout[-3000:]

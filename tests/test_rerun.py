@@ -1,9 +1,10 @@
 """Rerun only what changed: after the shared tiny run, one change at a time, a dry run must plan
 exactly the jobs that depend on it.
 
-Each test changes one thing (a config overlay, an input image, a stage's module), asks Snakemake
-for a dry run (`-n`) and reads the planned jobs (rule and wildcards) from its output. Files that a
-test changes are restored byte for byte with their mtimes, so the shared run stays up to date.
+Each test changes one thing (a config overlay, an input image, a stage's module, or only comments
+and docstrings), asks Snakemake for a dry run (`-n`) and reads the planned jobs (rule and
+wildcards) from its output. Files that a test changes are restored byte for byte with their
+mtimes, so the shared run stays up to date. Edits of a user's cohort folders: test_fingerprints.py.
 Budget: about 10 s per dry run after the shared run.
 """
 
@@ -101,8 +102,10 @@ def test_header_text_reruns_header_bank_and_after_but_no_preprocessing(tiny_full
 
 
 def test_one_input_image_reruns_only_that_images_preprocessing(tiny_full_run: Path) -> None:
-    images = sorted(tiny_full_run.glob("results/synthetic/*/**/*_T1w.nii.gz"))
-    assert len(images) > 1, "the tiny run has fewer than two synthetic images"
+    # The images that intake lists: the convert stage's (the tiny cohorts are raw downloads). A file
+    # inside a rule's directory output (results/synthetic/...) is not tracked on its own.
+    images = sorted(tiny_full_run.glob("results/convert/*/bids/**/*_T1w.nii.gz"))
+    assert len(images) > 1, "the tiny run has fewer than two converted images"
     image = images[0]
     loaded = nib.load(image)
     brighter = nib.Nifti1Image(np.asanyarray(loaded.dataobj) * 1.01, loaded.affine, loaded.header)
@@ -113,7 +116,7 @@ def test_one_input_image_reruns_only_that_images_preprocessing(tiny_full_run: Pa
         jobs = planned_jobs(tiny_full_run)
     per_image = [(rule, wildcards) for rule, wildcards in jobs if "subject" in wildcards]
     assert per_image, rules_of(jobs)
-    cohort = image.relative_to(tiny_full_run / "results" / "synthetic").parts[0]
+    cohort = image.relative_to(tiny_full_run / "results" / "convert").parts[0]
     touched_images = {(wildcards["cohort"], wildcards["subject"], wildcards["session"]) for _, wildcards in per_image}
     assert touched_images == {(cohort, subject[1], subject[2])}
     assert {"preprocess_n4", "preprocess_register", "preprocess_model_ready"} <= set(rules_of(per_image))
@@ -122,8 +125,19 @@ def test_one_input_image_reruns_only_that_images_preprocessing(tiny_full_run: Pa
 
 def test_stage_code_change_reruns_that_stage_and_after(tiny_full_run: Path) -> None:
     module = REPO / "workflow" / "headers.py"
-    # A trailing comment: a real content change that cannot change behaviour for anyone else
-    # importing the module during the few seconds of the dry run.
-    with changed_file(module, module.read_bytes() + b"\n# rerun-scope test: a code change\n"):
+    # A new module-level name: a code change (the `code` param hashes the module's AST) that cannot
+    # change behaviour for anyone else importing the module during the few seconds of the dry run.
+    with changed_file(module, module.read_bytes() + b"\n_RERUN_SCOPE_TEST = 1\n"):
         jobs = planned_jobs(tiny_full_run)
     assert set(rules_of(jobs)) == {"embed_headers"} | TRAINING_AND_AFTER
+
+
+def test_comment_and_docstring_edits_rerun_nothing(tiny_full_run: Path) -> None:
+    # workflow/tables.py is code of build_table; workflow/paths.py of nearly every rule.
+    tables, paths = REPO / "workflow" / "tables.py", REPO / "workflow" / "paths.py"
+    text = paths.read_text()
+    docstring_end = text.index('"""', 3)
+    reworded = text[:docstring_end] + "Reworded for the rerun-scope test.\n" + text[docstring_end:]
+    with changed_file(tables, tables.read_bytes() + b"\n# rerun-scope test: a comment\n"), \
+            changed_file(paths, reworded.encode()):
+        assert planned_jobs(tiny_full_run) == []

@@ -358,6 +358,25 @@ def test_qc_table_without_required_columns_stops_the_run(tmp_path):
                     False, {k: str(out[k]) for k in ("table", "columns", "stats", "split", "exclusions", "summary", "summary_md")})
 
 
+def test_empty_split_and_qc_tables_stop_with_the_file_named(tmp_path):
+    """Issue D: the tables stage reads through the same guarded reader: a 0-byte split table or QC
+    table is a TableError naming the file and what was expected, not a pandas traceback."""
+    from workflow.tables import read_split_table
+
+    empty = tmp_path / "my_split.tsv"
+    empty.write_bytes(b"")
+    with pytest.raises(TableError, match=rf"^{empty}: empty file \(0 bytes\); expected a split table \(TSV\) with "
+                                         rf"columns subject, split$"):
+        read_split_table(str(empty))
+    root = make_adni(tmp_path / "native", 3, seed=1)
+    out = run_stage(tmp_path, root, "ADNI", "adni")
+    out["qc.tsv"].write_bytes(b"")
+    with pytest.raises(TableError, match=rf"^{out['qc.tsv']}: empty file \(0 bytes\); expected the preprocessing QC"):
+        build_table("ADNI", str(out["images.tsv"]), str(out["visits.tsv"]), str(out["intake_exclusions.tsv"]),
+                    str(out["qc.tsv"]), str(COLUMNS_YAML), None, 182, True, "first", 1, FRACTIONS, "train_split",
+                    False, {k: str(out[k]) for k in ("table", "columns", "stats", "split", "exclusions", "summary", "summary_md")})
+
+
 # --- the rules, through the real Snakemake CLI --------------------------------------------------------
 
 def test_snakemake_builds_tables_and_reruns_on_setting_change(snakemake_workdir, tmp_path):

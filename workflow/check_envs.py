@@ -10,8 +10,8 @@ Conda cannot run here (no conda, no channels), so environments are checked, not 
 * each rule that runs code names an env file that exists, and that env provides every third-party
   distribution its code imports. The code of a rule is found from the rule itself (its
   ``script:``, the ``python -m`` / ``torchrun -m`` modules and console scripts of its ``shell:``,
-  and its ``code_files(...)`` inputs); imports are followed with ``ast`` through the project's own
-  packages, and import names are mapped to distributions with
+  and the roots of its ``code`` param, ``code_fingerprint(...)``); imports are followed with
+  ``ast`` through the project's own packages, and import names are mapped to distributions with
   ``importlib.metadata.packages_distributions()``. Nothing is listed by hand.
 
 Usage: ``python -m workflow.check_envs [--snakefile Snakefile] [--configfile config/demo.yaml]``
@@ -221,10 +221,13 @@ def load_rules(snakefile: Path, configfiles: list[Path]) -> list[RuleCode]:
                 files.append((basedir / rule.script).resolve())
             for module in re.findall(r"(?:^|\s)-m\s+([A-Za-z_][\w.]*)", shell):
                 files.extend(module_files(module, project_root) or [])
-            for item in rule.input:
-                if isinstance(item, str) and item.endswith(".py"):
-                    module = module_name_of(Path(item))
-                    files.extend(module_files(module, project_root) or [Path(item)])
+            # The `code` param (workflow.fingerprints.code_fingerprint) names what the rule runs.
+            for value in rule.params:
+                for root in getattr(value, "roots", ()):
+                    if root.endswith(".py"):
+                        files.append((project_root / root).resolve())
+                    else:
+                        files.extend(module_files(root, project_root) or [])
             rules.append(RuleCode(rule.name, Path(rule.snakefile), env, _unique(files), command_words(shell)))
     return rules
 

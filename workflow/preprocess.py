@@ -2,9 +2,9 @@
 
 Per image (``cohort, subject, session``), in rule order:
 
-1. ``check_t1``: read the native T1 once and write a JSON verdict (unreadable, truncated, not 3-D,
-   all zeros, NaN/Inf, absurd voxel size...). Only accepted images go further; the per-cohort
-   checkpoint ``preprocess_accepted`` lists them (``list_accepted``).
+1. ``check_t1``: read the native T1 once and write a JSON verdict (unreadable, truncated, damaged
+   gzip stream, not 3-D, all zeros, NaN/Inf, absurd voxel size...). Only accepted images go
+   further; the per-cohort checkpoint ``preprocess_accepted`` lists them (``list_accepted``).
 2. ``bias_correct``: N4 with Clinica's settings (B-spline fitting distance 200 mm, ANTs defaults
    otherwise); one N4 call gives the bias field, and corrected = input / bias.
 3. ``register_to_template``: ``antsRegistrationSyNQuick[a]`` (rigid then affine, MI) to the
@@ -19,10 +19,13 @@ Snakefile (which imports this module for path patterns) and light rules start fa
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
 import tempfile
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,8 @@ TEMPLATE_DIR = f"{paths.RESULTS}/preprocess/template"
 # The per-cohort list of images that passed the input check (checkpoint preprocess_accepted).
 ACCEPTED = f"{paths.RESULTS}/preprocess/{{cohort}}/accepted.tsv"
 FREESURFER_TEMPLATE_NAME = "mni_icbm152_t1_tal_nlin_sym_09c.nii"
+GZIP_MAGIC = b"\x1f\x8b"
+GZIP_CHUNK_BYTES = 1 << 20  # decompressed bytes per read while verifying: bounded memory for any size
 
 
 # --- file names -----------------------------------------------------------------------------------
@@ -200,16 +205,71 @@ def accepted_image_input(checkpoints, pattern: str):
 
 
 # --- 1. input check --------------------------------------------------------------------------------
+def is_gzip(path: str | Path) -> bool:
+    """Whether ``path`` starts with the gzip magic bytes (whatever its name says)."""
+    with open(path, "rb") as raw:
+        return raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
+def gzip_damage(path: str | Path) -> str:
+    """Why the gzip-compressed file ``path`` is damaged ('' when it is intact or not compressed).
+
+    Decompresses every gzip member to its end, so that each member's CRC-32 and length trailer is
+    compared with the data it holds. nibabel reads only the bytes the header promises and stops
+    before the trailer, so a bit flipped late in the stream (garbage voxels) or a wrong trailer
+    would otherwise pass unnoticed. Compression is recognised by the gzip magic bytes, not by
+    the file name. Costs 0.05-0.1 s for a 1 mm head (176 x 240 x 256 int16, 6-16 MB compressed)
+    on one core, against seconds for registration; memory stays at one ``GZIP_CHUNK_BYTES`` block.
+    """
+    if not is_gzip(path):
+        return ""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(GZIP_CHUNK_BYTES):
+                pass
+    except EOFError as error:  # the stream stops before a member's end-of-stream marker and trailer
+        return f"the gzip stream ends early ({error})"
+    except zlib.error as error:  # the deflate data itself cannot be decoded
+        return f"invalid compressed data ({error})"
+    except gzip.BadGzipFile as error:  # Python words a CRC mismatch "CRC check failed <stored> != <computed>"
+        return f"{error} (stored != computed)" if "CRC" in str(error) else str(error)
+    return ""
+
+
+def _damaged_file_reason(path: str | Path, damage: str) -> str:
+    """The exclusion reason of a damaged gzip file (``unreadable``, like every other read failure)."""
+    return (f"unreadable image: damaged gzip file {path}: {damage}; expected a complete gzip stream whose "
+            "CRC-32 and length trailer match its decompressed data (download or convert the image again)")
+
+
 def inspect_t1(t1_path: str | Path, voxel_size_range_mm: tuple[float, float], min_axis_voxels: int) -> tuple[str, dict]:
     """Why a native T1 cannot be preprocessed ('' when it can), and what was seen.
 
-    Reads every voxel, so a truncated file is caught here and not in the middle of N4.
+    Decompresses a gzip file to its end and checks its CRC-32 (``gzip_damage``), then reads every
+    voxel, so a truncated or corrupted file is caught here and not in the middle of N4 (or not at
+    all: garbage voxels would otherwise go through QC).
     """
     import nibabel as nib
 
     facts: dict = {}
     try:
+        if is_gzip(t1_path):
+            started = time.perf_counter()
+            damage = gzip_damage(t1_path)
+            if damage:
+                return _damaged_file_reason(t1_path, damage), facts
+            facts["gzip_crc_check_s"] = round(time.perf_counter() - started, 3)
+    except OSError as error:  # the file cannot even be opened
+        return f"unreadable image ({type(error).__name__}: {error})", facts
+    try:
         image = nib.load(str(t1_path))
+        # A NIfTI pair (.hdr + .img.gz) keeps its voxels in a second file: check that one too.
+        for holder in image.file_map.values():
+            other = holder.filename
+            if other and Path(other) != Path(t1_path):
+                damage = gzip_damage(other)
+                if damage:
+                    return _damaged_file_reason(other, damage), facts
         facts["shape"] = [int(n) for n in image.shape]
         facts["voxel_size_mm"] = [round(float(z), 4) for z in image.header.get_zooms()[: len(image.shape)]]
         data = np.asanyarray(image.dataobj)

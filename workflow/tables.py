@@ -30,7 +30,7 @@ import yaml
 
 from workflow import paths
 from workflow.columns import LABEL_CLASSES, cohort_spec
-from workflow.intake import Exclusions
+from workflow.intake import Exclusions, read_text_table
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,10 @@ def assign_split(subjects: pd.DataFrame, fractions: Mapping[str, float], seed: i
 
 
 def read_split_table(path: str) -> pd.DataFrame:
-    """A user's split table (TSV ``subject, split``); TableError naming the file and row if malformed."""
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    """A user's split table (TSV ``subject, split``); TableError naming the file and row if malformed
+    (empty, not decodable, a missing column, an unknown split, a subject listed twice)."""
+    table = read_text_table(path, "\t", "a split table (TSV) with columns subject, split", error=TableError, dtype=str,
+                            keep_default_na=False)
     missing = [c for c in ("subject", "split") if c not in table.columns]
     if missing:
         raise TableError(f"{path}: required column(s) {missing} not found (expected subject, split)")
@@ -411,15 +413,19 @@ def build_table(cohort: str, images_path: str, visits_path: str, intake_exclusio
         raise TableError(f"tables.split_fractions must sum to 1, got {dict(split_fractions)}")
     columns = cohort_spec(columns_path, cohort)["columns"]
     names = [column["name"] for column in columns]
-    read = {"sep": "\t", "dtype": str, "keep_default_na": False}
-    images = pd.read_csv(images_path, **read)
-    visits = pd.read_csv(visits_path, **read)
+    def read(path: str, what: str) -> pd.DataFrame:
+        # The one guarded reader (workflow.intake.read_text_table): an empty or truncated file
+        # stops with its name, not a pandas traceback.
+        return read_text_table(path, "\t", what, error=TableError, dtype=str, keep_default_na=False)
+
+    images = read(images_path, "intake's images table (docs/interfaces.md section 2)")
+    visits = read(visits_path, "intake's visits table (docs/interfaces.md section 2)")
     absent = [name for name in names if name not in visits.columns]
     if absent:
         raise TableError(f"{visits_path}: columns {absent} of {columns_path} are missing; rerun intake_cohort")
     for name in names:
         visits[name] = pd.to_numeric(visits[name].mask(visits[name] == ""), errors="raise")
-    qc = pd.read_csv(qc_path, **read)
+    qc = read(qc_path, "the preprocessing QC table (docs/interfaces.md section 3)")
     exclusions = Exclusions("tables", cohort)
 
     candidates = qc_candidates(images, qc, qc_path, exclusions)
@@ -438,7 +444,8 @@ def build_table(cohort: str, images_path: str, visits_path: str, intake_exclusio
         split = assign_split(chosen[["subject", "label"]], split_fractions, seed)
     chosen = chosen.merge(split, on="subject", how="left")
 
-    all_exclusions = pd.concat([pd.read_csv(intake_exclusions_path, **read), exclusions.frame()], ignore_index=True)
+    all_exclusions = pd.concat([read(intake_exclusions_path, "intake's exclusions table"), exclusions.frame()],
+                               ignore_index=True)
     if chosen.empty:
         reasons = all_exclusions["reason"].str.split(":").str[0].value_counts().head(5).to_dict()
         raise TableError(f"cohort {cohort}: no usable rows (no image passed QC and matched a labelled visit). "

@@ -37,6 +37,8 @@ PRETRAIN_RUNTIME_KEYS = ("gpus", "cpu_processes", "threads", "mem_mb")
 FINETUNE_RUNTIME_KEYS = ("gpus", "threads", "mem_mb", "seeds", "pretrained", "scratch_variants",
                          "augment_probability", "corruption_rate")
 SHARED_FROM_PRETRAIN = ("image_shape", "augment", "cache_volumes")
+# Set by torchrun in the environment of each worker it starts (and not in its own).
+TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
 
 
 # --- config -> rule params (called by rules/train.smk) --------------------------------------------
@@ -412,8 +414,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m workflow.train``; errors end with a one-line message and exit code 1."""
+    from workflow.gpu_slots import exit_with_parent
     from workflow.logs import log_to
 
+    if TORCHRUN_WORKER_ENV in os.environ:
+        # torchrun starts workers in sessions of their own: a kill of the job's process group misses
+        # them. Without this, a worker whose torchrun was SIGKILLed trains on and writes checkpoints.
+        exit_with_parent()
     args = _parser().parse_args(argv)
     settings = json.loads(args.settings)
     common = dict(variant=args.variant, header_bank=args.header_bank, encoder=args.encoder, settings=settings,

@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         visits_out=snakemake.output.visits,  # noqa: F821
         exclusions_out=snakemake.output.exclusions,  # noqa: F821
         cell_qc_out=snakemake.output.cell_qc,  # noqa: F821
+        subject_prefix=snakemake.params.subject_prefix,  # noqa: F821
     )
