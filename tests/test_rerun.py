@@ -25,6 +25,8 @@ import yaml
 
 from conftest import REPO, TINY_CONFIG, run_snakemake, tiny_config_with
 
+from workflow import paths
+
 pytestmark = pytest.mark.slow
 
 JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
@@ -102,23 +104,22 @@ def test_header_text_reruns_header_bank_and_after_but_no_preprocessing(tiny_full
 
 
 def test_one_input_image_reruns_only_that_images_preprocessing(tiny_full_run: Path) -> None:
-    # The images that intake lists: the convert stage's (the tiny cohorts are raw downloads). A file
-    # inside a rule's directory output (results/synthetic/...) is not tracked on its own.
-    images = sorted(tiny_full_run.glob("results/convert/*/bids/**/*_T1w.nii.gz"))
-    assert len(images) > 1, "the tiny run has fewer than two converted images"
-    image = images[0]
+    # The images intake listed (the tiny cohorts' converted T1s: Clinica's BIDS, dcm2niix's NIfTI).
+    cohort = next(iter(yaml.safe_load(TINY_CONFIG.read_text())["cohorts"]))
+    listed = (tiny_full_run / paths.INTAKE_IMAGES.format(cohort=cohort)).read_text().splitlines()
+    header, first = listed[0].split("\t"), dict(zip(listed[0].split("\t"), listed[1].split("\t")))
+    assert len(listed) > 2 and "path" in header, "the tiny run has fewer than two images"
+    image = tiny_full_run / first["path"]
     loaded = nib.load(image)
     brighter = nib.Nifti1Image(np.asanyarray(loaded.dataobj) * 1.01, loaded.affine, loaded.header)
     # gzip with a fixed mtime: the only difference is the voxel values
     new_content = gzip.compress(brighter.to_bytes(), mtime=0)
-    subject = re.search(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)_", image.name)
     with changed_file(image, new_content):
         jobs = planned_jobs(tiny_full_run)
     per_image = [(rule, wildcards) for rule, wildcards in jobs if "subject" in wildcards]
     assert per_image, rules_of(jobs)
-    cohort = image.relative_to(tiny_full_run / "results" / "convert").parts[0]
     touched_images = {(wildcards["cohort"], wildcards["subject"], wildcards["session"]) for _, wildcards in per_image}
-    assert touched_images == {(cohort, subject[1], subject[2])}
+    assert touched_images == {(cohort, first["subject"], first["session"])}
     assert {"preprocess_n4", "preprocess_register", "preprocess_model_ready"} <= set(rules_of(per_image))
     assert TRAINING_AND_AFTER <= set(rules_of(jobs))
 

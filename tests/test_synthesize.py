@@ -382,7 +382,8 @@ def test_snakemake_dry_run_plans_one_job_per_synthetic_cohort(snakemake_workdir)
 
 def test_snakemake_does_not_synthesize_a_real_cohort(snakemake_workdir, tmp_path):
     real_root = tmp_path / "real_adni"
-    real_root.mkdir()
+    for folder in ("clinical", "bids"):
+        (real_root / folder).mkdir(parents=True)
     # The tiny config with ADNI made real (one file: a repeated --configfile keeps only the last).
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["cohorts"]["ADNI"] = {"source": "real", "format": "adni", "root": str(real_root)}
