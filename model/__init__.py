@@ -2,7 +2,7 @@
 
 Fu et al., "Unleashing the Power of Image-Tabular Self-Supervised Learning via Breaking
 Cross-Tabular Barriers", AAAI 2026. The model follows the official code as
-``../shared/docs/model-spec.md`` describes it (the paper configuration has 87,587,394 parameters
+``docs/model.md`` describes it (the paper configuration has 87,587,394 parameters
 for pretraining and 82,800,963 for fine-tuning with 768-wide header vectors).
 
 This package imports nothing from ``workflow/``: the pipeline passes it plain tensors.

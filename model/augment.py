@@ -1,10 +1,10 @@
-"""3D image augmentation of the paper (spec 2.2), built from torchio transforms.
+"""3D image augmentation of the paper (docs/model.md 2.2), built from torchio transforms.
 
 The pipeline, applied to a min-max-scaled [1, X, Y, Z] volume: random flips over the configured
 axes (each axis independently), a random affine (rotation per axis in [0, max_rotation] degrees,
 scaling in [1 - s, 1 + s], no translation, about the image centre, out-of-field filled with the
 image minimum), random gamma with probability 0.5, cast to float32. The deterministic resize of
-spec 2.2 step 1 is done once when a volume is loaded (``resize_volume``), not per sample.
+docs/model.md 2.2 step 1 is done once when a volume is loaded (``resize_volume``), not per sample.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class AugmentSettings:
 
 
 def build_augmentation(settings: AugmentSettings) -> tio.Compose:
-    """The random part of the spec 2.2 pipeline as one torchio transform (input [1, X, Y, Z])."""
+    """The random part of the docs/model.md 2.2 pipeline as one torchio transform (input [1, X, Y, Z])."""
     angle = settings.max_rotation_deg
     transforms: list[tio.Transform] = []
     if settings.flip_axes and settings.flip_probability > 0:

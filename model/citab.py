@@ -1,7 +1,7 @@
 """The CITab model: image trunk + SAT tabular encoder + fusion, with pretraining or fine-tuning heads.
 
 Fu et al., "Unleashing the Power of Image-Tabular Self-Supervised Learning via Breaking
-Cross-Tabular Barriers", AAAI 2026 (model-spec in ../shared/docs/model-spec.md).
+Cross-Tabular Barriers", AAAI 2026 (described in docs/model.md).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ class CITab(nn.Module):
         pad_mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """ITC + ITM pretraining objective on one batch (model-spec 5.2-5.4).
+        """ITC + ITM pretraining objective on one batch (docs/model.md 5.2-5.4).
 
         Args:
             image: float [B, 1, X, Y, Z] (B >= 2: negatives are in-batch).

@@ -2,10 +2,10 @@
 
 A cohort's rows come from its ``table.tsv`` and ``columns.yaml`` (docs/interfaces.md section 4).
 Each row keeps its own columns: its values, the ids of its column headers in the global header
-bank, and a pad mask when rows of several cohorts are stacked to the longest cohort (spec 1.4 and
+bank, and a pad mask when rows of several cohorts are stacked to the longest cohort (docs/model.md 1.4 and
 1.6). Images are the ``.npy`` model-ready volumes named in the table's ``volume`` column, scaled
 per volume to [0, 1] and resized to the configured input shape only when their shape differs
-(spec 2.1). Random augmentation (spec 2.2) and fine-tuning corruption (spec 6.3) are seeded by
+(docs/model.md 2.1). Random augmentation (docs/model.md 2.2) and fine-tuning corruption (docs/model.md 6.3) are seeded by
 (seed, epoch, row), so a run gives the same samples whatever the worker count and after a resume.
 """
 
@@ -122,7 +122,7 @@ def load_cohort_rows(
                         f"{rows.at[row, 'label']!r} is not a class index")
     values = rows[names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
     # The tables stage writes missing cells as empty (NaN) next to missing__<name>; the model sees 0
-    # there (spec 1.2: missing -> 0 after standardisation).
+    # there (docs/model.md 1.2: missing -> 0 after standardisation).
     values = np.nan_to_num(values, nan=0.0)
     volumes = [str(path) for path in rows["volume"].fillna("")]
     if check_volumes:
@@ -160,7 +160,7 @@ def load_cohort_rows(
 
 
 def load_volume(path: str | Path, shape: Sequence[int]) -> torch.Tensor:
-    """Load a model-ready ``.npy`` volume as float32 [1, *shape], min-max scaled to [0, 1] (spec 2.1).
+    """Load a model-ready ``.npy`` volume as float32 [1, *shape], min-max scaled to [0, 1] (docs/model.md 2.1).
 
     Raises DataError naming the file when it cannot be read, is not 3D, is not finite or is constant.
     """
@@ -188,9 +188,9 @@ class SampleSettings:
 
     Attributes:
         image_shape: model input shape (X, Y, Z).
-        augment_probability: probability that a sample's image is augmented (spec 2.2 / 6.3).
+        augment_probability: probability that a sample's image is augmented (docs/model.md 2.2 / 6.3).
         corruption_rate: with an augmented sample, the fraction of its columns replaced by values of
-            the same column drawn from other training rows (spec 6.3; 0 = off).
+            the same column drawn from other training rows (docs/model.md 6.3; 0 = off).
         augment: augmentation strengths.
         seed: base seed of every random draw.
         cache_volumes: keep loaded volumes in memory (per process).
@@ -311,7 +311,7 @@ def corrupt_row(values: np.ndarray, pool: np.ndarray, rate: float, generator: np
     """Replace floor(rate * C) random cells of ``values`` [C] by the same column of random ``pool`` rows.
 
     ``pool`` is float32 [N, C]: the cohort's training rows, i.e. each column's empirical distribution
-    (spec 6.3). Returns a new array.
+    (docs/model.md 6.3). Returns a new array.
     """
     count = math.floor(rate * len(values))
     if count == 0 or len(pool) == 0:

@@ -1,7 +1,7 @@
 """Multimodal fusion Φ_c: unified self-attention over [tabular; image] tokens, or cross-attention.
 
 Image tokens are the flattened last ResNet map, projected to D and layer-normalised, in raster
-order without a position embedding (model-spec 2.4, 4). Index 0 of the output is the tabular CLS,
+order without a position embedding (docs/model.md 2.4, 4). Index 0 of the output is the tabular CLS,
 which is the fused representation.
 """
 
@@ -114,7 +114,7 @@ class UnifiedFusion(_Fusion):
 
 
 class CrossAttentionFusion(_Fusion):
-    """Ablation "Replace with cross-attention" (TIP style, model-spec 4.2): tabular tokens attend to image tokens.
+    """Ablation "Replace with cross-attention" (TIP style, docs/model.md 4.2): tabular tokens attend to image tokens.
 
     Each block: masked self-attention over the tabular tokens, cross-attention from them to the
     image tokens, MLP. Only tabular tokens are output.

@@ -1,6 +1,6 @@
 """Heads on top of the encoders: ITC projections, the ITM head and the fine-tuning classifier.
 
-All use PyTorch's default Linear init (model-spec 3.5).
+All use PyTorch's default Linear init (docs/model.md 3.5).
 """
 
 from __future__ import annotations

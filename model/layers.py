@@ -1,6 +1,6 @@
 """Transformer pieces shared by the tabular encoder and the fusion module.
 
-Masking follows the CITab code (model-spec 3.2): a padded key is hidden from every query except
+Masking follows the CITab code (docs/model.md 3.2): a padded key is hidden from every query except
 itself (the diagonal stays visible so that no attention row is empty). Attention runs through
 ``torch.nn.functional.scaled_dot_product_attention`` with a boolean "may attend" mask.
 """

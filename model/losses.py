@@ -1,6 +1,6 @@
 """Pretraining losses: image-tabular contrastive (ITC) and matching with hard negatives (ITM).
 
-Model-spec 5.3 and 5.4: ITC on L2-normalised projections with a fixed temperature, symmetric;
+docs/model.md 5.3 and 5.4: ITC on L2-normalised projections with a fixed temperature, symmetric;
 ITM over B positive pairs and 2B in-batch hard negatives drawn in proportion to
 softmax(similarity / temperature) (the positive excluded), 2-way cross-entropy.
 """

@@ -1,4 +1,4 @@
-"""Classification metrics of the paper (spec 6.4): accuracy, macro one-vs-rest AUC, macro F1.
+"""Classification metrics of the paper (docs/model.md 6.4): accuracy, macro one-vs-rest AUC, macro F1.
 
 Test sets of the tiny configurations can miss a class entirely, where scikit-learn's multi-class
 AUC raises. ``classification_metrics`` then averages the one-vs-rest AUC over the classes that can

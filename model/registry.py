@@ -18,7 +18,7 @@ from model.citab import CITab
 
 __all__ = ["PAPER_CONFIG", "build_model", "list_variants", "register_variant", "variant_config"]
 
-# The paper model as the official code runs it (model-spec 2-5, 11). The header width comes from
+# The paper model as the official code runs it (docs/model.md 2-5, 8). The header width comes from
 # the header bank (768 for bert-base-uncased).
 PAPER_CONFIG: dict = {
     "resnet_depth": 50,

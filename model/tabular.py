@@ -2,7 +2,7 @@
 
 Column identity reaches the model only through a frozen header vector (a text-encoder embedding
 of the column's header), multiplied element-wise with the cell's value embedding; there is no
-column position embedding, so a row's column order does not matter (model-spec 1.5, 3).
+column position embedding, so a row's column order does not matter (docs/model.md 1.5, 3).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ __all__ = ["PMoLin", "SATEncoder", "TabularLayer"]
 
 
 class PMoLin(nn.Module):
-    """Prototype-guided mixture of linear experts (dense soft mixture, model-spec 3.3).
+    """Prototype-guided mixture of linear experts (dense soft mixture, docs/model.md 3.3).
 
     Each token u is routed by g = softmax(u P^T) over E learned prototypes P [E, D]; the output is
     sum_e g_e * FFN_e(u) with FFN_e = Linear(D, H) -> GELU -> Linear(H, D). All experts run for
@@ -86,7 +86,7 @@ class TabularLayer(nn.Module):
 
 
 class SATEncoder(nn.Module):
-    """Semantic-aware tabular encoder Φ_t (model-spec 1.5 and 3).
+    """Semantic-aware tabular encoder Φ_t (docs/model.md 1.5 and 3).
 
     Token of column j: (value_proj(v_j), or the padding token where padded) * header_adapter(h_j),
     with h_j the frozen header vector of the column (zero where padded). A CLS token is prepended,

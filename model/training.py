@@ -3,9 +3,9 @@
 Design choices (see docs/interfaces.md section 6):
 
 * One process per device; under ``torchrun`` the processes form a DDP group (nccl on GPU, gloo on
-  CPU). Losses and ITM hard negatives are per process, as in the paper (spec 5.6); BatchNorm is not
+  CPU). Losses and ITM hard negatives are per process, as in the paper (docs/model.md 5.6); BatchNorm is not
   synchronised; gradients are averaged by DDP.
-* The learning rate is a pure function of the epoch (spec 5.6: linear warm-up from 0, then cosine to
+* The learning rate is a pure function of the epoch (docs/model.md 5.6: linear warm-up from 0, then cosine to
   0, stepped once per epoch), and every random draw of an epoch is seeded by (seed, epoch, rank) and
   by (seed, epoch, row) in the datasets. The "scheduler and RNG state" of a resume point is
   therefore its epoch number, and a resumed CPU run ends with exactly the weights of an
@@ -97,9 +97,9 @@ class LoopSettings:
 def learning_rate(epoch: int, base_lr: float, warmup_epochs: int | None, max_epochs: int) -> float:
     """LR of ``epoch`` (0-based): linear warm-up from 0 over ``warmup_epochs``, then cosine to 0.
 
-    Reproduces the official per-epoch schedule (spec 5.6): lr(e) = base * e / (W - 1) for e < W and
+    Reproduces the official per-epoch schedule (docs/model.md 5.6): lr(e) = base * e / (W - 1) for e < W and
     0.5 * base * (1 + cos(pi * (e - W) / (E - W))) afterwards, so epoch 0 runs at LR 0 when W > 1.
-    ``warmup_epochs=None`` gives a constant LR (fine-tuning, spec 6.2); W <= 1 means no warm-up.
+    ``warmup_epochs=None`` gives a constant LR (fine-tuning, docs/model.md 6.2); W <= 1 means no warm-up.
     """
     if warmup_epochs is None:
         return base_lr
@@ -355,7 +355,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(image, values, col_ids, pad_mask) of a batch; pad_mask None when no cell is padded (spec 6.1)."""
+    """(image, values, col_ids, pad_mask) of a batch; pad_mask None when no cell is padded (docs/model.md 6.1)."""
     pad_mask = batch["pad_mask"]
     return batch["image"], batch["values"], batch["col_ids"], (pad_mask if bool(pad_mask.any()) else None)
 
@@ -561,12 +561,12 @@ def finetune(
     trainable_parameters: Callable[[], Iterator[nn.Parameter]] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> dict:
-    """Fine-tune ``model`` with cross-entropy; keep the epoch with the best val acc + AUC + F1 (spec 6.4).
+    """Fine-tune ``model`` with cross-entropy; keep the epoch with the best val acc + AUC + F1 (docs/model.md 6.4).
 
     Args:
         model: CITab with its classifier (encoders already loaded or fresh).
         train_set / val_set: :class:`model.data.ImageTableDataset` of one cohort.
-        settings: loop settings (``warmup_epochs`` None: constant LR, spec 6.2).
+        settings: loop settings (``warmup_epochs`` None: constant LR, docs/model.md 6.2).
         device: where to run.
         run_dir: the run folder; ``run_dir/checkpoints`` holds the resume point and the best weights so far.
         best_path: output: weights of the best epoch.

@@ -549,7 +549,7 @@ def make_model_ready(
     The array holds ``(x - offset) / scale`` where x is the stripped intensity: ``float16`` in [0, 1]
     or ``uint8`` in [0, 255]. The sidecar JSON gives ``offset`` and ``scale`` (x = stored * scale +
     offset), the dtype, the shape and the source crop. The model min-max scales every volume to
-    [0, 1] anyway (model-spec 2.1), so float16 loses nothing it uses.
+    [0, 1] anyway (docs/model.md 2.1), so float16 loses nothing it uses.
     """
     import nibabel as nib
 

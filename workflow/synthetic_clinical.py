@@ -1,7 +1,7 @@
 """Synthetic clinical data of one cohort, in the cohort's native format (no images).
 
 A cohort is planned first (subjects, visits, MRI sessions, all format-agnostic), then its values are
-drawn from the priors of ``docs/cohorts.md`` section 6 and written as the native tables a real user
+drawn from the priors below (published ADNI / AIBL / NACC distributions) and written as the native tables a real user
 holds (``docs/interfaces.md`` section 1): ``ADNIMERGE.csv`` for ``adni``, the ``aibl_<table>_*.csv``
 set for ``aibl``, the UDS visit table and the MRI table for ``nacc``.
 
@@ -32,7 +32,7 @@ FORMATS = ("adni", "aibl", "nacc")
 DIAGNOSES = ("CN", "MCI", "DE")
 CN, MCI, DE = 0, 1, 2
 
-# docs/cohorts.md 6.1: CN / MCI / DE shares of image-table pairs, and the paper's pair counts.
+# CN / MCI / DE shares of image-table pairs, and the paper's pair counts.
 CLASS_MIX = {"adni": (0.31, 0.50, 0.19), "aibl": (0.73, 0.15, 0.12), "nacc": (0.52, 0.24, 0.24)}
 PAPER_PAIRS = {"adni": 1689, "aibl": 1161, "nacc": 1611}
 
@@ -56,7 +56,7 @@ SCHEDULE_MONTHS = {
 }
 VISIT_JITTER_DAYS = {"adni": 20, "aibl": 45, "nacc": 30}
 BASELINE_ERA = {"adni": (date(2005, 9, 1), date(2018, 6, 30)), "aibl": (date(2006, 11, 1), date(2016, 6, 30))}
-# NACC: UDS v3 started in March 2015; about 45 % of pairs are v3 (cohorts.md 6.3).
+# NACC: UDS v3 started in March 2015; about 45 % of pairs are v3.
 NACC_V3_START = date(2015, 3, 1)
 NACC_V2_START = date(2008, 2, 1)
 NACC_V3_SHARE = 0.45
@@ -94,7 +94,7 @@ class Score:
     decimals: int = 0
 
 
-# docs/cohorts.md 6.2 ([found] and [prior] values), keyed by native column name.
+# Per-diagnosis score priors (published cohort figures where known, else estimates), keyed by native column name.
 ADNI_SCORES = {
     "MMSE": Score((29.1, 27.6, 23.2), (1.1, 1.8, 2.1), 0, 30),
     "CDRSB": Score((0.03, 1.5, 4.4), (0.1, 0.9, 1.6), 0, 18, +1, step=0.5),
@@ -147,7 +147,7 @@ NACC_V3_ONLY = ("NACCMOCA", "CRAFTURS", "CRAFTDRE", "DIGFORCT", "DIGFORSL", "DIG
 
 @dataclass(frozen=True)
 class Demographics:
-    """Per-diagnosis demographic priors (CN, MCI, DE) of one format (cohorts.md 6.2)."""
+    """Per-diagnosis demographic priors (CN, MCI, DE) of one format."""
 
     age_mean: tuple[float, float, float]
     age_sd: tuple[float, float, float]
@@ -172,7 +172,7 @@ DEMOGRAPHICS = {
                          (15.9, 15.4, 14.6), (3.0, 3.4, 3.6), cdr_cn_half=0.12, cdr_de=(1.02, 0.60)),
 }
 
-# Missingness (cohorts.md 6.3). ADNI: per subject for CSF and FDG, per visit otherwise.
+# Missingness. ADNI: per subject for CSF and FDG, per visit otherwise.
 ADNI_MISSING_SUBJECT = {"CSF": 0.47, "FDG": 0.38}
 ADNI_MISSING_SUBJECT_APOE4 = 0.02
 ADNI_MISSING_VISIT = {"MMSE": 0.01, "ADAS11": 0.015, "ADAS13": 0.02, "RAVLT": 0.015}
@@ -190,7 +190,7 @@ NACC_MISSING = {
     "TRAILA": (0.07, 0.06, 0.19), "TRAILB": (0.08, 0.10, 0.38),
 }
 NACC_MISSING_SUBJECT = {"NACCNE4S": 0.15, "EDUC": 0.01, "RACE": 0.01, "HISPANIC": 0.01}
-# NACC missing codes: which "not done" codes each column uses (cohorts.md 1.3, 5).
+# NACC missing codes: which "not done" codes each column uses (docs/interfaces.md section 1).
 NACC_NOT_DONE_CODES = {
     "NACCMMSE": (88, 95, 96, 97, 98), "NACCMOCA": (88,), "NACCGDS": (88,),
     "TRAILA": (995, 996, 997, 998), "TRAILB": (995, 996, 997, 998),

@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from workflow.templates import mni_brain_mask, mni_template, mni_tissue_probability
 
-# Atrophy at severity 1 (cohorts.md 6: larger ventricles, smaller hippocampi, thinner cortex).
+# Atrophy at severity 1 (larger ventricles, smaller hippocampi, thinner cortex).
 VENTRICLE_DILATION_MM = 4.0
 HIPPOCAMPUS_SHRINK = 0.3
 CORTEX_THINNING_MM = 1.5

@@ -1,6 +1,6 @@
 """The model-ready clinical table of one cohort: alignment, one timepoint, split, encoding.
 
-Steps (../shared/docs/cohorts.md section 4, docs/interfaces.md section 4):
+Steps (docs/interfaces.md section 4):
 
 1. only images that passed preprocessing QC are candidates;
 2. static columns (sex, education, APOE ...) are filled per subject from any visit;
