@@ -1,4 +1,5 @@
-"""CITab in PyTorch: 3D ResNet image encoder, SAT tabular encoder with P-MoLin, fusion, heads, losses.
+"""CITab in PyTorch: 3D ResNet image encoder, SAT tabular encoder with P-MoLin, fusion, heads, losses;
+and the supervised comparison models of Table 1 (``model.baselines``, docs/baselines.md).
 
 Fu et al., "Unleashing the Power of Image-Tabular Self-Supervised Learning via Breaking
 Cross-Tabular Barriers", AAAI 2026. The model follows the official code as
@@ -11,25 +12,66 @@ Public API (stable names; the training stage codes against these)
 -----------------------------------------------------------------
 Building a model (``model.registry``)::
 
-    list_variants() -> list[str]
-        Registered variant names: "citab" (the paper model) and the ablations
-        "citab_no_header", "citab_no_mask", "citab_no_pmolin", "citab_cross_attention",
-        "citab_no_itc", "citab_no_itm" (Table 2) and "citab_e3" ... "citab_e6" (Table 3).
+    list_variants(family=None) -> list[str]
+        Registered variant names, sorted; ``family`` "citab" or "supervised" filters.
+        CITab family: "citab" (the paper model) and the ablations "citab_no_header",
+        "citab_no_mask", "citab_no_pmolin", "citab_cross_attention", "citab_no_itc",
+        "citab_no_itm" (Table 2) and "citab_e3" ... "citab_e6" (Table 3).
+        Supervised family (Table 1 baselines, docs/baselines.md): "resnet50", "transformer",
+        "concat", "daft", "cross_attention" (this project's design), "hyperfusion".
+    variant_info(name) -> VariantInfo(name, family, model_class, pretrains_across_tables, input_names)
+        family "citab" (pretrains_across_tables True: pretrain on all cohorts, then fine-tune) or
+        "supervised" (False: trained from scratch per cohort, bound to that cohort's table).
+        KeyError for an unknown name.
     variant_config(name) -> dict
-        The full constructor arguments of a variant (a fresh copy; paper sizes).
-    build_model(name, header_bank, **overrides) -> CITab
-        ``header_bank``: float tensor [N, D_h], the frozen header vectors (row = column id).
-        ``overrides``: any CITab constructor argument: ``stage`` ("pretrain": ITC projection heads
-        + ITM head, the default; "finetune": the classifier only, so parameter counts match the
-        paper's), resnet_depth (10/18/34/50), resnet_widths (4 ints), embed_dim, num_layers,
-        fusion_layers, num_heads, num_experts, expert_hidden, fusion_mlp_ratio, projection_dim,
-        image_head_hidden, num_classes, temperature, hard_negatives ("sample" | "argmax").
-        Unknown keys raise TypeError. There is no image-token setting: image tokens carry no
-        position embedding, so any input size works (the token count is the ResNet map's size).
+        The full constructor arguments of a variant (a fresh copy; paper sizes), without the header
+        bank / table.
+    build_model(name, header_bank=None, *, table=None, **overrides) -> CITab | baseline
+        CITab variants: ``header_bank`` float tensor [N, D_h], the frozen header vectors (row =
+        column id), required; ``table`` ignored. ``overrides``: any CITab constructor argument:
+        ``stage`` ("pretrain": ITC projection heads + ITM head, the default; "finetune": the
+        classifier only, so parameter counts match the paper's), resnet_depth (10/18/34/50),
+        resnet_widths (4 ints), embed_dim, num_layers, fusion_layers, num_heads, num_experts,
+        expert_hidden, fusion_mlp_ratio, projection_dim, image_head_hidden, num_classes,
+        temperature, hard_negatives ("sample" | "argmax"). Unknown keys raise TypeError. There is
+        no image-token setting: image tokens carry no position embedding, so any input size works
+        (the token count is the ResNet map's size).
+        Baselines: ``table`` (a TableSpec of the cohort) required, ``header_bank`` ignored.
+        ``overrides``: the same ``model:`` section plus ``stage``; each baseline takes the keys of
+        its own constructor (e.g. transformer: embed_dim, num_layers, num_heads, num_classes;
+        concat: resnet_*, in_channels, embed_dim as its MLP width, num_classes) and ignores the
+        other models' keys; a key no registered model takes raises TypeError naming the valid
+        keys; ``stage`` other than "finetune" raises ValueError (no pretraining stage).
         The pipeline passes the ``model:`` config section (workflow/schemas/model.schema.yaml: sizes
-        only) as overrides: ``build_model(variant, bank.embeddings, stage=..., **config["model"])``.
-    CITab.config: dict of the constructor arguments (JSON-serialisable, without the bank):
-        ``CITab(header_bank, **config)`` rebuilds the same architecture.
+        only) as overrides: ``build_model(variant, bank.embeddings, stage=..., **config["model"])``
+        or ``build_model(variant, table=spec, stage="finetune", **config["model"])``.
+    model.config: dict of the constructor arguments (JSON-serialisable, without the bank / table):
+        ``CITab(header_bank, **config)`` or ``build_model(variant, table=spec, **config)`` rebuilds
+        the same architecture.
+
+Describing a cohort's table (``model.table_spec``)::
+
+    TableSpec(column_names: tuple[str, ...], cardinalities: tuple[int, ...])
+        cardinality 0 = continuous, K > 0 = categorical with codes 0..K-1; ``num_columns``;
+        ``TableSpec.from_columns(entries)`` from a cohort's config/columns.yaml entries;
+        ``to_dict()`` / ``TableSpec(**d)`` for a checkpoint's metadata.
+
+Classifying (every model, CITab included)::
+
+    Model.input_names: tuple[str, ...]   the batch entries classify() takes, in order, from
+        "image"     float [B, 1, X, Y, Z]
+        "values"    float [B, C]   z-scored continuous, integer codes for categorical, 0 where missing
+        "missing"   bool  [B, C]   True = the cell is missing
+        "col_ids"   long  [B, C]   (CITab) header-bank rows
+        "pad_mask"  bool  [B, C]   (CITab) True = padded
+      CITab ("image", "values", "col_ids", "pad_mask"); resnet50 ("image",); transformer
+      ("values", "missing"); concat and daft ("image", "values": raw values, as the released
+      code); cross_attention and hyperfusion ("image", "values", "missing").
+    classify(*inputs) -> logits [B, num_classes]; model.stage ("finetune" for every baseline).
+    HyperFusion only: prepare_from_training_rows(values [N, C], missing [N, C], labels [N],
+        epochs=250, lr=1e-3, seed=2022, class_weights=None, batch_size=32) -> dict, the first
+        training stage (generator init from the input variance, tabular MLP prior), run once on
+        the training rows before training; other models do not have it.
 
 Reading the header bank (``model.header_bank``)::
 
@@ -71,21 +113,27 @@ Using a model (``model.citab.CITab``; all inputs batch-first)::
 
 Under DDP, route the wrapper's forward to pretrain_losses / classify; the w/o-ITC variant leaves
 the projection heads without gradients and the w/o-ITM variant the fusion and ITM head, so those
-need ``find_unused_parameters=True``.
+need ``find_unused_parameters=True``. A baseline's ``forward`` is its ``classify``, so DDP wraps it
+as it is; baselines have no pretraining methods, and those that read the table keep the TableSpec
+they were built for as ``model.table``.
 """
 
 from __future__ import annotations
 
 from model.citab import CITab, LoadReport
 from model.header_bank import HeaderBank, load_header_bank
-from model.registry import build_model, list_variants, variant_config
+from model.registry import VariantInfo, build_model, list_variants, variant_config, variant_info
+from model.table_spec import TableSpec
 
 __all__ = [
     "CITab",
     "HeaderBank",
     "LoadReport",
+    "TableSpec",
+    "VariantInfo",
     "build_model",
     "list_variants",
     "load_header_bank",
     "variant_config",
+    "variant_info",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,9 @@ class CITab(nn.Module):
         use_itm: train with the ITM loss.
         hard_negatives: "sample" (official code) or "argmax" (the paper's wording).
     """
+
+    # the batch entries classify() takes, in order (the training loop builds its calls from these)
+    input_names: ClassVar[tuple[str, ...]] = ("image", "values", "col_ids", "pad_mask")
 
     def __init__(
         self,

@@ -26,6 +26,8 @@ from model.augment import AugmentSettings, augment_volume, build_augmentation, r
 
 SPLITS = ("train", "val", "test")
 KEY_COLUMNS = ["cohort", "subject", "session"]
+# The tables stage writes a 0/1 flag ``missing__<name>`` beside every column (docs/interfaces.md 4).
+MISSING_PREFIX = "missing__"
 
 
 class DataError(ValueError):
@@ -41,6 +43,8 @@ class CohortRows:
         keys: one (cohort, subject, session) tuple per row.
         volumes: the model-ready volume path of each row.
         values: standardised cell values, float32 [N, C_t] (missing cells are 0).
+        missing: True where a cell is missing, bool [N, C_t] (the baselines' missing-value input;
+            CITab itself sees the 0 only, as the official code).
         col_ids: header-bank row of each of the cohort's columns, int64 [C_t].
         column_names: the cohort's column names, in table order.
         labels: class per row, int64 [N].
@@ -50,6 +54,7 @@ class CohortRows:
     keys: list[tuple[str, str, str]]
     volumes: list[str]
     values: np.ndarray
+    missing: np.ndarray
     col_ids: np.ndarray
     column_names: list[str]
     labels: np.ndarray
@@ -121,12 +126,12 @@ def load_cohort_rows(
         raise DataError(f"{table_path} ({split} row {row}, subject {rows.at[row, 'subject']}), column label: "
                         f"{rows.at[row, 'label']!r} is not a class index")
     values = rows[names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
-    # The tables stage writes missing cells as empty (NaN) next to missing__<name>; the model sees 0
-    # there (docs/model.md 1.2: missing -> 0 after standardisation).
-    values = np.nan_to_num(values, nan=0.0)
+    missing = _missing_cells(rows, names, values, table_path)
+    # The model sees 0 in a missing cell (docs/model.md 1.2: missing -> 0 after standardisation).
+    values = np.where(missing, 0.0, np.nan_to_num(values, nan=0.0)).astype(np.float32)
     volumes = [str(path) for path in rows["volume"].fillna("")]
     if check_volumes:
-        missing = [
+        absent_volumes = [
             f"{subject}/{session} -> '{volume}'"
             for subject, session, volume in zip(rows["subject"], rows["session"], volumes)
             if not volume or not Path(volume).is_file()
@@ -142,21 +147,40 @@ def load_cohort_rows(
                 f"{table_path}: {len(mismatched)} {split} row(s) of cohort {cohort} name the volume of another "
                 f"subject/session (the table and the volumes disagree on subjects): " + "; ".join(mismatched[:5])
             )
-        if missing:
+        if absent_volumes:
             raise DataError(
-                f"{table_path}: {len(missing)} {split} row(s) of cohort {cohort} name a model-ready volume that does not "
-                f"exist (the table and the preprocessed volumes disagree on subjects): " + "; ".join(missing[:5])
-                + (" ..." if len(missing) > 5 else "")
+                f"{table_path}: {len(absent_volumes)} {split} row(s) of cohort {cohort} name a model-ready volume that does "
+                f"not exist (the table and the preprocessed volumes disagree on subjects): " + "; ".join(absent_volumes[:5])
+                + (" ..." if len(absent_volumes) > 5 else "")
             )
     return CohortRows(
         cohort=cohort,
         keys=[(cohort, s, t) for s, t in zip(rows["subject"], rows["session"])],
         volumes=volumes,
         values=values,
+        missing=missing,
         col_ids=np.array([header_ids[column["header"]] for column in columns], dtype=np.int64),
         column_names=names,
         labels=labels.to_numpy(dtype=np.int64),
     )
+
+
+def _missing_cells(rows: pd.DataFrame, names: list[str], values: np.ndarray, table_path: str | Path) -> np.ndarray:
+    """bool [N, C]: the ``missing__<name>`` flags where the table has them (all or none), else empty cells."""
+    flags = [MISSING_PREFIX + name for name in names]
+    present = [flag for flag in flags if flag in rows.columns]
+    if not present:
+        return np.isnan(values)
+    if len(present) != len(flags):
+        absent = [flag for flag in flags if flag not in rows.columns]
+        raise DataError(f"{table_path}: missing-value flag column(s) {absent} absent while others are present")
+    marked = rows[flags].apply(pd.to_numeric, errors="coerce")
+    bad = marked.isna() | ~marked.isin([0, 1])
+    if bad.to_numpy().any():
+        row, column = np.argwhere(bad.to_numpy())[0]
+        raise DataError(f"{table_path} ({len(rows)} rows of the split, row {row}), column {flags[column]}: "
+                        f"{rows.iloc[row][flags[column]]!r} is not 0 or 1")
+    return marked.to_numpy(dtype=bool) | np.isnan(values)
 
 
 def load_volume(path: str | Path, shape: Sequence[int]) -> torch.Tensor:
@@ -194,6 +218,8 @@ class SampleSettings:
         augment: augmentation strengths.
         seed: base seed of every random draw.
         cache_volumes: keep loaded volumes in memory (per process).
+        load_images: read the volumes; False for a model that never sees them (the tabular-only
+            baseline): items then have no ``image``.
     """
 
     image_shape: tuple[int, int, int]
@@ -202,13 +228,15 @@ class SampleSettings:
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     seed: int = 0
     cache_volumes: bool = True
+    load_images: bool = True
 
 
 class ImageTableDataset(Dataset):
     """Rows of one or more cohorts, padded to the longest, with their images.
 
-    Item ``i`` is a dict: ``image`` float32 [1, X, Y, Z], ``values`` float32 [C_max], ``col_ids``
-    int64 [C_max], ``pad_mask`` bool [C_max] (True = padding), ``label`` int64, ``cohort_index``
+    Item ``i`` is a dict: ``image`` float32 [1, X, Y, Z] (absent when images are not loaded),
+    ``values`` float32 [C_max], ``missing`` bool [C_max] (True = missing cell or padding),
+    ``col_ids`` int64 [C_max], ``pad_mask`` bool [C_max] (True = padding), ``label`` int64, ``cohort_index``
     int64 (position in ``cohorts``; for logging and sampling, never fed to the model), ``index``.
     """
 
@@ -223,8 +251,9 @@ class ImageTableDataset(Dataset):
         Args:
             cohorts: the rows, one entry per cohort (concatenated in this order).
             settings: sampling settings.
-            corruption_pools: per cohort, float32 [N_train, C_t] values to draw corrupted cells from
-                (the cohort's training rows); needed when ``settings.corruption_rate > 0``.
+            corruption_pools: per cohort, the training rows to draw corrupted cells from: a pair
+                (values float32 [N_train, C_t], missing bool [N_train, C_t]), e.g.
+                ``(rows.values, rows.missing)``; needed when ``settings.corruption_rate > 0``.
             c_max: pad length (default: the longest cohort's column count).
         """
         if not cohorts:
@@ -272,6 +301,8 @@ class ImageTableDataset(Dataset):
 
     def preload(self) -> None:
         """Load every volume now (fails early on a bad file; shared by forked workers)."""
+        if not self.settings.load_images:
+            return
         for index in range(len(self)):
             self.image(index)
 
@@ -282,23 +313,30 @@ class ImageTableDataset(Dataset):
         # One generator per (seed, epoch, item): the same draws whatever the worker or resume point.
         generator = np.random.default_rng([self.settings.seed, self.epoch, index])
         augmented = bool(generator.random() < self.settings.augment_probability)
-        image = self.image(index)
-        values = rows.values[row].copy()
+        image = self.image(index) if self.settings.load_images else None
+        values, missing = rows.values[row].copy(), rows.missing[row].copy()
         if augmented:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(generator.integers(2**62)))
-                image = augment_volume(image, self.augmentation)
+            if image is not None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(generator.integers(2**62)))
+                    image = augment_volume(image, self.augmentation)
             if self.settings.corruption_rate > 0:
-                values = corrupt_row(values, self.corruption_pools[cohort], self.settings.corruption_rate, generator)
+                pool_values, pool_missing = self.corruption_pools[cohort]
+                values, missing = corrupt_row(values, pool_values, self.settings.corruption_rate, generator,
+                                              missing, pool_missing)
         padded_values = np.zeros(self.c_max, dtype=np.float32)
         padded_values[:width] = values
+        padded_missing = np.ones(self.c_max, dtype=bool)  # a padded cell is missing too
+        padded_missing[:width] = missing
         col_ids = np.zeros(self.c_max, dtype=np.int64)
         col_ids[:width] = rows.col_ids
         pad_mask = np.ones(self.c_max, dtype=bool)
         pad_mask[:width] = False
+        item = {} if image is None else {"image": image}
         return {
-            "image": image,
+            **item,
             "values": torch.from_numpy(padded_values),
+            "missing": torch.from_numpy(padded_missing),
             "col_ids": torch.from_numpy(col_ids),
             "pad_mask": torch.from_numpy(pad_mask),
             "label": torch.tensor(rows.labels[row], dtype=torch.int64),
@@ -307,17 +345,31 @@ class ImageTableDataset(Dataset):
         }
 
 
-def corrupt_row(values: np.ndarray, pool: np.ndarray, rate: float, generator: np.random.Generator) -> np.ndarray:
+def corrupt_row(
+    values: np.ndarray,
+    pool: np.ndarray,
+    rate: float,
+    generator: np.random.Generator,
+    missing: np.ndarray | None = None,
+    pool_missing: np.ndarray | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Replace floor(rate * C) random cells of ``values`` [C] by the same column of random ``pool`` rows.
 
     ``pool`` is float32 [N, C]: the cohort's training rows, i.e. each column's empirical distribution
-    (docs/model.md 6.3). Returns a new array.
+    (docs/model.md 6.3), imputed zeros included. With ``missing`` [C] and ``pool_missing`` [N, C] the
+    replaced cells take the donor's missing flag too and (values, missing) is returned; otherwise
+    the new values alone.
     """
     count = math.floor(rate * len(values))
+    with_flags = missing is not None
     if count == 0 or len(pool) == 0:
-        return values
+        return (values, missing) if with_flags else values
     corrupted = values.copy()
     columns = generator.choice(len(values), size=count, replace=False)
     donors = generator.integers(len(pool), size=count)
     corrupted[columns] = pool[donors, columns]
-    return corrupted
+    if not with_flags:
+        return corrupted
+    flags = missing.copy()
+    flags[columns] = pool_missing[donors, columns]
+    return corrupted, flags

@@ -10,7 +10,34 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+# How fine-tuning picks its best epoch from the validation metrics (strictly better than the best
+# so far wins; a NaN AUC counts as 0):
+#   acc_auc_f1: accuracy + AUC + F1, CITab's own evaluator;
+#   auc: macro AUC alone, the released baseline harness (its eval_metric "auc");
+#   balanced_accuracy: mean recall over the true classes, HyperFusion's original rule.
+SELECTION_RULES = ("acc_auc_f1", "auc", "balanced_accuracy")
+
+
+def selection_score(metrics: dict, rule: str) -> float:
+    """The score of ``rule`` (one of :data:`SELECTION_RULES`) from :func:`classification_metrics`' output."""
+    auc = 0.0 if math.isnan(metrics["auc"]) else metrics["auc"]
+    if rule == "acc_auc_f1":
+        return metrics["accuracy"] + auc + metrics["f1"]
+    if rule == "auc":
+        return auc
+    if rule == "balanced_accuracy":
+        return metrics["balanced_accuracy"]
+    raise ValueError(f"unknown selection rule {rule!r}; expected one of {SELECTION_RULES}")
 
 
 def macro_ovr_auc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, list[int]]:
@@ -46,7 +73,7 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
         A JSON-ready dict: ``accuracy``, ``auc`` (macro one-vs-rest over ``auc_classes``),
         ``auc_classes``, ``auc_complete`` (False when some class could not be scored), ``f1``
         (macro over the classes present in labels or predictions, as scikit-learn's default),
-        ``precision_macro``, ``recall_macro``, per-class ``precision`` and ``recall`` (lists of K),
+        ``balanced_accuracy`` (mean recall over the classes in ``labels``), ``precision_macro``, ``recall_macro``, per-class ``precision`` and ``recall`` (lists of K),
         ``confusion_matrix`` (K x K, rows = true class), ``support`` (K counts), ``n``, and
         ``selection_score`` = accuracy + AUC + F1 (AUC counted as 0 when NaN).
     """
@@ -65,6 +92,7 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
         "auc_classes": auc_classes,
         "auc_complete": len(auc_classes) == n_classes,
         "f1": f1,
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
         "precision_macro": float(precision_score(labels, predictions, average="macro", zero_division=0)),
         "recall_macro": float(recall_score(labels, predictions, average="macro", zero_division=0)),
         "precision": precision_score(labels, predictions, labels=all_classes, average=None, zero_division=0).tolist(),

@@ -1,7 +1,11 @@
-"""Named CITab variants (timm-style registry): the paper model and the ablations of Tables 2 and 3.
+"""Named model variants (timm-style registry): CITab, its ablations, and the Table 1 baselines.
 
-A variant is a function returning constructor arguments of :class:`model.citab.CITab`, registered
-with :func:`register_variant`; every variant is the paper configuration with a few keys changed.
+A variant is a function returning the constructor arguments of its model class, registered with
+:func:`register_variant`. CITab variants (family "citab") are the paper configuration with a few
+keys changed; they are built on a header bank and can be pretrained across tables. The supervised
+baselines of Table 1 (family "supervised", docs/baselines.md) are built for one cohort's
+:class:`model.table_spec.TableSpec` and trained from scratch per cohort; their variant function
+returns the paper configuration, which is also their constructor's defaults.
 The BioBERT header ablation is not a model variant: it is the same model on another header bank.
 The "w/o SSL" ablation is fine-tuning without a pretrained checkpoint.
 """
@@ -11,12 +15,22 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from model.baselines import ConcatFusion, CrossAttentionFusion, DAFT, HyperFusion, ImageResNet, TabularTransformer
+from model.baselines.common import config_dict
 from model.citab import CITab
+from model.table_spec import TableSpec
 
-__all__ = ["PAPER_CONFIG", "build_model", "list_variants", "register_variant", "variant_config"]
+__all__ = [
+    "FAMILIES", "PAPER_CONFIG", "VariantInfo", "build_model", "list_variants", "register_variant", "variant_config",
+    "variant_info",
+]
+
+FAMILIES = ("citab", "supervised")
 
 # The paper model as the official code runs it (docs/model.md 2-5, 8). The header width comes from
 # the header bank (768 for bert-base-uncased).
@@ -46,20 +60,66 @@ PAPER_CONFIG: dict = {
     "hard_negatives": "sample",
 }
 
-_VARIANTS: dict[str, Callable[[], dict]] = {}
 
 
-def register_variant(fn: Callable[[], dict] | None = None, *, name: str | None = None):
-    """Register a function returning a variant's constructor arguments under its name (or ``name``)."""
+@dataclass(frozen=True)
+class VariantInfo:
+    """What the pipeline needs to know about a variant before building it.
+
+    Attributes:
+        name: the variant name.
+        family: "citab" (header-bank model, pretrained across tables, then fine-tuned) or
+            "supervised" (a Table 1 baseline, bound to one table, trained from scratch per cohort).
+        model_class: the class :func:`build_model` instantiates.
+        pretrains_across_tables: True for CITab variants; False for baselines, which cannot be
+            pretrained on a mix of tables.
+        input_names: the batch entries ``classify`` takes, in order (see ``model/__init__.py``).
+    """
+
+    name: str
+    family: str
+    model_class: type[nn.Module]
+    pretrains_across_tables: bool
+    input_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Variant:
+    make_config: Callable[[], dict]
+    model_class: type[nn.Module]
+
+
+_VARIANTS: dict[str, _Variant] = {}
+
+
+def register_variant(
+    fn: Callable[[], dict] | None = None, *, name: str | None = None, model_class: type[nn.Module] = CITab,
+):
+    """Register a function returning a variant's constructor arguments under its name (or ``name``).
+
+    ``model_class`` is the class the arguments are for (CITab unless given); any other class is a
+    supervised baseline taking a ``table`` (:class:`TableSpec`) or no table at all.
+    """
 
     def register(function: Callable[[], dict]) -> Callable[[], dict]:
         key = name or function.__name__
         if key in _VARIANTS:
             raise ValueError(f"model variant {key!r} is already registered")
-        _VARIANTS[key] = function
+        _VARIANTS[key] = _Variant(function, model_class)
         return function
 
     return register(fn) if fn is not None else register
+
+
+def _constructor_keys(model_class: type[nn.Module]) -> set[str]:
+    """Constructor arguments of a model class other than its table / header bank."""
+    return set(inspect.signature(model_class).parameters) - {"table", "header_bank"}
+
+
+def _constructor_defaults(model_class: type[nn.Module]) -> dict:
+    """A baseline's constructor defaults (its paper configuration), JSON-serialisable."""
+    parameters = inspect.signature(model_class).parameters
+    return config_dict(**{key: parameters[key].default for key in sorted(_constructor_keys(model_class))})
 
 
 @register_variant
@@ -116,30 +176,123 @@ for _experts in (3, 4, 6):
     register_variant(_experts_variant(_experts), name=f"citab_e{_experts}")
 
 
-def list_variants() -> list[str]:
-    """Names of the registered variants, sorted."""
-    return sorted(_VARIANTS)
+# --- Table 1 supervised baselines (docs/baselines.md) -------------------------------------------
+
+
+@register_variant(model_class=ImageResNet)
+def resnet50() -> dict:
+    """Table 1 "3D ResNet-50": image only, ResNet + global average pool + linear classifier."""
+    return _constructor_defaults(ImageResNet)
+
+
+@register_variant(model_class=TabularTransformer)
+def transformer() -> dict:
+    """Table 1 "Transformer": table only, the TIP tabular transformer + linear classifier on its CLS."""
+    return _constructor_defaults(TabularTransformer)
+
+
+@register_variant(model_class=ConcatFusion)
+def concat() -> dict:
+    """Table 1 "Concat": pooled ResNet features concatenated with a tabular MLP embedding."""
+    return _constructor_defaults(ConcatFusion)
+
+
+@register_variant(model_class=DAFT)
+def daft() -> dict:
+    """Table 1 "DAFT": the ResNet's last block scales and shifts its input by the table."""
+    return _constructor_defaults(DAFT)
+
+
+@register_variant(model_class=CrossAttentionFusion)
+def cross_attention() -> dict:
+    """Table 1 "Cross-attention" (this project's design): bidirectional image-table cross-attention."""
+    return _constructor_defaults(CrossAttentionFusion)
+
+
+@register_variant(model_class=HyperFusion)
+def hyperfusion() -> dict:
+    """Table 1 "HyperFusion": pre-activation ResNet with a table-generated shortcut in the last block."""
+    return _constructor_defaults(HyperFusion)
+
+
+# --- lookup and construction -----------------------------------------------------------------------
+
+
+def _variant(name: str) -> _Variant:
+    if name not in _VARIANTS:
+        raise KeyError(f"unknown model variant {name!r}; registered: {', '.join(list_variants())}")
+    return _VARIANTS[name]
+
+
+def list_variants(family: str | None = None) -> list[str]:
+    """Names of the registered variants, sorted: all of them, or those of one family ("citab" | "supervised")."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return sorted(name for name in _VARIANTS if family is None or variant_info(name).family == family)
 
 
 def variant_config(name: str) -> dict:
-    """Constructor arguments of variant ``name`` (a fresh copy), without the header bank and stage."""
-    if name not in _VARIANTS:
-        raise KeyError(f"unknown model variant {name!r}; registered: {', '.join(list_variants())}")
-    return copy.deepcopy(_VARIANTS[name]())
+    """Constructor arguments of variant ``name`` (a fresh copy), without the header bank / table and stage."""
+    return copy.deepcopy(_variant(name).make_config())
 
 
-def build_model(name: str, header_bank: torch.Tensor, **overrides) -> CITab:
-    """Build variant ``name`` on ``header_bank`` [N, D_h], with constructor arguments overridden.
+def variant_info(name: str) -> VariantInfo:
+    """Family, model class, cross-table pretraining and inputs of variant ``name`` (KeyError if unknown)."""
+    variant = _variant(name)
+    is_citab = variant.model_class is CITab
+    return VariantInfo(
+        name=name,
+        family="citab" if is_citab else "supervised",
+        model_class=variant.model_class,
+        pretrains_across_tables=is_citab,
+        input_names=tuple(variant.model_class.input_names),
+    )
+
+
+def build_model(
+    name: str, header_bank: torch.Tensor | None = None, *, table: TableSpec | None = None, **overrides,
+) -> nn.Module:
+    """Build variant ``name`` with constructor arguments overridden.
 
     Args:
         name: a registered variant (see :func:`list_variants`).
-        header_bank: float [N, D_h] frozen header vectors.
-        **overrides: any :class:`CITab` argument, e.g. ``stage="finetune"``, ``resnet_depth=10``,
-            ``resnet_widths=[8, 16, 32, 64]``, ``embed_dim=64``; a key CITab does not take raises
-            TypeError naming the valid keys.
+        header_bank: float [N, D_h] frozen header vectors; required for CITab variants, ignored by
+            baselines.
+        table: the cohort's :class:`TableSpec`; required for baselines, ignored by CITab variants.
+        **overrides: for a CITab variant any :class:`CITab` argument (``stage="finetune"``,
+            ``resnet_depth=10``, ...); a key CITab does not take raises TypeError naming the valid
+            keys. For a baseline, the pipeline's ``model:`` section plus ``stage``: the baseline
+            takes the keys of its own constructor and ignores the other models' keys (a key that
+            no registered model takes raises TypeError); ``stage`` must be "finetune" (ValueError
+            otherwise: baselines train from scratch per cohort).
+
+    Returns:
+        A :class:`CITab` or a baseline model (``input_names``, ``classify``, ``config``, ``stage``).
     """
-    valid = set(inspect.signature(CITab).parameters) - {"header_bank"}
-    unknown = sorted(set(overrides) - valid)
+    variant = _variant(name)
+    if variant.model_class is CITab:
+        valid = _constructor_keys(CITab)
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise TypeError(f"build_model: unknown setting(s) {unknown}; valid: {sorted(valid)}")
+        if header_bank is None:
+            raise TypeError(f"build_model: variant {name!r} is a CITab model and needs header_bank")
+        return CITab(header_bank, **{**variant_config(name), **overrides})
+
+    valid_anywhere = set().union(*(_constructor_keys(v.model_class) for v in _VARIANTS.values())) | {"stage"}
+    unknown = sorted(set(overrides) - valid_anywhere)
     if unknown:
-        raise TypeError(f"build_model: unknown setting(s) {unknown}; valid: {sorted(valid)}")
-    return CITab(header_bank, **{**variant_config(name), **overrides})
+        raise TypeError(f"build_model: unknown setting(s) {unknown}; valid: {sorted(valid_anywhere)}")
+    if table is None:
+        raise TypeError(f"build_model: baseline {name!r} is bound to one table and needs table=TableSpec(...)")
+    stage = overrides.pop("stage", "finetune")
+    if stage != "finetune":
+        raise ValueError(
+            f"build_model: baseline {name!r} has no {stage!r} stage; baselines train from scratch per cohort "
+            "(stage='finetune' only)"
+        )
+    own_keys = _constructor_keys(variant.model_class)
+    arguments = {**variant_config(name), **{k: v for k, v in overrides.items() if k in own_keys}}
+    if "table" in inspect.signature(variant.model_class).parameters:
+        return variant.model_class(table, **arguments)
+    return variant.model_class(**arguments)

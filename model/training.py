@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from model.metrics import classification_metrics
+from model.metrics import SELECTION_RULES, classification_metrics, selection_score
 
 log = logging.getLogger(__name__)
 
@@ -354,10 +354,27 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def model_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(image, values, col_ids, pad_mask) of a batch; pad_mask None when no cell is padded (docs/model.md 6.1)."""
-    pad_mask = batch["pad_mask"]
-    return batch["image"], batch["values"], batch["col_ids"], (pad_mask if bool(pad_mask.any()) else None)
+CITAB_INPUTS = ("image", "values", "col_ids", "pad_mask")
+
+
+def model_inputs(batch: dict[str, torch.Tensor], names: Sequence[str] = CITAB_INPUTS) -> tuple[torch.Tensor | None, ...]:
+    """The batch entries a model's ``classify`` takes, in order (its ``input_names``).
+
+    ``pad_mask`` is None when no cell of the batch is padded (docs/model.md 6.1).
+    """
+    absent = [name for name in names if name not in batch]
+    if absent:
+        raise KeyError(f"the model needs batch entries {absent}; the batch has {sorted(batch)}")
+    inputs = []
+    for name in names:
+        value = batch[name]
+        inputs.append(value if name != "pad_mask" or bool(value.any()) else None)
+    return tuple(inputs)
+
+
+def classify(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits [B, K] of ``model`` on ``batch``, feeding it the entries its ``input_names`` list."""
+    return model.classify(*model_inputs(batch, getattr(model, "input_names", CITAB_INPUTS)))
 
 
 def set_epoch(loader: DataLoader, sampler: DistributedSampler, epoch: int) -> None:
@@ -541,7 +558,7 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     for batch in loader:
         batch = to_device(batch, device)
         with autocast(device, bf16):
-            logits = model.classify(*model_inputs(batch))
+            logits = classify(model, batch)
         probabilities.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         labels.append(batch["label"].cpu().numpy())
         indices.append(batch["index"].cpu().numpy())
@@ -560,8 +577,10 @@ def finetune(
     settings_hash: str,
     trainable_parameters: Callable[[], Iterator[nn.Parameter]] | None = None,
     metadata: dict[str, str] | None = None,
+    selection: str = "acc_auc_f1",
+    class_weights: Sequence[float] | None = None,
 ) -> dict:
-    """Fine-tune ``model`` with cross-entropy; keep the epoch with the best val acc + AUC + F1 (docs/model.md 6.4).
+    """Fine-tune ``model`` with cross-entropy; keep the epoch with the best validation score (docs/model.md 6.4).
 
     Args:
         model: CITab with its classifier (encoders already loaded or fresh).
@@ -574,10 +593,15 @@ def finetune(
         settings_hash: fingerprint of the run.
         trainable_parameters: parameters to optimise (default: all that require grad).
         metadata: extra strings stored in the best-weights file.
+        selection: how the best epoch is chosen, one of :data:`model.metrics.SELECTION_RULES`
+            ("acc_auc_f1": CITab's evaluator; "auc": the baseline harness; "balanced_accuracy").
+        class_weights: per-class cross-entropy weights [K] (None: unweighted).
 
     Returns:
-        {"best_epoch", "best_score", "best_val": val metrics of the best epoch}.
+        {"best_epoch", "best_score", "best_val": val metrics of the best epoch, "selection"}.
     """
+    if selection not in SELECTION_RULES:
+        raise ValueError(f"selection must be one of {SELECTION_RULES}, got {selection!r}")
     checkpoint_dir = run_dir / "checkpoints"
     model.to(device)
     parameters = list(trainable_parameters() if trainable_parameters else (p for p in model.parameters() if p.requires_grad))
@@ -592,7 +616,8 @@ def finetune(
     processes = Distributed(rank=0, world_size=1, local_rank=0, device=device)
     loader, sampler = make_loader(train_set, settings.batch_size, processes, settings.seed, settings.shuffle,
                                   settings.drop_last, settings.num_workers)
-    loss_function = nn.CrossEntropyLoss()
+    weight = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32, device=device)
+    loss_function = nn.CrossEntropyLoss(weight=weight)
     for epoch in range(start, settings.epochs):
         started = time.time()
         for group in optimizer.param_groups:
@@ -604,7 +629,7 @@ def finetune(
         for batch in progress(loader, True, f"finetune {epoch + 1}/{settings.epochs}"):
             batch = to_device(batch, device)
             with autocast(device, settings.bf16):
-                logits = model.classify(*model_inputs(batch))
+                logits = classify(model, batch)
             loss = loss_function(logits.float(), batch["label"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -612,15 +637,16 @@ def finetune(
             loss_sum, batches = loss_sum + float(loss.detach()), batches + 1
         labels, probabilities, _ = predict(model, val_set, settings.batch_size, device, settings.bf16, settings.num_workers)
         val = classification_metrics(labels, probabilities)
+        score = selection_score(val, selection)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(batches, 1), "val_accuracy": val["accuracy"],
-               "val_auc": val["auc"], "val_f1": val["f1"], "val_score": val["selection_score"],
-               "seconds": round(time.time() - started, 3)}
+               "val_auc": val["auc"], "val_f1": val["f1"], "val_balanced_accuracy": val["balanced_accuracy"],
+               "val_score": score, "seconds": round(time.time() - started, 3)}
         history.append(row)
         log.info("finetune epoch %d/%d %s", epoch + 1, settings.epochs, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
         # Strictly better than the best so far (initial best 0), as the official evaluator.
-        if val["selection_score"] > best["best_score"]:
-            best = {"best_epoch": epoch + 1, "best_score": val["selection_score"],
-                    "best_val": {k: val[k] for k in ("accuracy", "auc", "f1", "auc_complete")},
+        if score > best["best_score"]:
+            best = {"best_epoch": epoch + 1, "best_score": score,
+                    "best_val": {k: val[k] for k in ("accuracy", "auc", "f1", "balanced_accuracy", "auc_complete")},
                     "best_file": f"best-{epoch + 1:04d}.safetensors"}
             save_weights(checkpoint_dir / best["best_file"], state_dict_tensors(model), {**(metadata or {}), "epoch": epoch + 1})
         write_metrics_csv(metrics_path, history)
@@ -635,7 +661,8 @@ def finetune(
         best = {**best, "best_epoch": settings.epochs, "best_file": "best-last.safetensors"}
         save_weights(checkpoint_dir / best["best_file"], state_dict_tensors(model), {**(metadata or {}), "epoch": settings.epochs})
     tensors, stored = load_weights(checkpoint_dir / best["best_file"], "best fine-tuned weights")
-    save_weights(best_path, tensors, {**stored, "best_epoch": best["best_epoch"], "best_score": best["best_score"]})
+    save_weights(best_path, tensors, {**stored, "best_epoch": best["best_epoch"], "best_score": best["best_score"],
+                                      "selection": selection})
     write_metrics_csv(metrics_path, history)
     shutil.rmtree(checkpoint_dir)  # finished: a later run of this rule starts fresh
-    return best
+    return {**best, "selection": selection}

@@ -1,4 +1,6 @@
-# Report stage (see workflow/report.py): Table 1 from every evaluation of the configured variants.
+# Report stage (see workflow/report.py): Table 1 from every evaluation of the configured variants,
+# and Table 1 next to the paper's own numbers.
+from workflow.smk import REPO_ROOT
 
 
 rule results_table:
@@ -9,10 +11,14 @@ rule results_table:
             cohort=COHORTS,
             seed=config["finetune"]["seeds"],
         ),
+        paper_table=str(REPO_ROOT / paths.PAPER_TABLE1),
     output:
         csv=report(paths.TABLE1.format(ext="csv"), caption="../workflow/report/results.rst", category="Results"),
         markdown=paths.TABLE1.format(ext="md"),
         latex=paths.TABLE1.format(ext="tex"),
+        paper_csv=paths.TABLE1_VS_PAPER.format(ext="csv"),
+        paper_markdown=report(paths.TABLE1_VS_PAPER.format(ext="md"), caption="../workflow/report/results.rst",
+                              category="Results"),
     params:
         code=code_fingerprint("workflow/scripts/results_table.py"),
         variants=config["report"]["variants"],

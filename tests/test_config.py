@@ -76,3 +76,31 @@ def test_demo_raw_overlay_plans_the_raw_download_and_its_conversion(snakemake_wo
                                                                   REPO / "config" / "demo-raw.yaml"))
     for rule, count in (("synthesize_raw_download", 3), ("convert_clinica", 2), ("convert_nacc", 1)):
         assert any(line.split() == [rule, str(count)] for line in process.stdout.splitlines()), rule
+
+
+def test_the_paper_config_plans_every_table1_row_for_every_cohort(snakemake_workdir: Path) -> None:
+    """config.yaml alone, on empty download folders: CITab is pretrained once across the three
+    cohorts; each Table 1 row is trained and evaluated per cohort, the baselines from scratch with
+    their own harness settings."""
+    for cohort, folders in (("ADNI", ("images", "clinical")), ("AIBL", ("images", "clinical")),
+                            ("NACC", ("mri", "clinical"))):
+        for folder in folders:
+            (snakemake_workdir / "data" / cohort / folder).mkdir(parents=True)
+    process = run_snakemake(snakemake_workdir, "-n", "-p", "--until", "results_table", configfiles=())
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    rows = config["report"]["variants"]
+    assert rows == ["resnet50", "transformer", "concat", "daft", "cross_attention", "hyperfusion", "citab"]
+    counts = {line.split()[0]: int(line.split()[1]) for line in process.stdout.split("Job stats:", 1)[1].splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["pretrain"] == 1  # citab only: a baseline cannot pretrain across tables
+    assert counts["finetune"] == counts["evaluate"] == len(rows) * 3
+    commands = [line for line in process.stdout.splitlines() if "workflow.train finetune" in line]
+    for variant in rows:
+        for cohort in ("ADNI", "AIBL", "NACC"):
+            (command,) = [c for c in commands if f"--variant {variant} --cohort {cohort} " in c]
+            assert ("--pretrained results/pretrain/citab/" in command) == (variant == "citab")
+    daft_aibl = next(c for c in commands if "--variant daft --cohort AIBL " in c)
+    assert '"selection": "auc"' in daft_aibl and '"augment_probability": 0.95' in daft_aibl
+    assert '"corruption_rate": 0.3' in daft_aibl and '"epochs": 100' in daft_aibl
+    hyperfusion = next(c for c in commands if "--variant hyperfusion --cohort NACC " in c)
+    assert '"selection": "balanced_accuracy"' in hyperfusion and '"batch_size": 32' in hyperfusion

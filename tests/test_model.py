@@ -248,7 +248,7 @@ def test_itm_pairs_positives_and_negatives(bank):
     torch.testing.assert_close(out["loss"], (out["itc"] + out["itm"]) / 2)
 
 
-@pytest.mark.parametrize("name", list_variants())
+@pytest.mark.parametrize("name", list_variants("citab"))
 def test_every_variant_trains_forward_and_backward(bank, name):
     torch.manual_seed(0)
     model = build_model(name, bank, **SMALL)

@@ -99,3 +99,33 @@ def test_cells_format() -> None:
     assert format_cell(0.84567, float("nan"), 3, " ± ") == "0.846"
     assert format_cell(float("nan"), float("nan"), 3, " ± ") == "n/a"
     assert format_cell(0.5, 0.01234, 2, " ± ") == "0.50 ± 0.01"
+
+
+def test_table1_next_to_the_paper_keeps_the_paper_order_and_every_cell(tmp_path: Path) -> None:
+    from workflow.report import read_paper_table
+    from workflow.smk import REPO_ROOT
+
+    paper_path = REPO_ROOT / paths.PAPER_TABLE1
+    paper = read_paper_table(paper_path)
+    assert list(paper["rows"]) == ["resnet50", "transformer", "concat", "daft", "cross_attention", "hyperfusion",
+                                   "mmcl", "tip", "vita", "citab"]
+    files = [write_metrics(tmp_path, variant, cohort, 1, accuracy, 0.9, 0.7)
+             for variant, accuracy in (("citab", 0.85), ("daft", 0.80), ("citab_no_header", 0.6)) for cohort in COHORTS]
+    outputs = {ext: str(tmp_path / paths.TABLE1.format(ext=ext)) for ext in ("csv", "md", "tex")}
+    compared = {ext: str(tmp_path / paths.TABLE1_VS_PAPER.format(ext=ext)) for ext in ("csv", "md")}
+    write_table1(files, ["daft", "citab", "citab_no_header"], COHORTS, {"citab": "CITab", "daft": "DAFT"}, 3,
+                 outputs["csv"], outputs["md"], outputs["tex"], paper_table=str(paper_path),
+                 comparison_csv=compared["csv"], comparison_markdown_path=compared["md"])
+    long = pd.read_csv(compared["csv"])
+    # Ten paper rows in the paper's order, then what the paper lacks (an ablation, the majority row).
+    assert list(dict.fromkeys(long["variant"])) == [*paper["rows"], "citab_no_header", "majority"]
+    cell = long[(long["variant"] == "citab") & (long["cohort"] == "AIBL") & (long["metric"] == "accuracy")].iloc[0]
+    assert cell["paper"] == pytest.approx(0.817) and cell["reproduced"] == pytest.approx(0.85)
+    assert cell["difference"] == pytest.approx(0.85 - 0.817)
+    unrun = long[long["variant"] == "tip"]
+    assert (unrun["n_seeds"] == 0).all() and unrun["reproduced"].isna().all() and unrun["paper"].notna().all()
+    lines = Path(compared["md"]).read_text().splitlines()
+    assert lines[0] == "| Method | ADNI Acc | ADNI AUC | ADNI F1 | AIBL Acc | AIBL AUC | AIBL F1 |"
+    assert lines[5].startswith("| DAFT | 0.800 (0.811) | 0.900 (0.937) | 0.700 (0.809) | 0.800 (0.785) |")
+    assert lines[9] == "| tip | " + " | ".join(f"not run ({v:.3f})" for c in COHORTS for v in paper["rows"]["tip"][c]) + " |"
+    assert lines[12].startswith("| citab_no_header | 0.600 (–) |")

@@ -86,6 +86,14 @@ def test_finetune_hyperparameter_reruns_finetune_evaluate_and_table(tiny_full_ru
     })
 
 
+def test_a_baselines_own_setting_reruns_only_that_baseline(tiny_full_run: Path, tmp_path: Path) -> None:
+    changed = tiny_config_with({"finetune": {"variant_settings": {"daft": {"epochs": 3}}}}, tmp_path)
+    jobs = planned_jobs(tiny_full_run, configfiles=(changed,))
+    cohorts = list(yaml.safe_load(TINY_CONFIG.read_text())["cohorts"])
+    assert rules_of(jobs) == Counter({"finetune": len(cohorts), "evaluate": len(cohorts), "results_table": 1})
+    assert {wildcards["variant"] for rule, wildcards in jobs if rule != "results_table"} == {"daft"}
+
+
 def test_header_text_reruns_header_bank_and_after_but_no_preprocessing(tiny_full_run: Path, tmp_path: Path) -> None:
     columns = yaml.safe_load((REPO / "config" / "columns.yaml").read_text())
     cohort = next(iter(columns["cohorts"]))

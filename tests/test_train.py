@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -74,7 +75,7 @@ def test_ddp_pretraining_two_gloo_processes_agree(trained: Path) -> None:
     checkpoints = trained / paths.PRETRAIN_DIR.format(variant="citab") / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
     table = (trained / paths.TABLE1.format(ext="md")).read_text()
-    assert table.splitlines()[2].startswith("| CITab |")
+    assert [line.split(" |")[0] for line in table.splitlines()[2:5]] == ["| DAFT", "| CITab", "| Majority class"]
     evaluation = json.loads((trained / paths.EVAL_METRICS.format(variant="citab", cohort="ADNI", seed=1)).read_text())
     assert evaluation["n"] == 6 and len(evaluation["confusion_matrix"]) == 3
 
@@ -82,8 +83,9 @@ def test_ddp_pretraining_two_gloo_processes_agree(trained: Path) -> None:
 def test_finetune_setting_change_reruns_only_finetune_evaluate_table(trained: Path, tmp_path: Path) -> None:
     changed = write_config(tmp_path / "lr.yaml", {**TEST_OVERRIDES, "finetune": {**TEST_OVERRIDES["finetune"], "lr": 5e-4}})
     dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(TINY_CONFIG, changed), env=VENV_PATH)
-    assert job_counts(dry.stdout) == {"finetune": 3, "evaluate": 3, "results_table": 1}
-    # A per-cohort setting reruns that cohort only.
+    runs = 3 * len(TINY["report"]["variants"])  # DAFT takes the shared learning rate too
+    assert job_counts(dry.stdout) == {"finetune": runs, "evaluate": runs, "results_table": 1}
+    # A per-cohort setting reruns that cohort only (DAFT has corruption rates of its own).
     adni = write_config(tmp_path / "adni.yaml", {**TEST_OVERRIDES, "finetune": {
         **TEST_OVERRIDES["finetune"], "corruption_rate": {"default": 0.0, "ADNI": 0.5, "AIBL": 0.3, "NACC": 0.0}}})
     dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(TINY_CONFIG, adni), env=VENV_PATH)
@@ -280,8 +282,8 @@ def test_augmented_draws_repeat_for_the_same_seed_epoch_and_row(inputs: Path) ->
     rows = [load_cohort_rows("ADNI", paths.TABLE.format(cohort="ADNI"), paths.TABLE_COLUMNS.format(cohort="ADNI"),
                              {t: i for i, t in enumerate(bank.headers)}, "train")]
     settings = SampleSettings(image_shape=(16, 16, 16), augment_probability=1.0, corruption_rate=0.4, seed=3)
-    first = ImageTableDataset(rows, settings, corruption_pools=[rows[0].values])
-    second = ImageTableDataset(rows, settings, corruption_pools=[rows[0].values])
+    first = ImageTableDataset(rows, settings, corruption_pools=[(rows[0].values, rows[0].missing)])
+    second = ImageTableDataset(rows, settings, corruption_pools=[(rows[0].values, rows[0].missing)])
     assert torch.equal(first[2]["image"], second[2]["image"])
     first.set_epoch(1)
     assert not torch.equal(first[2]["image"], second[2]["image"])
@@ -298,3 +300,39 @@ def test_metrics_survive_a_test_set_without_a_class() -> None:
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 0, 0], [1, 0, 1]]
     single = classification_metrics(np.array([1, 1]), probabilities[:2])
     assert np.isnan(single["auc"]) and single["auc_classes"] == []
+
+
+# --- supervised baselines -------------------------------------------------------------------------
+
+BASELINES = ["resnet50", "transformer", "concat", "daft", "cross_attention", "hyperfusion"]
+
+
+@pytest.mark.parametrize("variant", BASELINES)
+def test_baseline_trains_from_scratch_and_evaluates_with_its_own_settings(inputs: Path, variant: str) -> None:
+    """Each baseline goes through the same fine-tuning and evaluation jobs as CITab, from scratch,
+    with the config.yaml harness settings (scaled down) and its selection rule recorded."""
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    own = {**paper["finetune"]["variant_settings"][variant], "epochs": 2, "batch_size": 4}
+    if "tabular_prior" in own:
+        own["tabular_prior"] = {**own["tabular_prior"], "epochs": 3}
+    config = {"model": TINY["model"], "headers": {"encoder": ENCODER},
+              "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"]},
+              "finetune": {**TINY["finetune"], **TEST_OVERRIDES["finetune"], "variant_settings": {variant: own}},
+              "evaluate": {}}
+    _fill_defaults(config)
+    assert train.resolve_variant(variant, config) == (variant, False)
+    assert train.pretrained_input(variant, config) == []
+    settings = json.loads(train.finetune_settings(config, variant, "ADNI"))
+    assert settings["selection"] == own["selection"] and settings["epochs"] == 2
+    common = dict(variant=variant, cohort="ADNI", seed=1, table=paths.TABLE.format(cohort="ADNI"),
+                  columns=paths.TABLE_COLUMNS.format(cohort="ADNI"), header_bank=paths.HEADER_BANK.format(encoder=ENCODER),
+                  encoder=ENCODER, gpus=0, threads=1)
+    best = inputs / "ft" / variant / "best.safetensors"
+    result = train.run_finetune(settings=settings, pretrained=None, best=str(best), metrics=str(best.parent / "metrics.csv"),
+                                **common)
+    assert result["selection"] == own["selection"] and 1 <= result["best_epoch"] <= 2
+    evaluation = train.run_evaluate(settings=json.loads(train.evaluate_settings(config, variant)), weights=str(best),
+                                    metrics_json=str(inputs / "eval.json"), predictions=str(inputs / "pred.tsv"), **common)
+    assert evaluation["selection"] == own["selection"] and evaluation["n"] == 6
+    predictions = pd.read_csv(inputs / "pred.tsv", sep="\t")
+    assert np.allclose(predictions[["prob_CN", "prob_MCI", "prob_DE"]].sum(axis=1), 1.0, atol=1e-5)

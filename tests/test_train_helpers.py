@@ -1,8 +1,9 @@
 """Small training-stage inputs written directly (tables, columns, volumes, header bank).
 
 The training tests use them so they do not wait for the upstream stages: three cohorts with 5, 3
-and 4 columns (different column sets sharing some headers), a few subjects each, 16^3 volumes
-whose bright blob and first column both carry the label, and a random header bank.
+and 4 columns (different column sets sharing some headers; "Sex" categorical; the last column
+missing in every fourth row), a few subjects each, 16^3 volumes whose bright blob and first column
+both carry the label, and a random header bank.
 """
 
 from __future__ import annotations
@@ -51,15 +52,20 @@ def write_training_inputs(workdir: Path, seed: int = 0, header_dim: int = 16, en
                 np.save(workdir / volume, image)
                 values = rng.normal(size=len(names))
                 values[0] = label - 1 + 0.3 * rng.normal()
+                values[1] = rng.integers(2)  # "Sex", a categorical code
+                missing = np.zeros(len(names), dtype=bool)
+                missing[-1] = row % 4 == 3  # some missing cells (written as 0, flagged), as the tables stage does
+                values[missing] = 0.0
                 record = {"cohort": cohort, "subject": f"S{subject:03d}", "session": session, "source_id": str(subject),
                           "volume": volume, "split": split, "label": label, "label_name": ["CN", "MCI", "DE"][label],
                           "visit_code": "bl", "visit_date": "2020-01-01", "delta_days": 0}
-                for name, value in zip(names, values):
+                for name, value, absent in zip(names, values, missing):
                     record[name] = round(float(value), 5)
-                    record[f"missing__{name}"] = 0
+                    record[f"missing__{name}"] = int(absent)
                 records.append(record)
         table_path = workdir / paths.TABLE.format(cohort=cohort)
         table_path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame.from_records(records).to_csv(table_path, sep="\t", index=False)
         columns = [{"name": n, "header": h, "type": "continuous"} for n, h in zip(names, column_headers)]
+        columns[1] = {**columns[1], "type": "categorical", "levels": {"Male": 0, "Female": 1}}
         (workdir / paths.TABLE_COLUMNS.format(cohort=cohort)).write_text(yaml.safe_dump({"columns": columns}))

@@ -70,6 +70,9 @@ EVAL_PREDICTIONS = "results/eval/{variant}/{cohort}/seed-{seed}/predictions.tsv"
 
 # --- report ---------------------------------------------------------------------------------------
 TABLE1 = "results/report/table1.{ext}"
+TABLE1_VS_PAPER = "results/report/table1_vs_paper.{ext}"
+# The paper's own Table 1 numbers (a file of the repository, read by the report stage).
+PAPER_TABLE1 = "workflow/report/paper_table1.yaml"
 
 # Columns of every exclusions table, whatever the stage: who was left out, where, and why.
 EXCLUSION_COLUMNS = ["stage", "cohort", "subject", "session", "file", "row", "column", "reason"]

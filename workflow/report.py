@@ -7,6 +7,10 @@ without one class) is marked with a dagger and explained under the table.
 
 A "Majority class" row (on by default) shows what always predicting a test set's most frequent
 class scores: the bar a model must clear, which matters on small test sets.
+
+Beside Table 1 the stage writes it against the paper's own numbers (``workflow/report/paper_table1.yaml``):
+every row of the paper in its order, each cell "reproduced (paper)", and a long CSV with the
+difference per cell.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +165,7 @@ def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], not
 def write_table1(
     metric_files: list[str], variants: list[str], cohorts: list[str], method_names: dict[str, str],
     decimals: int, csv_path: str, markdown_path: str, latex_path: str, with_majority_row: bool = True,
+    paper_table: str | None = None, comparison_csv: str | None = None, comparison_markdown_path: str | None = None,
 ) -> pd.DataFrame:
     """Build Table 1 from evaluation metrics files and write it as CSV, Markdown and LaTeX.
 
@@ -170,6 +176,8 @@ def write_table1(
         decimals: digits after the decimal point.
         csv_path: numeric table (means, SDs, seed counts; one row per variant).
         markdown_path / latex_path: the formatted table.
+        paper_table: the paper's numbers (``workflow/report/paper_table1.yaml``); with it,
+            ``comparison_csv`` and ``comparison_markdown_path`` get Table 1 next to the paper's.
 
     Returns:
         The numeric summary (as written to the CSV).
@@ -195,4 +203,72 @@ def write_table1(
     Path(latex_path).write_text(to_latex(cells, method_names, cohorts, note))
     log.info("Table 1 (%d method(s) x %d cohort(s), %d evaluation(s)):\n%s", len(variants), len(cohorts),
              len(records), Path(markdown_path).read_text())
+    if paper_table:
+        write_paper_comparison(summary, paper_table, cohorts, method_names, decimals, comparison_csv,
+                               comparison_markdown_path)
+        log.info("Table 1 against the paper:\n%s", Path(comparison_markdown_path).read_text())
     return numeric
+
+
+def read_paper_table(path: str | Path) -> dict:
+    """The paper's Table 1 (``{"metrics": [...], "rows": {variant: {cohort: [values]}}}``), checked."""
+    document = yaml.safe_load(Path(path).read_text())
+    metrics = document.get("metrics") if isinstance(document, dict) else None
+    if metrics != list(METRICS):
+        raise ValueError(f"{path}: 'metrics' must be {list(METRICS)}, got {metrics!r}")
+    for variant, row in document["rows"].items():
+        for cohort, values in row.items():
+            if cohort != "inputs" and (not isinstance(values, list) or len(values) != len(METRICS)):
+                raise ValueError(f"{path}: rows.{variant}.{cohort} must list {len(METRICS)} numbers, got {values!r}")
+    return document
+
+
+def compare_with_paper(summary: pd.DataFrame, paper: dict, cohorts: list[str]) -> pd.DataFrame:
+    """One row per (paper row or reproduced variant, cohort, metric): paper value, reproduced mean
+    and SD, seed count and reproduced - paper. Paper rows come first in the paper's order; variants
+    the paper lacks (ablations, a majority row) follow. Unrun rows and cohorts the paper lacks are NaN."""
+    order = list(paper["rows"]) + [v for v in summary.index if v not in paper["rows"]]
+    records = []
+    for variant in order:
+        paper_row = paper["rows"].get(variant, {})
+        for cohort in cohorts:
+            for position, metric in enumerate(METRICS):
+                reported = paper_row.get(cohort, [math.nan] * len(METRICS))[position]
+                ran = variant in summary.index
+                mean = summary.loc[variant, f"{cohort}_{metric}"] if ran else math.nan
+                sd = summary.loc[variant, f"{cohort}_{metric}_sd"] if ran else math.nan
+                seeds = int(summary.loc[variant, f"{cohort}_n_seeds"]) if ran else 0
+                records.append({"variant": variant, "cohort": cohort, "metric": metric, "paper": float(reported),
+                                "reproduced": float(mean), "reproduced_sd": float(sd), "n_seeds": seeds,
+                                "difference": float(mean - reported)})
+    return pd.DataFrame.from_records(records)
+
+
+def comparison_markdown(comparison: pd.DataFrame, names: dict[str, str], cohorts: list[str], decimals: int) -> str:
+    """Cells "reproduced (paper)"; "not run" where the pipeline has no result, "–" where the paper has none."""
+    header = ["Method", *(f"{cohort} {label}" for cohort in cohorts for label in METRICS.values())]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
+    for variant, rows in comparison.groupby("variant", sort=False):
+        cells = []
+        for cohort in cohorts:
+            for metric in METRICS:
+                row = rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0]
+                mine = "not run" if row["n_seeds"] == 0 else format_cell(row["reproduced"], row["reproduced_sd"], decimals, " ± ")
+                theirs = "–" if math.isnan(row["paper"]) else f"{row['paper']:.{decimals}f}"
+                cells.append(f"{mine} ({theirs})")
+        lines.append("| " + " | ".join([names.get(variant, variant), *cells]) + " |")
+    note = ("Each cell: reproduced here (the paper's Table 1). Reproduced cells are means over fine-tuning seeds "
+            "(± SD where several ran) on this run's cohorts and splits, which need not be the paper's.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def write_paper_comparison(
+    summary: pd.DataFrame, paper_path: str, cohorts: list[str], method_names: dict[str, str], decimals: int,
+    csv_path: str, markdown_path: str,
+) -> pd.DataFrame:
+    """Write Table 1 next to the paper's numbers (long CSV + Markdown); returns the long table."""
+    comparison = compare_with_paper(summary, read_paper_table(paper_path), cohorts)
+    comparison.insert(1, "method", [method_names.get(v, v) for v in comparison["variant"]])
+    comparison.to_csv(csv_path, index=False, float_format=f"%.{decimals + 3}f")
+    Path(markdown_path).write_text(comparison_markdown(comparison, method_names, cohorts, decimals))
+    return comparison

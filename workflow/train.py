@@ -35,7 +35,7 @@ FINETUNE_METRICS = f"{paths.FINETUNE_DIR}/metrics.csv"
 # Settings that only say how a job runs, not what it computes, are kept out of the params JSON.
 PRETRAIN_RUNTIME_KEYS = ("gpus", "cpu_processes", "threads", "mem_mb")
 FINETUNE_RUNTIME_KEYS = ("gpus", "threads", "mem_mb", "seeds", "pretrained", "scratch_variants",
-                         "augment_probability", "corruption_rate")
+                         "augment_probability", "corruption_rate", "variant_settings")
 SHARED_FROM_PRETRAIN = ("image_shape", "augment", "cache_volumes")
 # Set by torchrun in the environment of each worker it starts (and not in its own).
 TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
@@ -57,12 +57,20 @@ def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
     """(registered model variant, start from pretrained encoders?) of a ``{variant}`` wildcard.
 
     ``finetune.scratch_variants`` maps a table-row name to the variant it fine-tunes from scratch
-    (the "w/o multi-modal SSL" ablation); otherwise ``finetune.pretrained`` decides.
+    (the "w/o multi-modal SSL" ablation); a supervised baseline always trains from scratch (it is
+    bound to one cohort's columns, so it cannot pretrain across tables); otherwise
+    ``finetune.pretrained`` decides.
     """
     scratch = config["finetune"]["scratch_variants"]
     if variant in scratch:
         return scratch[variant], False
-    return variant, bool(config["finetune"]["pretrained"])
+    return variant, bool(config["finetune"]["pretrained"]) and _pretrains_across_tables(variant)
+
+
+def _pretrains_across_tables(model_variant: str) -> bool:
+    from model.registry import variant_info
+
+    return variant_info(model_variant).pretrains_across_tables
 
 
 def pretrain_settings(config: dict) -> str:
@@ -72,15 +80,24 @@ def pretrain_settings(config: dict) -> str:
     return json.dumps(section, sort_keys=True)
 
 
+def variant_finetune_section(config: dict, model_variant: str) -> dict:
+    """The ``finetune`` section as it applies to ``model_variant``: its ``variant_settings`` entry
+    (a baseline's own training settings, e.g. the selection rule or augmentation rates) over the
+    shared settings."""
+    section = config["finetune"]
+    return {**section, **section["variant_settings"].get(model_variant, {})}
+
+
 def finetune_settings(config: dict, variant: str, cohort: str) -> str:
     """JSON of every setting that changes one cohort's fine-tuning (only that cohort's rates)."""
-    section = config["finetune"]
+    model_variant, pretrained = resolve_variant(variant, config)
+    section = variant_finetune_section(config, model_variant)
     settings = {k: v for k, v in section.items() if k not in FINETUNE_RUNTIME_KEYS}
     settings.update({k: config["pretrain"][k] for k in SHARED_FROM_PRETRAIN})
     settings["architecture"] = config["model"]
     settings["augment_probability"] = _per_cohort(section["augment_probability"], cohort)
     settings["corruption_rate"] = _per_cohort(section["corruption_rate"], cohort)
-    settings["model_variant"], settings["pretrained"] = resolve_variant(variant, config)
+    settings["model_variant"], settings["pretrained"] = model_variant, pretrained
     return json.dumps(settings, sort_keys=True)
 
 
@@ -140,7 +157,8 @@ def load_rows(cohort: str, table: str, columns: str, bank, split: str):
     return load_cohort_rows(cohort, table, columns, header_ids, split)
 
 
-def sample_settings(settings: dict, seed: int, augment_probability: float, corruption_rate: float = 0.0):
+def sample_settings(settings: dict, seed: int, augment_probability: float, corruption_rate: float = 0.0,
+                    load_images: bool = True):
     from model.augment import AugmentSettings
     from model.data import SampleSettings
 
@@ -149,17 +167,21 @@ def sample_settings(settings: dict, seed: int, augment_probability: float, corru
     return SampleSettings(
         image_shape=tuple(settings["image_shape"]), augment_probability=augment_probability,
         corruption_rate=corruption_rate, augment=AugmentSettings(**augment), seed=seed,
-        cache_volumes=settings["cache_volumes"],
+        cache_volumes=settings["cache_volumes"], load_images=load_images,
     )
 
 
-def build(model_variant: str, bank, settings: dict, stage: str):
+def build(model_variant: str, bank, settings: dict, stage: str, columns: str | None = None):
     """A fresh model of ``model_variant`` for ``stage`` ("pretrain" | "finetune") with the config's
-    sizes (``settings["architecture"]``, the ``model`` section) on the header bank's vectors; checks
-    the class names against its classes."""
+    sizes (``settings["architecture"]``, the ``model`` section) on the header bank's vectors; a
+    supervised baseline also gets its cohort's column layout from ``columns`` (columns.yaml).
+    Checks the class names against the model's classes."""
+    from model.data import read_columns
     from model.registry import build_model
+    from model.table_spec import TableSpec
 
-    model = build_model(model_variant, bank.embeddings, **settings["architecture"], stage=stage)
+    table = TableSpec.from_columns(read_columns(columns)) if columns else None
+    model = build_model(model_variant, bank.embeddings, table=table, **settings["architecture"], stage=stage)
     classes = model.config.get("num_classes")
     if "class_names" in settings and classes != len(settings["class_names"]):
         raise ValueError(f"finetune.class_names lists {len(settings['class_names'])} classes but model.num_classes is {classes}")
@@ -249,7 +271,7 @@ def run_finetune(
     """Fine-tune one cohort with one seed, from ``pretrained`` encoders (or from scratch when None).
 
     ``settings`` is :func:`finetune_settings`'s JSON, decoded. Writes ``best`` (weights of the epoch
-    with the best validation acc + AUC + F1) and ``metrics`` (per-epoch CSV).
+    with the best validation score under ``settings["selection"]``) and ``metrics`` (per-epoch CSV).
     """
     import torch
 
@@ -263,15 +285,27 @@ def run_finetune(
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError(f"{table}: cohort {cohort} needs training and validation rows "
                          f"(has {len(train_rows)} train, {len(val_rows)} val)")
+    torch.manual_seed(seed)
+    model = build(settings["model_variant"], bank, settings, "finetune", columns)
+    with_images = "image" in model.input_names
     train_set = ImageTableDataset(
         [train_rows],
-        sample_settings(settings, seed, settings["augment_probability"], settings["corruption_rate"]),
-        corruption_pools=[train_rows.values],
+        sample_settings(settings, seed, settings["augment_probability"], settings["corruption_rate"], with_images),
+        corruption_pools=[(train_rows.values, train_rows.missing)],
     )
-    val_set = ImageTableDataset([val_rows], sample_settings(settings, seed, 0.0))
+    val_set = ImageTableDataset([val_rows], sample_settings(settings, seed, 0.0, load_images=with_images))
     preload([train_set, val_set], settings)
-    torch.manual_seed(seed)
-    model = build(settings["model_variant"], bank, settings, "finetune")
+    if hasattr(model, "prepare_from_training_rows"):
+        # HyperFusion's first stage: a tabular prior network and the weight generators' initialisation.
+        if "tabular_prior" not in settings:
+            raise ValueError(f"{settings['model_variant']} needs finetune.variant_settings."
+                             f"{settings['model_variant']}.tabular_prior (epochs, lr, class_weights)")
+        prior = settings["tabular_prior"]
+        model.prepare_from_training_rows(
+            torch.from_numpy(train_rows.values), torch.from_numpy(train_rows.missing),
+            torch.from_numpy(train_rows.labels), epochs=prior["epochs"], lr=prior["lr"], seed=seed,
+            class_weights=prior["class_weights"],
+        )
     inputs = [table, columns, header_bank]
     if pretrained:
         state, _ = load_weights(pretrained, "pretrained weights")
@@ -285,6 +319,9 @@ def run_finetune(
     else:
         log.info("no pretrained weights: fine-tuning %s from scratch (w/o multi-modal SSL)", settings["model_variant"])
     if settings["strategy"] == "frozen":
+        if not hasattr(model, "freeze_encoders"):
+            raise ValueError(f"finetune.strategy 'frozen' needs pretrained encoders; {settings['model_variant']} "
+                             "trains from scratch (set strategy: trainable for it under finetune.variant_settings)")
         model.freeze_encoders()
     loop = LoopSettings(
         epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
@@ -299,6 +336,7 @@ def run_finetune(
     result = finetune(
         model, train_set, val_set, loop, processes.device, Path(best).parent, Path(best), Path(metrics), run_hash,
         metadata={"variant": variant, "cohort": cohort, "seed": seed, "model_config": json.dumps(model.config)},
+        selection=settings["selection"], class_weights=settings["class_weights"],
     )
     log.info("best epoch %d: validation %s", result["best_epoch"], result["best_val"])
     return result
@@ -325,9 +363,10 @@ def run_evaluate(
     test_rows = load_rows(cohort, table, columns, bank, "test")
     if len(test_rows) == 0:
         raise ValueError(f"{table}: cohort {cohort} has no test rows to evaluate")
-    test_set = ImageTableDataset([test_rows], sample_settings({**settings, "augment": _NO_AUGMENT}, seed, 0.0))
     state, metadata = load_weights(weights, "fine-tuned weights")
-    model = build(settings["model_variant"], bank, settings, "finetune")
+    model = build(settings["model_variant"], bank, settings, "finetune", columns)
+    test_set = ImageTableDataset([test_rows], sample_settings({**settings, "augment": _NO_AUGMENT}, seed, 0.0,
+                                                              load_images="image" in model.input_names))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -339,7 +378,7 @@ def run_evaluate(
     present = sorted(set(labels.tolist()))
     result = {
         "variant": variant, "cohort": cohort, "seed": seed, "split": "test", "class_names": class_names,
-        "best_epoch": int(metadata.get("best_epoch", 0)), **metrics,
+        "best_epoch": int(metadata.get("best_epoch", 0)), "selection": metadata.get("selection", ""), **metrics,
         "auc_note": "" if metrics["auc_complete"] else (
             f"AUC averaged over the scorable classes {[class_names[k] for k in metrics['auc_classes']]} only: "
             f"the test set holds classes {[class_names[k] for k in present]}"),

@@ -14,4 +14,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
         markdown_path=snakemake.output.markdown,  # noqa: F821
         latex_path=snakemake.output.latex,  # noqa: F821
         with_majority_row=bool(snakemake.params.majority_row),  # noqa: F821
+        paper_table=snakemake.input.paper_table,  # noqa: F821
+        comparison_csv=snakemake.output.paper_csv,  # noqa: F821
+        comparison_markdown_path=snakemake.output.paper_markdown,  # noqa: F821
     )
