@@ -25,9 +25,11 @@ include: "rules/tables.smk"
 include: "rules/headers.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
+include: "rules/bundle.smk"
 
 
 rule all:
     input:
         expand(paths.TABLE1, ext=["csv", "md", "tex"]),
+        BUNDLES,
     default_target: True

@@ -25,8 +25,10 @@ WORKFLOW_PARTS = ["Snakefile", "config.yaml", "config", "rules", "envs", "workfl
 
 
 def run_check(snakefile: Path) -> subprocess.CompletedProcess:
+    # config/predict-demo.yaml defines the predict rule (only present with a predict section).
+    configs = ["--configfile", str(TINY_CONFIG), "--configfile", str(snakefile.parent / "config" / "predict-demo.yaml")]
     return subprocess.run(
-        [sys.executable, "-m", "workflow.check_envs", "--snakefile", str(snakefile), "--configfile", str(TINY_CONFIG)],
+        [sys.executable, "-m", "workflow.check_envs", "--snakefile", str(snakefile), *configs],
         capture_output=True, text=True, timeout=120, cwd=snakefile.parent,
     )
 

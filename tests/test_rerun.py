@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
 # Rules whose jobs follow a change of the pretrained encoders, in DAG order.
-TRAINING_AND_AFTER = {"pretrain", "finetune", "evaluate", "results_table"}
+TRAINING_AND_AFTER = {"pretrain", "finetune", "evaluate", "results_table", "export_bundle"}
 
 
 def planned_jobs(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (TINY_CONFIG,)) -> list[tuple[str, dict]]:
@@ -83,6 +83,7 @@ def test_finetune_hyperparameter_reruns_finetune_evaluate_and_table(tiny_full_ru
         "finetune": jobs_in_run(tiny_full_run, "finetune"),
         "evaluate": jobs_in_run(tiny_full_run, "evaluate"),
         "results_table": 1,
+        "export_bundle": jobs_in_run(tiny_full_run, "export_bundle"),
     })
 
 

@@ -74,5 +74,19 @@ TABLE1_VS_PAPER = "results/report/table1_vs_paper.{ext}"
 # The paper's own Table 1 numbers (a file of the repository, read by the report stage).
 PAPER_TABLE1 = "workflow/report/paper_table1.yaml"
 
+# --- bundles: one fine-tuned model with everything needed to use it on new subjects ---------------
+# A self-contained folder per (variant, cohort, seed); the files inside: workflow.bundle.BUNDLE_FILES.
+BUNDLE_DIR = "results/bundles/{variant}/{cohort}/seed-{seed}"
+
+# --- predict: new subjects through a bundle, into the user's output folder (config predict.output) -
+PREDICTIONS = "{output}/predictions.tsv"
+PREDICT_QC = "{output}/qc.tsv"
+# Preprocessing intermediates of the new images (the same per-image files as the preprocess stage).
+PREDICT_WORK_DIR = "{output}/work"
+# A finished run's test subjects written as new-subject inputs (the demo's predict example, tests):
+# their native T1s (subject, session, path) and their clinical rows (harmonised columns).
+TEST_SUBJECT_IMAGES = "results/test_subjects/{cohort}/images.tsv"
+TEST_SUBJECT_TABLE = "results/test_subjects/{cohort}/table.csv"
+
 # Columns of every exclusions table, whatever the stage: who was left out, where, and why.
 EXCLUSION_COLUMNS = ["stage", "cohort", "subject", "session", "file", "row", "column", "reason"]
