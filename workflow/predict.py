@@ -310,29 +310,31 @@ def check_encoder(bundle, encoder: str | None) -> None:
 def classify(bundle, subjects: pd.DataFrame, gpus: int, threads: int) -> np.ndarray:
     """Class probabilities [N, K] of ``subjects`` (rows: ``subject, session, volume`` and the
     harmonised column values), through the evaluation stage's own code."""
-    from model.data import CohortRows, ImageTableDataset
+    from model.data import CohortRows
     from model.training import CheckpointError, load_weights, predict, setup_processes
-    from workflow.tables import encode
-    from workflow.train import _NO_AUGMENT, build, load_checked_header_bank, sample_settings
+    from workflow.tables import MISSING_PREFIX, encode
+    from workflow.train import build, evaluation_dataset, load_checked_header_bank
 
     settings = bundle.model_settings
     processes = setup_processes(gpus, "predict --gpus", threads)
     bank = load_checked_header_bank(bundle.path("header_bank"), bundle.encoder)
     header_ids = {text: row for row, text in enumerate(bank.headers)}
     columns = bundle.columns()
+    names = [c["name"] for c in columns]
     encoded = encode(subjects, bundle.stats())  # the tables stage's encoding, training-split statistics
     rows = CohortRows(
         cohort=bundle.cohort,
         keys=[(bundle.cohort, s, t) for s, t in zip(subjects["subject"], subjects["session"])],
         volumes=list(subjects["volume"]),
-        values=encoded[[c["name"] for c in columns]].to_numpy(dtype=np.float32),
+        values=encoded[names].to_numpy(dtype=np.float32),
+        missing=encoded[[MISSING_PREFIX + name for name in names]].to_numpy(dtype=bool),
         col_ids=np.array([header_ids[c["header"]] for c in columns], dtype=np.int64),
         column_names=[c["name"] for c in columns],
         labels=np.full(len(subjects), -1, dtype=np.int64),  # unknown: new subjects
     )
-    dataset = ImageTableDataset([rows], sample_settings({**settings, "augment": _NO_AUGMENT}, bundle.manifest["seed"], 0.0))
     state, _ = load_weights(bundle.path("weights"), "bundle weights")
-    model = build(settings["model_variant"], bank, settings, "finetune")
+    model = build(settings["model_variant"], bank, settings, "finetune", columns)
+    dataset = evaluation_dataset(rows, settings, bundle.manifest["seed"], model)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

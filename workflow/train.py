@@ -171,16 +171,15 @@ def sample_settings(settings: dict, seed: int, augment_probability: float, corru
     )
 
 
-def build(model_variant: str, bank, settings: dict, stage: str, columns: str | None = None):
+def build(model_variant: str, bank, settings: dict, stage: str, columns: list[dict] | None = None):
     """A fresh model of ``model_variant`` for ``stage`` ("pretrain" | "finetune") with the config's
     sizes (``settings["architecture"]``, the ``model`` section) on the header bank's vectors; a
-    supervised baseline also gets its cohort's column layout from ``columns`` (columns.yaml).
-    Checks the class names against the model's classes."""
-    from model.data import read_columns
+    supervised baseline also gets its cohort's column layout from ``columns`` (the column entries
+    of a cohort's columns.yaml). Checks the class names against the model's classes."""
     from model.registry import build_model
     from model.table_spec import TableSpec
 
-    table = TableSpec.from_columns(read_columns(columns)) if columns else None
+    table = TableSpec.from_columns(columns) if columns else None
     model = build_model(model_variant, bank.embeddings, table=table, **settings["architecture"], stage=stage)
     classes = model.config.get("num_classes")
     if "class_names" in settings and classes != len(settings["class_names"]):
@@ -275,7 +274,7 @@ def run_finetune(
     """
     import torch
 
-    from model.data import ImageTableDataset
+    from model.data import ImageTableDataset, read_columns
     from model.training import CheckpointError, LoopSettings, finetune, fingerprint, load_weights, setup_processes
 
     processes = setup_processes(gpus, "finetune.gpus", threads)
@@ -286,7 +285,7 @@ def run_finetune(
         raise ValueError(f"{table}: cohort {cohort} needs training and validation rows "
                          f"(has {len(train_rows)} train, {len(val_rows)} val)")
     torch.manual_seed(seed)
-    model = build(settings["model_variant"], bank, settings, "finetune", columns)
+    model = build(settings["model_variant"], bank, settings, "finetune", read_columns(columns))
     with_images = "image" in model.input_names
     train_set = ImageTableDataset(
         [train_rows],
@@ -353,7 +352,7 @@ def run_evaluate(
     """
     import pandas as pd
 
-    from model.data import ImageTableDataset
+    from model.data import read_columns
     from model.metrics import classification_metrics
     from model.training import CheckpointError, load_weights, predict, setup_processes
 
@@ -364,9 +363,8 @@ def run_evaluate(
     if len(test_rows) == 0:
         raise ValueError(f"{table}: cohort {cohort} has no test rows to evaluate")
     state, metadata = load_weights(weights, "fine-tuned weights")
-    model = build(settings["model_variant"], bank, settings, "finetune", columns)
-    test_set = ImageTableDataset([test_rows], sample_settings({**settings, "augment": _NO_AUGMENT}, seed, 0.0,
-                                                              load_images="image" in model.input_names))
+    model = build(settings["model_variant"], bank, settings, "finetune", read_columns(columns))
+    test_set = evaluation_dataset(test_rows, settings, seed, model)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -402,6 +400,16 @@ def run_evaluate(
 # Evaluation never augments; the augmentation settings only need to be valid.
 _NO_AUGMENT = {"flip_axes": [], "flip_probability": 0.0, "max_rotation_deg": 0.0, "scale_range": 0.0,
                "isotropic_scale": False, "gamma_log_range": 0.0, "gamma_probability": 0.0}
+
+
+def evaluation_dataset(rows, settings: dict, seed: int, model):
+    """The un-augmented dataset that evaluation (and prediction from a bundle) feeds ``model``:
+    ``rows`` (:class:`model.data.CohortRows`) at the configured input shape, volumes read only when
+    the model takes images."""
+    from model.data import ImageTableDataset
+
+    sampling = sample_settings({**settings, "augment": _NO_AUGMENT}, seed, 0.0, load_images="image" in model.input_names)
+    return ImageTableDataset([rows], sampling)
 
 
 def _json_ready(value):
