@@ -1,4 +1,8 @@
-"""Training-step time and peak memory of the six Table 1 supervised baselines (forward + backward + Adam step).
+"""Training-step time and peak memory of the Table 1 baselines (forward + backward + Adam step).
+
+``--stage finetune`` (the default) times the six supervised baselines' classification step;
+``--stage pretrain`` times the pretraining step (``pretrain_losses``) of the self-supervised
+baselines MMCL, TIP and ViTa.
 
 Presets take the model sizes and input shape from the configuration files, as benchmarks/model_step.py:
 
@@ -7,11 +11,12 @@ Presets take the model sizes and input shape from the configuration files, as be
 
 The table is ADNI's from config/columns.yaml (14 columns, 2 categorical), with about 10% of the
 cells missing. HyperFusion keeps its own size (base filters 16) in both presets: it takes no
-shared size setting.
+shared size setting; nor does ViTa's tabular ViT (D 1025, 2 blocks), which is full size in both.
 
 Examples::
 
     python benchmarks/baseline_step.py --preset demo
+    python benchmarks/baseline_step.py --preset demo --stage pretrain    # MMCL, TIP, ViTa
     python benchmarks/baseline_step.py --device cuda            # paper preset, batch 12
     python benchmarks/baseline_step.py --variants daft hyperfusion --batch-size 4
 
@@ -52,32 +57,38 @@ def adni_table() -> TableSpec:
 
 
 def make_batch(batch: int, image_shape: list[int], table: TableSpec, device: torch.device) -> dict:
-    """Random image [B,1,X,Y,Z]; values [B,C] with codes in categorical cells; missing [B,C]."""
+    """Random image [B,1,X,Y,Z]; values [B,C] with codes in categorical cells; missing [B,C]; the
+    same row as the uncorrupted original_values / original_missing (TIP's pretraining reads both)."""
     values = torch.randn(batch, table.num_columns)
     for column, cardinality in enumerate(table.cardinalities):
         if cardinality:
             values[:, column] = torch.randint(0, cardinality, (batch,)).float()
     missing = torch.rand(batch, table.num_columns) < MISSING_SHARE
     values[missing] = 0.0
-    return {"image": torch.rand(batch, 1, *image_shape, device=device), "values": values.to(device),
-            "missing": missing.to(device)}
+    values, missing = values.to(device), missing.to(device)
+    return {"image": torch.rand(batch, 1, *image_shape, device=device), "values": values, "missing": missing,
+            "original_values": values, "original_missing": missing}
 
 
 def time_steps(variant: str, args, settings: dict, image_shape: list[int], device: torch.device) -> dict:
-    """Warm-up steps, then timed training steps of one baseline."""
+    """Warm-up steps, then timed training steps of one baseline (``args.stage``)."""
     torch.manual_seed(0)
     table = adni_table()
-    model = build_model(variant, table=table, stage="finetune", **settings).to(device).train()
+    model = build_model(variant, table=table, stage=args.stage, **settings).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     batch = make_batch(args.batch_size, image_shape, table, device)
-    inputs = [batch[name] for name in model.input_names]
+    pretraining = args.stage == "pretrain"
+    inputs = [batch[name] for name in (model.pretrain_input_names if pretraining else model.input_names)]
     labels = torch.randint(0, settings.get("num_classes", 3), (args.batch_size,), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            loss = F.cross_entropy(model.classify(*inputs).float(), labels)
+            if pretraining:
+                loss = model.pretrain_losses(*inputs)["loss"]
+            else:
+                loss = F.cross_entropy(model.classify(*inputs).float(), labels)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
@@ -95,7 +106,7 @@ def time_steps(variant: str, args, settings: dict, image_shape: list[int], devic
     seconds = (time.perf_counter() - start) / args.steps
     cpu_seconds = (time.process_time() - cpu_start) / args.steps
     return {
-        "preset": args.preset, "variant": variant, "device": str(device), "bf16": args.bf16,
+        "preset": args.preset, "stage": args.stage, "variant": variant, "device": str(device), "bf16": args.bf16,
         "threads": torch.get_num_threads(), "batch_size": args.batch_size, "image_shape": image_shape,
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds_per_step": round(seconds, 4), "cpu_seconds_per_step": round(cpu_seconds, 4),
@@ -105,10 +116,13 @@ def time_steps(variant: str, args, settings: dict, image_shape: list[int], devic
 
 def main(argv: list[str] | None = None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
-    baselines = list_variants("supervised")
+    supervised, self_supervised = list_variants("supervised"), list_variants("ssl_per_cohort")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: paper on CUDA, demo on CPU")
-    parser.add_argument("--variants", nargs="+", choices=baselines, default=baselines)
+    parser.add_argument("--stage", choices=["finetune", "pretrain"], default="finetune",
+                        help="finetune: the supervised baselines' step; pretrain: the self-supervised ones'")
+    parser.add_argument("--variants", nargs="+", choices=supervised + self_supervised, default=None,
+                        help="default: every baseline that has the stage")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -121,6 +135,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "inflate a step's time many times over)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    with_stage = self_supervised if args.stage == "pretrain" else supervised + self_supervised
+    args.variants = args.variants or (self_supervised if args.stage == "pretrain" else supervised)
+    if set(args.variants) - set(with_stage):
+        parser.error(f"--stage {args.stage}: {sorted(set(args.variants) - set(with_stage))} have no such stage")
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

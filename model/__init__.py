@@ -1,5 +1,6 @@
 """CITab in PyTorch: 3D ResNet image encoder, SAT tabular encoder with P-MoLin, fusion, heads, losses;
-and the supervised comparison models of Table 1 (``model.baselines``, docs/baselines.md).
+and the comparison models of Table 1 (docs/baselines.md): the supervised ones
+(``model.baselines``) and the self-supervised ones (``model.ssl_baselines``).
 
 Fu et al., "Unleashing the Power of Image-Tabular Self-Supervised Learning via Breaking
 Cross-Tabular Barriers", AAAI 2026. The model follows the official code as
@@ -13,16 +14,20 @@ Public API (stable names; the training stage codes against these)
 Building a model (``model.registry``)::
 
     list_variants(family=None) -> list[str]
-        Registered variant names, sorted; ``family`` "citab" or "supervised" filters.
+        Registered variant names, sorted; ``family`` "citab", "supervised" or "ssl_per_cohort" filters.
         CITab family: "citab" (the paper model) and the ablations "citab_no_header",
         "citab_no_mask", "citab_no_pmolin", "citab_cross_attention", "citab_no_itc",
         "citab_no_itm" (Table 2) and "citab_e3" ... "citab_e6" (Table 3).
         Supervised family (Table 1 baselines, docs/baselines.md): "resnet50", "transformer",
         "concat", "daft", "cross_attention" (this project's design), "hyperfusion".
-    variant_info(name) -> VariantInfo(name, family, model_class, pretrains_across_tables, input_names)
-        family "citab" (pretrains_across_tables True: pretrain on all cohorts, then fine-tune) or
-        "supervised" (False: trained from scratch per cohort, bound to that cohort's table).
-        KeyError for an unknown name.
+        Self-supervised family "ssl_per_cohort" (docs/baselines.md 7-10): "mmcl", "tip", "vita"
+        (this project's version).
+    variant_info(name) -> VariantInfo(name, family, model_class, pretrains_across_tables, input_names,
+                                      pretrains_per_cohort, pretrain_input_names)
+        family "citab" (pretrains_across_tables True: pretrain on all cohorts, then fine-tune),
+        "supervised" (trained from scratch per cohort, bound to that cohort's table) or
+        "ssl_per_cohort" (pretrains_per_cohort True: pretrained on one cohort's training rows,
+        then fine-tuned on that cohort). KeyError for an unknown name.
     variant_config(name) -> dict
         The full constructor arguments of a variant (a fresh copy; paper sizes), without the header
         bank / table.
@@ -41,7 +46,10 @@ Building a model (``model.registry``)::
         its own constructor (e.g. transformer: embed_dim, num_layers, num_heads, num_classes;
         concat: resnet_*, in_channels, embed_dim as its MLP width, num_classes) and ignores the
         other models' keys; a key no registered model takes raises TypeError naming the valid
-        keys; ``stage`` other than "finetune" raises ValueError (no pretraining stage).
+        keys; ``stage`` other than "finetune" raises ValueError for a supervised baseline (no
+        pretraining stage); a self-supervised one takes "pretrain" or "finetune" (default) and its
+        own sizes besides the shared ones (ViTa: tabular_dim, tabular_layers, tabular_heads;
+        TIP: mask_rate).
         The pipeline passes the ``model:`` config section (workflow/schemas/model.schema.yaml: sizes
         only) as overrides: ``build_model(variant, bank.embeddings, stage=..., **config["model"])``
         or ``build_model(variant, table=spec, stage="finetune", **config["model"])``.
@@ -67,11 +75,23 @@ Classifying (every model, CITab included)::
       CITab ("image", "values", "col_ids", "pad_mask"); resnet50 ("image",); transformer
       ("values", "missing"); concat and daft ("image", "values": raw values, as the released
       code); cross_attention and hyperfusion ("image", "values", "missing").
-    classify(*inputs) -> logits [B, num_classes]; model.stage ("finetune" for every baseline).
+      mmcl ("image",); tip and vita ("image", "values", "missing").
+    classify(*inputs) -> logits [B, num_classes]; model.stage ("finetune" for every supervised baseline).
     HyperFusion only: prepare_from_training_rows(values [N, C], missing [N, C], labels [N],
         epochs=250, lr=1e-3, seed=2022, class_weights=None, batch_size=32) -> dict, the first
         training stage (generator init from the input variance, tabular MLP prior), run once on
         the training rows before training; other models do not have it.
+
+Pretraining (CITab and the self-supervised baselines)::
+
+    Model.pretrain_input_names: the batch entries pretrain_losses() takes, in order: CITab as
+      input_names; mmcl ("image", "values": the corrupted view); tip ("image", "values",
+      "missing", "original_values", "original_missing": the corrupted view and the uncorrupted
+      row); vita ("image", "values", "missing").
+    pretrain_losses(*inputs) -> dict: "loss" (the scalar to backpropagate) and other scalars the
+      training loop logs (itc, itm, mtr, ...), plus tensors it ignores (logits, labels).
+    load_pretrained_encoders(state_dict) -> LoadReport, encoder_parameters(), head_parameters(),
+      freeze_encoders(), encoder_state_dict() on the fine-tuning model (``model.weights``).
 
 Reading the header bank (``model.header_bank``)::
 
@@ -113,17 +133,19 @@ Using a model (``model.citab.CITab``; all inputs batch-first)::
 
 Under DDP, route the wrapper's forward to pretrain_losses / classify; the w/o-ITC variant leaves
 the projection heads without gradients and the w/o-ITM variant the fusion and ITM head, so those
-need ``find_unused_parameters=True``. A baseline's ``forward`` is its ``classify``, so DDP wraps it
-as it is; baselines have no pretraining methods, and those that read the table keep the TableSpec
-they were built for as ``model.table``.
+need ``find_unused_parameters=True``. A supervised baseline's ``forward`` is its ``classify``, so
+DDP wraps it as it is; supervised baselines have no pretraining methods. The self-supervised ones,
+like CITab, have no ``forward``: the training loop routes DDP's forward to ``pretrain_losses``.
+Baselines that read the table keep the TableSpec they were built for as ``model.table``.
 """
 
 from __future__ import annotations
 
-from model.citab import CITab, LoadReport
+from model.citab import CITab
 from model.header_bank import HeaderBank, load_header_bank
 from model.registry import VariantInfo, build_model, list_variants, variant_config, variant_info
 from model.table_spec import TableSpec
+from model.weights import LoadReport
 
 __all__ = [
     "CITab",

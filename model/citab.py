@@ -6,8 +6,7 @@ Cross-Tabular Barriers", AAAI 2026 (described in docs/model.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -19,29 +18,14 @@ from model.heads import ProjectionHead, classifier, itm_head
 from model.losses import HARD_NEGATIVE_MODES, itc_loss, itm_labels, sample_hard_negatives
 from model.resnet3d import ResNet3D
 from model.tabular import SATEncoder
+from model.weights import LoadReport, PretrainedEncoders
 
-__all__ = ["CITab", "ENCODER_PREFIXES", "HEAD_PREFIXES", "LoadReport", "STAGES"]
+__all__ = ["CITab", "LoadReport", "STAGES"]
 
 STAGES = ("pretrain", "finetune")
-ENCODER_PREFIXES = ("image_encoder.", "tabular_encoder.", "fusion.")
-# heads that exist only in one stage; a pretraining checkpoint's heads are skipped at fine-tuning
-HEAD_PREFIXES = ("image_head.", "tabular_head.", "itm_head.", "classifier.")
 
 
-@dataclass
-class LoadReport:
-    """What :meth:`CITab.load_pretrained_encoders` did not load.
-
-    Attributes:
-        missing: this model's keys left at their fresh init (the classifier / heads).
-        unexpected: checkpoint keys skipped on purpose (pretraining heads).
-    """
-
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-
-
-class CITab(nn.Module):
+class CITab(PretrainedEncoders, nn.Module):
     """CITab: 3D ResNet + SAT tabular encoder (P-MoLin) + unified fusion, with ITC/ITM or a classifier.
 
     Args:
@@ -75,6 +59,12 @@ class CITab(nn.Module):
 
     # the batch entries classify() takes, in order (the training loop builds its calls from these)
     input_names: ClassVar[tuple[str, ...]] = ("image", "values", "col_ids", "pad_mask")
+    # ... and the entries pretrain_losses() takes (the same ones)
+    pretrain_input_names: ClassVar[tuple[str, ...]] = input_names
+    # Fine-tuning starts from the three encoders (load_pretrained_encoders, freeze_encoders,
+    # encoder_state_dict: model.weights.PretrainedEncoders); the heads never cross stages.
+    finetune_encoders: ClassVar[tuple[str, ...]] = ("image_encoder", "tabular_encoder", "fusion")
+    pretrain_only_modules: ClassVar[tuple[str, ...]] = ("image_head", "tabular_head", "itm_head")
 
     def __init__(
         self,
@@ -246,63 +236,3 @@ class CITab(nn.Module):
             )
         out["loss"] = torch.stack(losses).mean()
         return out
-
-    # --- weights -------------------------------------------------------------------------------
-
-    def encoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the image trunk, the tabular encoder and the fusion."""
-        for module in (self.image_encoder, self.tabular_encoder, self.fusion):
-            yield from module.parameters()
-
-    def head_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the stage's heads (ITC/ITM heads, or the classifier)."""
-        encoder_ids = {id(p) for p in self.encoder_parameters()}
-        return (p for p in self.parameters() if id(p) not in encoder_ids)
-
-    def freeze_encoders(self) -> None:
-        """Stop gradients into the three encoders (fine-tuning strategy "frozen")."""
-        for parameter in self.encoder_parameters():
-            parameter.requires_grad_(False)
-
-    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """State of the three encoders (weights and BatchNorm statistics), keyed as in this model."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
-
-    def load_pretrained_encoders(self, state_dict: dict[str, torch.Tensor]) -> LoadReport:
-        """Load the encoders from a pretraining checkpoint, leaving this model's heads freshly initialised.
-
-        Args:
-            state_dict: a whole-model state dict of a pretraining CITab, or its
-                :meth:`encoder_state_dict`.
-
-        Returns:
-            LoadReport: ``missing`` = this model's head keys (not loaded), ``unexpected`` = the
-            checkpoint's head keys (skipped).
-
-        Raises:
-            RuntimeError: an encoder key missing from the checkpoint, a key that is neither encoder
-                nor head, or a shape mismatch (e.g. another E, width or header width).
-        """
-        own = self.encoder_state_dict()
-        unknown = sorted(k for k in state_dict if not k.startswith(ENCODER_PREFIXES + HEAD_PREFIXES))
-        absent = sorted(k for k in own if k not in state_dict)
-        mismatched = sorted(
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-            for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape
-        )
-        problems = (
-            [f"missing encoder weight {k}" for k in absent]
-            + [f"unknown key {k}" for k in unknown]
-            + [f"shape mismatch {m}" for m in mismatched]
-        )
-        if problems:
-            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-            shown = "\n  ".join(problems[:20]) + more
-            raise RuntimeError(
-                "Pretrained weights do not fit this model (same variant and sizes expected):\n  " + shown
-            )
-        self.load_state_dict({k: state_dict[k] for k in own}, strict=False)
-        return LoadReport(
-            missing=sorted(k for k in self.state_dict() if not k.startswith(ENCODER_PREFIXES)),
-            unexpected=sorted(k for k in state_dict if not k.startswith(ENCODER_PREFIXES)),
-        )

@@ -213,13 +213,17 @@ class SampleSettings:
     Attributes:
         image_shape: model input shape (X, Y, Z).
         augment_probability: probability that a sample's image is augmented (docs/model.md 2.2 / 6.3).
-        corruption_rate: with an augmented sample, the fraction of its columns replaced by values of
-            the same column drawn from other training rows (docs/model.md 6.3; 0 = off).
+        corruption_rate: with an augmented sample (every sample with ``corrupt_every_row``), the
+            fraction of its columns replaced by values of the same column drawn from other training
+            rows (docs/model.md 6.3; 0 = off).
         augment: augmentation strengths.
         seed: base seed of every random draw.
         cache_volumes: keep loaded volumes in memory (per process).
         load_images: read the volumes; False for a model that never sees them (the tabular-only
             baseline): items then have no ``image``.
+        corrupt_every_row: corrupt the table of every sample, whatever the augmentation coin says:
+            the corrupted contrastive view of the MMCL and TIP pretraining (docs/baselines.md 7).
+            False: only augmented samples are corrupted (fine-tuning, docs/model.md 6.3).
     """
 
     image_shape: tuple[int, int, int]
@@ -229,6 +233,7 @@ class SampleSettings:
     seed: int = 0
     cache_volumes: bool = True
     load_images: bool = True
+    corrupt_every_row: bool = False
 
 
 class ImageTableDataset(Dataset):
@@ -236,8 +241,10 @@ class ImageTableDataset(Dataset):
 
     Item ``i`` is a dict: ``image`` float32 [1, X, Y, Z] (absent when images are not loaded),
     ``values`` float32 [C_max], ``missing`` bool [C_max] (True = missing cell or padding),
-    ``col_ids`` int64 [C_max], ``pad_mask`` bool [C_max] (True = padding), ``label`` int64, ``cohort_index``
-    int64 (position in ``cohorts``; for logging and sampling, never fed to the model), ``index``.
+    ``original_values`` / ``original_missing`` the same before any corruption (TIP reconstructs
+    them), ``col_ids`` int64 [C_max], ``pad_mask`` bool [C_max] (True = padding), ``label`` int64,
+    ``cohort_index`` int64 (position in ``cohorts``; for logging and sampling, never fed to the
+    model), ``index``.
     """
 
     def __init__(
@@ -315,19 +322,14 @@ class ImageTableDataset(Dataset):
         augmented = bool(generator.random() < self.settings.augment_probability)
         image = self.image(index) if self.settings.load_images else None
         values, missing = rows.values[row].copy(), rows.missing[row].copy()
-        if augmented:
-            if image is not None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(generator.integers(2**62)))
-                    image = augment_volume(image, self.augmentation)
-            if self.settings.corruption_rate > 0:
-                pool_values, pool_missing = self.corruption_pools[cohort]
-                values, missing = corrupt_row(values, pool_values, self.settings.corruption_rate, generator,
-                                              missing, pool_missing)
-        padded_values = np.zeros(self.c_max, dtype=np.float32)
-        padded_values[:width] = values
-        padded_missing = np.ones(self.c_max, dtype=bool)  # a padded cell is missing too
-        padded_missing[:width] = missing
+        if augmented and image is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(generator.integers(2**62)))
+                image = augment_volume(image, self.augmentation)
+        if (augmented or self.settings.corrupt_every_row) and self.settings.corruption_rate > 0:
+            pool_values, pool_missing = self.corruption_pools[cohort]
+            values, missing = corrupt_row(values, pool_values, self.settings.corruption_rate, generator,
+                                          missing, pool_missing)
         col_ids = np.zeros(self.c_max, dtype=np.int64)
         col_ids[:width] = rows.col_ids
         pad_mask = np.ones(self.c_max, dtype=bool)
@@ -335,14 +337,22 @@ class ImageTableDataset(Dataset):
         item = {} if image is None else {"image": image}
         return {
             **item,
-            "values": torch.from_numpy(padded_values),
-            "missing": torch.from_numpy(padded_missing),
+            "values": self._padded(values, 0.0),
+            "missing": self._padded(missing, True),  # a padded cell is missing too
+            "original_values": self._padded(rows.values[row], 0.0),
+            "original_missing": self._padded(rows.missing[row], True),
             "col_ids": torch.from_numpy(col_ids),
             "pad_mask": torch.from_numpy(pad_mask),
             "label": torch.tensor(rows.labels[row], dtype=torch.int64),
             "cohort_index": torch.tensor(cohort, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
         }
+
+    def _padded(self, cells: np.ndarray, fill: float | bool) -> torch.Tensor:
+        """One row's cells [C_t] padded with ``fill`` to [C_max] (float32 or bool, as ``fill``)."""
+        padded = np.full(self.c_max, fill, dtype=bool if isinstance(fill, bool) else np.float32)
+        padded[: len(cells)] = cells
+        return torch.from_numpy(padded)
 
 
 def corrupt_row(

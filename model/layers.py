@@ -63,19 +63,20 @@ def init_transformer_weights(module: nn.Module) -> None:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: qkv projection without bias, output projection with bias.
+    """Multi-head self-attention: qkv projection (without bias unless asked), output projection with bias.
 
     Args:
         dim: token width D; must be divisible by ``num_heads``.
         num_heads: attention heads (head width D / num_heads, scale its inverse square root).
+        qkv_bias: give the qkv projection a bias (timm's ViT blocks, used by the ViTa baseline).
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

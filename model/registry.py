@@ -2,10 +2,12 @@
 
 A variant is a function returning the constructor arguments of its model class, registered with
 :func:`register_variant`. CITab variants (family "citab") are the paper configuration with a few
-keys changed; they are built on a header bank and can be pretrained across tables. The supervised
-baselines of Table 1 (family "supervised", docs/baselines.md) are built for one cohort's
-:class:`model.table_spec.TableSpec` and trained from scratch per cohort; their variant function
-returns the paper configuration, which is also their constructor's defaults.
+keys changed; they are built on a header bank and can be pretrained across tables. The Table 1
+baselines (docs/baselines.md) are built for one cohort's :class:`model.table_spec.TableSpec`: the
+supervised ones (family "supervised") are trained from scratch per cohort, the self-supervised ones
+(family "ssl_per_cohort": MMCL, TIP, ViTa) are pretrained on one cohort's training rows and then
+fine-tuned on the same cohort. A baseline's variant function returns the paper configuration,
+which is also its constructor's defaults.
 The BioBERT header ablation is not a model variant: it is the same model on another header bank.
 The "w/o SSL" ablation is fine-tuning without a pretrained checkpoint.
 """
@@ -23,6 +25,7 @@ from torch import nn
 from model.baselines import ConcatFusion, CrossAttentionFusion, DAFT, HyperFusion, ImageResNet, TabularTransformer
 from model.baselines.common import config_dict
 from model.citab import CITab
+from model.ssl_baselines import MMCL, TIP, ViTa
 from model.table_spec import TableSpec
 
 __all__ = [
@@ -30,7 +33,9 @@ __all__ = [
     "variant_info",
 ]
 
-FAMILIES = ("citab", "supervised")
+FAMILIES = ("citab", "supervised", "ssl_per_cohort")
+# the stages a baseline of each family has (supervised ones train from scratch)
+_BASELINE_STAGES = {"supervised": ("finetune",), "ssl_per_cohort": ("pretrain", "finetune")}
 
 # The paper model as the official code runs it (docs/model.md 2-5, 8). The header width comes from
 # the header bank (768 for bert-base-uncased).
@@ -68,12 +73,16 @@ class VariantInfo:
 
     Attributes:
         name: the variant name.
-        family: "citab" (header-bank model, pretrained across tables, then fine-tuned) or
-            "supervised" (a Table 1 baseline, bound to one table, trained from scratch per cohort).
+        family: "citab" (header-bank model, pretrained across tables, then fine-tuned),
+            "supervised" (a Table 1 baseline, bound to one table, trained from scratch per cohort)
+            or "ssl_per_cohort" (a Table 1 baseline pretrained on one cohort, then fine-tuned on it).
         model_class: the class :func:`build_model` instantiates.
         pretrains_across_tables: True for CITab variants; False for baselines, which cannot be
             pretrained on a mix of tables.
         input_names: the batch entries ``classify`` takes, in order (see ``model/__init__.py``).
+        pretrains_per_cohort: True for the "ssl_per_cohort" family.
+        pretrain_input_names: the batch entries ``pretrain_losses`` takes, in order; () for a
+            variant without a pretraining stage.
     """
 
     name: str
@@ -81,12 +90,15 @@ class VariantInfo:
     model_class: type[nn.Module]
     pretrains_across_tables: bool
     input_names: tuple[str, ...]
+    pretrains_per_cohort: bool = False
+    pretrain_input_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class _Variant:
     make_config: Callable[[], dict]
     model_class: type[nn.Module]
+    family: str
 
 
 _VARIANTS: dict[str, _Variant] = {}
@@ -94,18 +106,23 @@ _VARIANTS: dict[str, _Variant] = {}
 
 def register_variant(
     fn: Callable[[], dict] | None = None, *, name: str | None = None, model_class: type[nn.Module] = CITab,
+    family: str | None = None,
 ):
     """Register a function returning a variant's constructor arguments under its name (or ``name``).
 
     ``model_class`` is the class the arguments are for (CITab unless given); any other class is a
-    supervised baseline taking a ``table`` (:class:`TableSpec`) or no table at all.
+    Table 1 baseline taking a ``table`` (:class:`TableSpec`) or no table at all. ``family`` is
+    "citab" for CITab and "supervised" for other classes unless given (e.g. "ssl_per_cohort").
     """
+    chosen = family or ("citab" if model_class is CITab else "supervised")
+    if chosen not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {chosen!r}")
 
     def register(function: Callable[[], dict]) -> Callable[[], dict]:
         key = name or function.__name__
         if key in _VARIANTS:
             raise ValueError(f"model variant {key!r} is already registered")
-        _VARIANTS[key] = _Variant(function, model_class)
+        _VARIANTS[key] = _Variant(function, model_class, chosen)
         return function
 
     return register(fn) if fn is not None else register
@@ -117,9 +134,9 @@ def _constructor_keys(model_class: type[nn.Module]) -> set[str]:
 
 
 def _constructor_defaults(model_class: type[nn.Module]) -> dict:
-    """A baseline's constructor defaults (its paper configuration), JSON-serialisable."""
+    """A baseline's constructor defaults (its paper configuration) without the stage, JSON-serialisable."""
     parameters = inspect.signature(model_class).parameters
-    return config_dict(**{key: parameters[key].default for key in sorted(_constructor_keys(model_class))})
+    return config_dict(**{key: parameters[key].default for key in sorted(_constructor_keys(model_class) - {"stage"})})
 
 
 @register_variant
@@ -215,6 +232,27 @@ def hyperfusion() -> dict:
     return _constructor_defaults(HyperFusion)
 
 
+# --- Table 1 self-supervised baselines, pretrained per cohort (docs/baselines.md 7-10) -----------
+
+
+@register_variant(model_class=MMCL, family="ssl_per_cohort")
+def mmcl() -> dict:
+    """Table 1 "MMCL": CLIP pretraining of a ResNet and a tabular MLP; the image encoder alone is fine-tuned."""
+    return _constructor_defaults(MMCL)
+
+
+@register_variant(model_class=TIP, family="ssl_per_cohort")
+def tip() -> dict:
+    """Table 1 "TIP": contrastive + matching + masked reconstruction pretraining; fused fine-tuning."""
+    return _constructor_defaults(TIP)
+
+
+@register_variant(model_class=ViTa, family="ssl_per_cohort")
+def vita() -> dict:
+    """Table 1 "ViTa" (this project's version): CLIP with a tabular ViT; both encoders fine-tuned."""
+    return _constructor_defaults(ViTa)
+
+
 # --- lookup and construction -----------------------------------------------------------------------
 
 
@@ -225,7 +263,7 @@ def _variant(name: str) -> _Variant:
 
 
 def list_variants(family: str | None = None) -> list[str]:
-    """Names of the registered variants, sorted: all of them, or those of one family ("citab" | "supervised")."""
+    """Names of the registered variants, sorted: all of them, or those of one family (see :data:`FAMILIES`)."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     return sorted(name for name in _VARIANTS if family is None or variant_info(name).family == family)
@@ -237,15 +275,16 @@ def variant_config(name: str) -> dict:
 
 
 def variant_info(name: str) -> VariantInfo:
-    """Family, model class, cross-table pretraining and inputs of variant ``name`` (KeyError if unknown)."""
+    """Family, model class, pretraining and inputs of variant ``name`` (KeyError if unknown)."""
     variant = _variant(name)
-    is_citab = variant.model_class is CITab
     return VariantInfo(
         name=name,
-        family="citab" if is_citab else "supervised",
+        family=variant.family,
         model_class=variant.model_class,
-        pretrains_across_tables=is_citab,
+        pretrains_across_tables=variant.family == "citab",
         input_names=tuple(variant.model_class.input_names),
+        pretrains_per_cohort=variant.family == "ssl_per_cohort",
+        pretrain_input_names=tuple(getattr(variant.model_class, "pretrain_input_names", ())),
     )
 
 
@@ -263,11 +302,14 @@ def build_model(
             ``resnet_depth=10``, ...); a key CITab does not take raises TypeError naming the valid
             keys. For a baseline, the pipeline's ``model:`` section plus ``stage``: the baseline
             takes the keys of its own constructor and ignores the other models' keys (a key that
-            no registered model takes raises TypeError); ``stage`` must be "finetune" (ValueError
-            otherwise: baselines train from scratch per cohort).
+            no registered model takes raises TypeError); ``stage`` must be "finetune" for a
+            supervised baseline (ValueError otherwise: it trains from scratch per cohort), and
+            "pretrain" or "finetune" (the default) for a self-supervised one.
 
     Returns:
-        A :class:`CITab` or a baseline model (``input_names``, ``classify``, ``config``, ``stage``).
+        A :class:`CITab` or a baseline model (``input_names``, ``classify``, ``config``, ``stage``;
+        the self-supervised ones also ``pretrain_input_names``, ``pretrain_losses`` and
+        ``load_pretrained_encoders``).
     """
     variant = _variant(name)
     if variant.model_class is CITab:
@@ -286,13 +328,16 @@ def build_model(
     if table is None:
         raise TypeError(f"build_model: baseline {name!r} is bound to one table and needs table=TableSpec(...)")
     stage = overrides.pop("stage", "finetune")
-    if stage != "finetune":
+    stages = _BASELINE_STAGES[variant.family]
+    if stage not in stages:
         raise ValueError(
-            f"build_model: baseline {name!r} has no {stage!r} stage; baselines train from scratch per cohort "
-            "(stage='finetune' only)"
+            f"build_model: baseline {name!r} has no {stage!r} stage; supervised baselines train from scratch "
+            f"per cohort (stage {' or '.join(map(repr, stages))} only)"
         )
     own_keys = _constructor_keys(variant.model_class)
     arguments = {**variant_config(name), **{k: v for k, v in overrides.items() if k in own_keys}}
+    if "stage" in own_keys:
+        arguments["stage"] = stage
     if "table" in inspect.signature(variant.model_class).parameters:
         return variant.model_class(table, **arguments)
     return variant.model_class(**arguments)

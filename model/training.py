@@ -1,4 +1,5 @@
-"""Training loops: cross-tabular pretraining (DDP), per-cohort fine-tuning, prediction.
+"""Training loops: pretraining (DDP; CITab across tables, the self-supervised baselines per cohort),
+per-cohort fine-tuning, prediction.
 
 Design choices (see docs/interfaces.md section 6):
 
@@ -387,17 +388,53 @@ def set_epoch(loader: DataLoader, sampler: DistributedSampler, epoch: int) -> No
 
 
 class PretrainStep(nn.Module):
-    """Routes DDP's ``forward`` to ``CITab.pretrain_losses`` so DDP synchronises its gradients."""
+    """Routes DDP's ``forward`` to the model's ``pretrain_losses`` so DDP synchronises its gradients."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image, values, col_ids, pad_mask):  # noqa: D102 - see CITab.pretrain_losses
-        return self.model.pretrain_losses(image, values, col_ids, pad_mask)
+    def forward(self, *inputs):  # noqa: D102 - see the model's pretrain_losses
+        return self.model.pretrain_losses(*inputs)
 
 
-LOSS_KEYS = ("loss", "itc", "itm", "itm_accuracy")
+def pretrain_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+    """The batch entries ``model.pretrain_losses`` takes, in the order of its ``pretrain_input_names``."""
+    return model_inputs(batch, model.pretrain_input_names)
+
+
+class LossAverages:
+    """One epoch's running sums of the scalars ``pretrain_losses`` returns, to log their batch means.
+
+    Every 0-dim tensor of the returned dict is a logged loss ("loss" first, then the model's own
+    keys, e.g. CITab's itc / itm / itm_accuracy or TIP's mtr); tensors with a shape (logits,
+    labels) are not. A model returns the same keys for every batch.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.batches = 0
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for key, value in losses.items():
+            if torch.is_tensor(value) and value.ndim == 0:
+                self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
+        self.batches += 1
+
+    def means(self, processes: Distributed, prefix: str) -> dict[str, float]:
+        """``{prefix + key: mean over the batches of every process}``; {} when no process had a batch."""
+        keys = list(self.sums)
+        if processes.enabled:
+            # the all-reduce below needs the same keys in the same order on every process
+            gathered: list = [None] * processes.world_size
+            dist.all_gather_object(gathered, keys)
+            keys = list(dict.fromkeys(key for process_keys in gathered for key in process_keys))
+        keys.sort(key=lambda key: key != "loss")  # stable: "loss", then the model's order
+        totals = torch.tensor([self.sums.get(key, 0.0) for key in keys] + [float(self.batches)], dtype=torch.float64)
+        totals = _mean_over_processes(totals, processes)
+        if totals[-1] == 0:
+            return {}
+        return {f"{prefix}{key}": float(totals[i] / totals[-1]) for i, key in enumerate(keys)}
 
 
 def _mean_over_processes(sums: torch.Tensor, processes: Distributed) -> torch.Tensor:
@@ -427,11 +464,14 @@ def pretrain(
     snapshot_every: int | None = None,
     metadata: dict[str, str] | None = None,
 ) -> dict:
-    """Pretrain ``model`` (a CITab) with its ITC + ITM objective; the main process writes the outputs.
+    """Pretrain ``model`` with its own objective; the main process writes the outputs.
 
     Args:
-        model: the freshly built model (same seed on every process).
-        train_set: items of :class:`model.data.ImageTableDataset` (mixed cohorts).
+        model: the freshly built pretraining model (same seed on every process): CITab, or a
+            self-supervised baseline. It needs ``pretrain_input_names`` and
+            ``pretrain_losses(*inputs) -> {"loss": scalar to backpropagate, other scalars logged}``.
+        train_set: items of :class:`model.data.ImageTableDataset` (CITab: mixed cohorts; a
+            baseline: its own cohort).
         val_set: validation items (un-augmented), or None.
         settings: loop settings (``warmup_epochs`` set: warm-up + cosine).
         processes: from :func:`setup_processes`.
@@ -458,7 +498,8 @@ def pretrain(
         device_ids = [processes.device.index] if processes.device.type == "cuda" else None
         # Which parameters get a gradient depends on the batch: the tabular encoder's pad token only
         # when some row of the batch is padded (a batch of one cohort, or of equally wide cohorts,
-        # has none), and a variant without ITC or ITM never uses that loss's head. Without
+        # has none), TIP's categorical predictor only when a masked categorical cell is observed,
+        # and a variant without ITC or ITM never uses that loss's head. Without
         # find_unused_parameters, one process whose batch had no padding skips that gradient's
         # all-reduce while the other waits in it: the processes fall out of step and abort (gloo)
         # or hang (nccl). The cost is one walk of the autograd graph per step.
@@ -477,19 +518,18 @@ def pretrain(
         seed_epoch(settings.seed, epoch, processes.rank)
         set_epoch(loader, sampler, epoch)
         step_module.train()
-        sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
+        averages = LossAverages()
         for batch in progress(loader, processes.is_main, f"pretrain {epoch + 1}/{settings.epochs}"):
             batch = to_device(batch, processes.device)
             if batch["image"].shape[0] < 2:
                 continue  # contrastive losses need a negative
             with autocast(processes.device, settings.bf16):
-                losses = step_module(*model_inputs(batch))
+                losses = step_module(*pretrain_inputs(model, batch))
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
-            sums += torch.tensor([float(losses[key].detach()) for key in LOSS_KEYS] + [1.0], dtype=torch.float64)
-        sums = _mean_over_processes(sums, processes)
-        row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": float(sums[i] / sums[-1]) for i, k in enumerate(LOSS_KEYS)}}
+            averages.add(losses)
+        row = {"epoch": epoch + 1, "lr": lr, **averages.means(processes, "train_")}
         if val_loader is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == settings.epochs):
             row.update(_validate_pretraining(model, val_loader, val_sampler, epoch, processes, settings.bf16))
         row["seconds"] = round(time.time() - started, 3)
@@ -525,20 +565,16 @@ def _validate_pretraining(model, loader, sampler, epoch, processes, bf16) -> dic
     """Mean validation losses (un-augmented images, eval mode), averaged over processes."""
     set_epoch(loader, sampler, epoch)
     model.eval()
-    sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
+    averages = LossAverages()
     with torch.no_grad():
         for batch in loader:
             batch = to_device(batch, processes.device)
             if batch["image"].shape[0] < 2:
                 continue
             with autocast(processes.device, bf16):
-                losses = model.pretrain_losses(*model_inputs(batch))
-            sums += torch.tensor([float(losses[key].detach()) for key in LOSS_KEYS] + [1.0], dtype=torch.float64)
+                averages.add(model.pretrain_losses(*pretrain_inputs(model, batch)))
     model.train()
-    sums = _mean_over_processes(sums, processes)
-    if sums[-1] == 0:
-        return {}
-    return {f"val_{k}": float(sums[i] / sums[-1]) for i, k in enumerate(LOSS_KEYS)}
+    return averages.means(processes, "val_")
 
 
 # --- fine-tuning and prediction -------------------------------------------------------------------

@@ -1,5 +1,6 @@
 # Training stage (see workflow/train.py and model/training.py): cross-tabular pretraining of each
-# variant, fine-tuning per (variant, cohort, seed) and test-set evaluation. GPU jobs run through
+# CITab variant, per-cohort pretraining of the self-supervised Table 1 baselines (MMCL, TIP, ViTa),
+# fine-tuning per (variant, cohort, seed) and test-set evaluation. GPU jobs run through
 # workflow.gpu_slots, which gives each job its own devices locally and does nothing under SLURM.
 # Resume points live in <run>/checkpoints/ (not an output: a killed job's rerun resumes from there).
 from workflow import train as train_stage
@@ -43,12 +44,46 @@ rule pretrain:
         "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
+# One job per (self-supervised baseline, cohort): the same loop, DDP launch, resume points and
+# checkpoint format as rule pretrain, on that cohort's training rows only.
+rule pretrain_cohort:
+    input:
+        table=paths.TABLE,
+        columns=paths.TABLE_COLUMNS,
+        header_bank=train_stage.header_bank_path(config),
+    output:
+        weights=paths.COHORT_PRETRAINED_WEIGHTS,
+        metrics=train_stage.COHORT_PRETRAIN_METRICS,
+    params:
+        code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
+        encoder=train_stage.configured_encoder(config),
+        settings=lambda wildcards: train_stage.cohort_pretrain_settings(config, wildcards.variant, wildcards.cohort),
+        nproc=lambda wildcards, resources: resources.gpu or config["pretrain"]["cpu_processes"],
+    log:
+        "results/logs/pretrain/{variant}/{cohort}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{variant}/{cohort}.tsv"
+    threads: config["pretrain"]["threads"]
+    resources:
+        gpu=config["pretrain"]["gpus"],
+        mem_mb=config["pretrain"]["mem_mb"],
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m workflow.gpu_slots {resources.gpu} -- "
+        "torchrun --standalone --nnodes=1 --nproc_per_node={params.nproc} -m workflow.train pretrain "
+        "--variant {wildcards.variant} --cohorts {wildcards.cohort} --tables {input.table} "
+        "--columns {input.columns} --header-bank {input.header_bank} --encoder {params.encoder:q} "
+        "--settings {params.settings:q} --weights {output.weights} --metrics {output.metrics} "
+        "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"
+
+
 rule finetune:
     input:
         table=paths.TABLE,
         columns=paths.TABLE_COLUMNS,
         header_bank=train_stage.header_bank_path(config),
-        pretrained=lambda wildcards: train_stage.pretrained_input(wildcards.variant, config),
+        pretrained=lambda wildcards: train_stage.pretrained_input(wildcards.variant, config, wildcards.cohort),
     output:
         best=paths.FINETUNED_WEIGHTS,
         metrics=train_stage.FINETUNE_METRICS,

@@ -335,7 +335,7 @@ def test_registry_errors():
     with pytest.raises(TypeError, match="header_bank"):
         build_model("citab", table=TABLE)
     with pytest.raises(KeyError, match="unknown model variant"):
-        variant_info("mmcl")
+        variant_info("not_a_variant")
     # keys of other models are ignored: HyperFusion takes no ResNet or transformer sizes
     assert build_model("hyperfusion", table=TABLE, embed_dim=7, resnet_depth=34).config["base_filters"] == 16
 

@@ -80,8 +80,9 @@ def test_demo_raw_overlay_plans_the_raw_download_and_its_conversion(snakemake_wo
 
 def test_the_paper_config_plans_every_table1_row_for_every_cohort(snakemake_workdir: Path) -> None:
     """config.yaml alone, on empty download folders: CITab is pretrained once across the three
-    cohorts; each Table 1 row is trained and evaluated per cohort, the baselines from scratch with
-    their own harness settings."""
+    cohorts, each self-supervised baseline once per cohort; each Table 1 row is trained and
+    evaluated per cohort, the supervised baselines from scratch, the self-supervised ones from their
+    own cohort's pretrained weights, each with its own harness settings."""
     for cohort, folders in (("ADNI", ("images", "clinical")), ("AIBL", ("images", "clinical")),
                             ("NACC", ("mri", "clinical"))):
         for folder in folders:
@@ -89,16 +90,29 @@ def test_the_paper_config_plans_every_table1_row_for_every_cohort(snakemake_work
     process = run_snakemake(snakemake_workdir, "-n", "-p", "--until", "results_table", configfiles=())
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     rows = config["report"]["variants"]
-    assert rows == ["resnet50", "transformer", "concat", "daft", "cross_attention", "hyperfusion", "citab"]
+    assert rows == ["resnet50", "transformer", "concat", "daft", "cross_attention", "hyperfusion", "mmcl", "tip",
+                    "vita", "citab"]
     counts = {line.split()[0]: int(line.split()[1]) for line in process.stdout.split("Job stats:", 1)[1].splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["pretrain"] == 1  # citab only: a baseline cannot pretrain across tables
+    assert counts["pretrain_cohort"] == 9  # MMCL, TIP, ViTa x ADNI, AIBL, NACC
     assert counts["finetune"] == counts["evaluate"] == len(rows) * 3
+    self_supervised = ("mmcl", "tip", "vita")
+    pretraining = [line for line in process.stdout.splitlines() if "workflow.train pretrain --variant" in line]
+    for variant in self_supervised:
+        for cohort in ("ADNI", "AIBL", "NACC"):
+            (command,) = [c for c in pretraining if f"--variant {variant} --cohorts {cohort} " in c]
+            assert f"--weights results/pretrain/{variant}/{cohort}/model.safetensors" in command
+            assert '"epochs": 500' in command
+            assert f'"corruption_rate": {0.0 if variant == "vita" or cohort == "NACC" else 0.3}' in command
     commands = [line for line in process.stdout.splitlines() if "workflow.train finetune" in line]
     for variant in rows:
         for cohort in ("ADNI", "AIBL", "NACC"):
             (command,) = [c for c in commands if f"--variant {variant} --cohort {cohort} " in c]
-            assert ("--pretrained results/pretrain/citab/" in command) == (variant == "citab")
+            assert ("--pretrained results/pretrain/citab/model.safetensors " in command) == (variant == "citab")
+            own_cohort = f"--pretrained results/pretrain/{variant}/{cohort}/model.safetensors "
+            assert (own_cohort in command) == (variant in self_supervised)
+            assert command.count("--pretrained ") == (variant in (*self_supervised, "citab"))
     daft_aibl = next(c for c in commands if "--variant daft --cohort AIBL " in c)
     assert '"selection": "auc"' in daft_aibl and '"augment_probability": 0.95' in daft_aibl
     assert '"corruption_rate": 0.3' in daft_aibl and '"epochs": 100' in daft_aibl

@@ -63,6 +63,9 @@ HEADER_SIMILARITY = "results/headers/{encoder}.similarity.json"
 # --- training -------------------------------------------------------------------------------------
 PRETRAIN_DIR = "results/pretrain/{variant}"
 PRETRAINED_WEIGHTS = "results/pretrain/{variant}/model.safetensors"
+# The self-supervised Table 1 baselines (MMCL, TIP, ViTa) pretrain on one cohort at a time.
+COHORT_PRETRAIN_DIR = "results/pretrain/{variant}/{cohort}"
+COHORT_PRETRAINED_WEIGHTS = "results/pretrain/{variant}/{cohort}/model.safetensors"
 FINETUNE_DIR = "results/finetune/{variant}/{cohort}/seed-{seed}"
 FINETUNED_WEIGHTS = "results/finetune/{variant}/{cohort}/seed-{seed}/best.safetensors"
 EVAL_METRICS = "results/eval/{variant}/{cohort}/seed-{seed}/metrics.json"

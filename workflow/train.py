@@ -1,13 +1,18 @@
-"""Training stage: cross-tabular pretraining, per-cohort fine-tuning and test-set evaluation.
+"""Training stage: pretraining, per-cohort fine-tuning and test-set evaluation.
 
 Rules run it as a command line (``python -m workflow.train pretrain|finetune|evaluate ...``) so that
 pretraining can be launched by ``torchrun`` and every job by ``workflow.gpu_slots``. The settings
 arrive as one JSON string built from the config by :func:`pretrain_settings`,
-:func:`finetune_settings` and :func:`evaluate_settings` (the rules' ``params``), so that a changed
-setting reruns exactly the jobs it affects.
+:func:`cohort_pretrain_settings`, :func:`finetune_settings` and :func:`evaluate_settings` (the rules'
+``params``), so that a changed setting reruns exactly the jobs it affects.
 
-Outputs (docs/interfaces.md section 6): ``paths.PRETRAINED_WEIGHTS`` + ``metrics.csv`` beside it;
-``paths.FINETUNED_WEIGHTS`` + ``metrics.csv``; ``paths.EVAL_METRICS`` and ``paths.EVAL_PREDICTIONS``.
+CITab variants pretrain once on every cohort together (rule ``pretrain``); the self-supervised
+Table 1 baselines (MMCL, TIP, ViTa) pretrain once per cohort (rule ``pretrain_cohort``) and each
+cohort's fine-tuning starts from its own cohort's weights.
+
+Outputs (docs/interfaces.md section 6): ``paths.PRETRAINED_WEIGHTS`` or
+``paths.COHORT_PRETRAINED_WEIGHTS`` + ``metrics.csv`` beside it; ``paths.FINETUNED_WEIGHTS`` +
+``metrics.csv``; ``paths.EVAL_METRICS`` and ``paths.EVAL_PREDICTIONS``.
 Each run keeps its resume point in ``<run folder>/checkpoints/`` (see :mod:`model.training`).
 
 Module-level imports stay light (no torch): the rule files import this module to build params.
@@ -30,10 +35,13 @@ log = logging.getLogger(__name__)
 
 # Per-epoch logs of a run (read by no other stage, so not in workflow.paths).
 PRETRAIN_METRICS = f"{paths.PRETRAIN_DIR}/metrics.csv"
+COHORT_PRETRAIN_METRICS = f"{paths.COHORT_PRETRAIN_DIR}/metrics.csv"
 FINETUNE_METRICS = f"{paths.FINETUNE_DIR}/metrics.csv"
 
 # Settings that only say how a job runs, not what it computes, are kept out of the params JSON.
 PRETRAIN_RUNTIME_KEYS = ("gpus", "cpu_processes", "threads", "mem_mb")
+# pretrain.variant_settings only concerns the per-cohort jobs of the variants it names
+PRETRAIN_PER_VARIANT_KEY = "variant_settings"
 FINETUNE_RUNTIME_KEYS = ("gpus", "threads", "mem_mb", "seeds", "pretrained", "scratch_variants",
                          "augment_probability", "corruption_rate", "variant_settings")
 SHARED_FROM_PRETRAIN = ("image_shape", "augment", "cache_volumes")
@@ -58,26 +66,47 @@ def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
 
     ``finetune.scratch_variants`` maps a table-row name to the variant it fine-tunes from scratch
     (the "w/o multi-modal SSL" ablation); a supervised baseline always trains from scratch (it is
-    bound to one cohort's columns, so it cannot pretrain across tables); otherwise
-    ``finetune.pretrained`` decides.
+    bound to one cohort's columns and has no pretraining stage); otherwise (CITab, pretrained across
+    tables, and the self-supervised baselines, pretrained per cohort) ``finetune.pretrained`` decides.
     """
     scratch = config["finetune"]["scratch_variants"]
     if variant in scratch:
         return scratch[variant], False
-    return variant, bool(config["finetune"]["pretrained"]) and _pretrains_across_tables(variant)
+    info = _variant_info(variant)
+    has_pretraining = info.pretrains_across_tables or info.pretrains_per_cohort
+    return variant, bool(config["finetune"]["pretrained"]) and has_pretraining
 
 
-def _pretrains_across_tables(model_variant: str) -> bool:
+def _variant_info(model_variant: str):
     from model.registry import variant_info
 
-    return variant_info(model_variant).pretrains_across_tables
+    return variant_info(model_variant)
 
 
 def pretrain_settings(config: dict) -> str:
-    """JSON of every pretraining setting that changes the result."""
-    section = {k: v for k, v in config["pretrain"].items() if k not in PRETRAIN_RUNTIME_KEYS}
+    """JSON of every setting that changes the cross-table pretraining (CITab variants)."""
+    excluded = (*PRETRAIN_RUNTIME_KEYS, PRETRAIN_PER_VARIANT_KEY)
+    section = {k: v for k, v in config["pretrain"].items() if k not in excluded}
     section["architecture"] = config["model"]
     return json.dumps(section, sort_keys=True)
+
+
+def variant_pretrain_section(config: dict, model_variant: str) -> dict:
+    """The ``pretrain`` section as it applies to ``model_variant``: its ``variant_settings`` entry
+    (a self-supervised baseline's own optimiser, epochs and corruption rates) over the shared settings."""
+    section = config["pretrain"]
+    return {**section, **section.get(PRETRAIN_PER_VARIANT_KEY, {}).get(model_variant, {})}
+
+
+def cohort_pretrain_settings(config: dict, variant: str, cohort: str) -> str:
+    """JSON of every setting that changes one cohort's pretraining of a self-supervised baseline
+    (only that cohort's corruption rate: a change to another cohort's leaves this job alone)."""
+    section = variant_pretrain_section(config, variant)
+    excluded = (*PRETRAIN_RUNTIME_KEYS, PRETRAIN_PER_VARIANT_KEY)
+    settings = {k: v for k, v in section.items() if k not in excluded}
+    settings["corruption_rate"] = _per_cohort(section.get("corruption_rate", {"default": 0.0}), cohort)
+    settings["architecture"] = config["model"]
+    return json.dumps(settings, sort_keys=True)
 
 
 def variant_finetune_section(config: dict, model_variant: str) -> dict:
@@ -112,10 +141,18 @@ def evaluate_settings(config: dict, variant: str) -> str:
     return json.dumps(settings, sort_keys=True)
 
 
-def pretrained_input(variant: str, config: dict) -> list[str]:
-    """The pretrained weights a fine-tuning job reads ([] when it starts from scratch)."""
+def pretrained_input(variant: str, config: dict, cohort: str | None = None) -> list[str]:
+    """The pretrained weights the fine-tuning job of ``variant`` on ``cohort`` reads ([] when it
+    starts from scratch): the cross-table weights of a CITab variant, or the weights of that cohort
+    for a self-supervised baseline (``cohort`` then required)."""
     model_variant, pretrained = resolve_variant(variant, config)
-    return [paths.PRETRAINED_WEIGHTS.format(variant=model_variant)] if pretrained else []
+    if not pretrained:
+        return []
+    if _variant_info(model_variant).pretrains_per_cohort:
+        if cohort is None:
+            raise ValueError(f"variant {model_variant!r} is pretrained per cohort: pretrained_input needs the cohort")
+        return [paths.COHORT_PRETRAINED_WEIGHTS.format(variant=model_variant, cohort=cohort)]
+    return [paths.PRETRAINED_WEIGHTS.format(variant=model_variant)]
 
 
 def _per_cohort(values: dict, cohort: str) -> float:
@@ -158,7 +195,7 @@ def load_rows(cohort: str, table: str, columns: str, bank, split: str):
 
 
 def sample_settings(settings: dict, seed: int, augment_probability: float, corruption_rate: float = 0.0,
-                    load_images: bool = True):
+                    load_images: bool = True, corrupt_every_row: bool = False):
     from model.augment import AugmentSettings
     from model.data import SampleSettings
 
@@ -167,7 +204,7 @@ def sample_settings(settings: dict, seed: int, augment_probability: float, corru
     return SampleSettings(
         image_shape=tuple(settings["image_shape"]), augment_probability=augment_probability,
         corruption_rate=corruption_rate, augment=AugmentSettings(**augment), seed=seed,
-        cache_volumes=settings["cache_volumes"], load_images=load_images,
+        cache_volumes=settings["cache_volumes"], load_images=load_images, corrupt_every_row=corrupt_every_row,
     )
 
 
@@ -207,21 +244,32 @@ def run_pretrain(
     variant: str, cohorts: list[str], tables: list[str], columns: list[str], header_bank: str, encoder: str,
     settings: dict, weights: str, metrics: str, gpus: int, threads: int,
 ) -> dict:
-    """Pretrain ``variant`` on the training rows of all ``cohorts`` together (one process of the group).
+    """Pretrain ``variant`` on the training rows of ``cohorts`` (one process of the group).
+
+    A CITab variant pretrains on every cohort together; a self-supervised baseline on exactly one
+    cohort, with the table views its method contrasts (every row corrupted at the cohort's
+    ``corruption_rate``, the uncorrupted row beside it).
 
     Args:
         variant: registered model variant.
         cohorts / tables / columns: cohort names and their ``table.tsv`` / ``columns.yaml``, aligned.
         header_bank: the header bank file; ``encoder``: the encoder the config asks for.
-        settings: the ``pretrain`` config section (see workflow/schemas/pretrain.schema.yaml).
+        settings: :func:`pretrain_settings` (CITab) or :func:`cohort_pretrain_settings` (a
+            baseline) decoded: the ``pretrain`` section (workflow/schemas/pretrain.schema.yaml).
         weights / metrics: output files.
         gpus: GPUs per job (0 = CPU); threads: CPU threads of the whole job.
     """
     import torch
 
     from model.data import ImageTableDataset
+    from model.registry import variant_info
     from model.training import LoopSettings, fingerprint, pretrain, setup_processes, teardown_processes
 
+    info = variant_info(variant)
+    if info.pretrains_per_cohort and len(cohorts) != 1:
+        raise ValueError(f"{variant} is pretrained on one cohort at a time (rule pretrain_cohort), got {cohorts}")
+    if not (info.pretrains_per_cohort or info.pretrains_across_tables):
+        raise ValueError(f"{variant} is a supervised baseline: it has no pretraining stage")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     processes = setup_processes(gpus, "pretrain.gpus", max(1, threads // world_size))
     if not processes.is_main:
@@ -231,7 +279,12 @@ def run_pretrain(
     train_rows = [load_rows(c, t, k, bank, "train") for c, t, k in zip(cohorts, tables, columns)]
     val_rows = [load_rows(c, t, k, bank, "val") for c, t, k in zip(cohorts, tables, columns)]
     c_max = max(len(rows.col_ids) for rows in train_rows)
-    train_set = ImageTableDataset(train_rows, sample_settings(settings, seed, settings["augment_probability"]), c_max=c_max)
+    # CITab's settings set no corruption; a baseline's contrastive view corrupts every row
+    corruption = float(settings.get("corruption_rate", 0.0))
+    train_set = ImageTableDataset(
+        train_rows, sample_settings(settings, seed, settings["augment_probability"], corruption, corrupt_every_row=True),
+        corruption_pools=[(rows.values, rows.missing) for rows in train_rows], c_max=c_max,
+    )
     val_rows = [rows for rows in val_rows if len(rows)]
     val_set = ImageTableDataset(val_rows, sample_settings(settings, seed, 0.0), c_max=c_max) if val_rows else None
     preload([train_set, val_set], settings)
@@ -239,7 +292,7 @@ def run_pretrain(
              variant, cohorts, len(train_set), {r.cohort: len(r) for r in train_rows},
              len(val_set) if val_set else 0, processes.world_size, processes.device)
     torch.manual_seed(seed)  # the same initial weights in every process
-    model = build(variant, bank, settings, "pretrain")
+    model = build(variant, bank, settings, "pretrain", columns[0] if info.pretrains_per_cohort else None)
     run_hash = fingerprint({"variant": variant, "settings": settings, "world_size": processes.world_size,
                             "inputs": [file_sha256(p) for p in [*tables, *columns, header_bank]]})
     workers = worker_count(threads, processes.world_size, processes.device.type == "cuda")
@@ -307,7 +360,12 @@ def run_finetune(
         )
     inputs = [table, columns, header_bank]
     if pretrained:
-        state, _ = load_weights(pretrained, "pretrained weights")
+        state, stored = load_weights(pretrained, "pretrained weights")
+        pretrained_on = json.loads(stored.get("cohorts", "[]"))
+        if _variant_info(settings["model_variant"]).pretrains_per_cohort and pretrained_on != [cohort]:
+            # bound to one cohort's columns: another cohort's weights can fit by shape and still be wrong
+            raise CheckpointError(f"pretrained weights '{pretrained}' were pretrained on {pretrained_on}, "
+                                  f"not on cohort {cohort} alone")
         try:
             report = model.load_pretrained_encoders(state)
         except RuntimeError as error:
