@@ -261,7 +261,7 @@ def run_pretrain(
     """
     import torch
 
-    from model.data import ImageTableDataset
+    from model.data import ImageTableDataset, read_columns
     from model.registry import variant_info
     from model.training import LoopSettings, fingerprint, pretrain, setup_processes, teardown_processes
 
@@ -292,7 +292,7 @@ def run_pretrain(
              variant, cohorts, len(train_set), {r.cohort: len(r) for r in train_rows},
              len(val_set) if val_set else 0, processes.world_size, processes.device)
     torch.manual_seed(seed)  # the same initial weights in every process
-    model = build(variant, bank, settings, "pretrain", columns[0] if info.pretrains_per_cohort else None)
+    model = build(variant, bank, settings, "pretrain", read_columns(columns[0]) if info.pretrains_per_cohort else None)
     run_hash = fingerprint({"variant": variant, "settings": settings, "world_size": processes.world_size,
                             "inputs": [file_sha256(p) for p in [*tables, *columns, header_bank]]})
     workers = worker_count(threads, processes.world_size, processes.device.type == "cuda")
