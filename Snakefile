@@ -25,6 +25,7 @@ include: "rules/tables.smk"
 include: "rules/headers.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
+include: "rules/paper.smk"
 
 
 rule all:

@@ -400,6 +400,13 @@ class PretrainStep(nn.Module):
 LOSS_KEYS = ("loss", "itc", "itm", "itm_accuracy")
 
 
+def _loss_row(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The logged losses of one batch (LOSS_KEYS, then a count of 1); NaN for a loss the variant does
+    not compute (w/o ITM has no "itm" / "itm_accuracy")."""
+    return torch.tensor([float(losses[key].detach()) if key in losses else math.nan for key in LOSS_KEYS] + [1.0],
+                        dtype=torch.float64)
+
+
 def _mean_over_processes(sums: torch.Tensor, processes: Distributed) -> torch.Tensor:
     if processes.enabled:
         sums = sums.to(processes.device)
@@ -487,7 +494,7 @@ def pretrain(
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
-            sums += torch.tensor([float(losses[key].detach()) for key in LOSS_KEYS] + [1.0], dtype=torch.float64)
+            sums += _loss_row(losses)
         sums = _mean_over_processes(sums, processes)
         row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": float(sums[i] / sums[-1]) for i, k in enumerate(LOSS_KEYS)}}
         if val_loader is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == settings.epochs):
@@ -533,7 +540,7 @@ def _validate_pretraining(model, loader, sampler, epoch, processes, bf16) -> dic
                 continue
             with autocast(processes.device, bf16):
                 losses = model.pretrain_losses(*model_inputs(batch))
-            sums += torch.tensor([float(losses[key].detach()) for key in LOSS_KEYS] + [1.0], dtype=torch.float64)
+            sums += _loss_row(losses)
     model.train()
     sums = _mean_over_processes(sums, processes)
     if sums[-1] == 0:
