@@ -26,6 +26,7 @@ include: "rules/headers.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
 include: "rules/bundle.smk"
+include: "rules/paper.smk"
 
 
 rule all:

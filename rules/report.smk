@@ -1,5 +1,6 @@
 # Report stage (see workflow/report.py): Table 1 from every evaluation of the configured variants,
-# and Table 1 next to the paper's own numbers.
+# and Table 1 next to the paper's own numbers. Tables 2 and 3 and the figures: rules/paper.smk.
+from workflow.report import Uncertainty
 from workflow.smk import REPO_ROOT
 
 
@@ -7,6 +8,13 @@ rule results_table:
     input:
         metrics=expand(
             paths.EVAL_METRICS,
+            variant=config["report"]["variants"],
+            cohort=COHORTS,
+            seed=config["finetune"]["seeds"],
+        ),
+        # per-subject test predictions: the bootstrap intervals of report.interval: bootstrap95
+        predictions=expand(
+            paths.EVAL_PREDICTIONS,
             variant=config["report"]["variants"],
             cohort=COHORTS,
             seed=config["finetune"]["seeds"],
@@ -26,6 +34,7 @@ rule results_table:
         method_names=config["report"]["method_names"],
         decimals=config["report"]["decimals"],
         majority_row=config["report"]["majority_row"],
+        uncertainty=vars(Uncertainty.from_config(config["report"])),
     log:
         "results/logs/results_table/table1.log",
     benchmark:

@@ -14,14 +14,16 @@ rule pretrain:
     input:
         tables=expand(paths.TABLE, cohort=COHORTS),
         columns=expand(paths.TABLE_COLUMNS, cohort=COHORTS),
-        header_bank=train_stage.header_bank_path(config),
+        header_bank=lambda wildcards: train_stage.header_bank_path(config, wildcards.variant),
     output:
         weights=paths.PRETRAINED_WEIGHTS,
         metrics=train_stage.PRETRAIN_METRICS,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         cohorts=COHORTS,
-        encoder=train_stage.configured_encoder(config),
+        encoder=lambda wildcards: train_stage.configured_encoder(config, wildcards.variant),
+        # The model a row pretrains (a headers.encoder_variants row: its variant on another bank).
+        model_variant=lambda wildcards: train_stage.resolve_variant(wildcards.variant, config)[0],
         settings=train_stage.pretrain_settings(config),
         # One DDP process per GPU, or the configured number of gloo processes on CPU.
         nproc=lambda wildcards, resources: resources.gpu or config["pretrain"]["cpu_processes"],
@@ -38,7 +40,7 @@ rule pretrain:
     shell:
         "python -m workflow.gpu_slots {resources.gpu} -- "
         "torchrun --standalone --nnodes=1 --nproc_per_node={params.nproc} -m workflow.train pretrain "
-        "--variant {wildcards.variant} --cohorts {params.cohorts} --tables {input.tables} "
+        "--variant {params.model_variant} --cohorts {params.cohorts} --tables {input.tables} "
         "--columns {input.columns} --header-bank {input.header_bank} --encoder {params.encoder:q} "
         "--settings {params.settings:q} --weights {output.weights} --metrics {output.metrics} "
         "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"
@@ -82,14 +84,14 @@ rule finetune:
     input:
         table=paths.TABLE,
         columns=paths.TABLE_COLUMNS,
-        header_bank=train_stage.header_bank_path(config),
+        header_bank=lambda wildcards: train_stage.header_bank_path(config, wildcards.variant),
         pretrained=lambda wildcards: train_stage.pretrained_input(wildcards.variant, config, wildcards.cohort),
     output:
         best=paths.FINETUNED_WEIGHTS,
         metrics=train_stage.FINETUNE_METRICS,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
-        encoder=train_stage.configured_encoder(config),
+        encoder=lambda wildcards: train_stage.configured_encoder(config, wildcards.variant),
         settings=lambda wildcards: train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort),
         pretrained=lambda wildcards, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
     log:
@@ -115,14 +117,14 @@ rule evaluate:
     input:
         table=paths.TABLE,
         columns=paths.TABLE_COLUMNS,
-        header_bank=train_stage.header_bank_path(config),
+        header_bank=lambda wildcards: train_stage.header_bank_path(config, wildcards.variant),
         weights=paths.FINETUNED_WEIGHTS,
     output:
         metrics=paths.EVAL_METRICS,
         predictions=paths.EVAL_PREDICTIONS,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
-        encoder=train_stage.configured_encoder(config),
+        encoder=lambda wildcards: train_stage.configured_encoder(config, wildcards.variant),
         settings=lambda wildcards: train_stage.evaluate_settings(config, wildcards.variant),
     log:
         "results/logs/evaluate/{variant}/{cohort}/seed-{seed}.log",

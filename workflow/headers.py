@@ -1,8 +1,8 @@
 """Header bank: every column header text through a frozen text encoder, once, cached.
 
 The rule ``embed_headers`` writes ``paths.HEADER_BANK`` (safetensors, docs/interfaces.md section 5)
-and ``paths.HEADER_SIMILARITY`` (mean pairwise cosine similarity of the header vectors; the paper
-reports 0.864 for BERT and 0.935 for BioBERT). Encoders are local folders in the Hugging Face
+and ``paths.HEADER_SIMILARITY`` (mean pairwise cosine similarity of the header vectors; the paper's
+values for BERT and BioBERT are kept in ``workflow/report/paper_table2.yaml``). Encoders are local folders in the Hugging Face
 layout, loaded with the hub disabled: nothing is downloaded.
 
 Encoder path syntax (config ``headers.encoders.<name>.path``):
@@ -39,17 +39,19 @@ import yaml
 from model.header_bank import (
     HeaderBank, SafetensorsFileError, check_safetensors_file, load_header_bank, save_header_bank,
 )
+from workflow import paths
 from workflow.columns import all_header_texts, resolve_columns_path
+from workflow.smk import REPO_ROOT
 
 __all__ = [
     "EncoderDamagedError", "EncoderNotFoundError", "POOLINGS", "check_encoder_folder", "check_encoder_weights",
-    "embed_headers", "embed_texts", "encoder_settings", "encoder_sha256", "encoder_stamp", "header_texts", "mean_pairwise_cosine", "resolve_encoder_path",
+    "embed_headers", "embed_texts", "encoder_settings", "encoder_sha256", "encoder_stamp", "encoder_supplied",
+    "header_texts", "mean_pairwise_cosine", "paper_similarity", "resolve_encoder_path",
 ]
 
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls")
-PAPER_SIMILARITY = {"bert-base-uncased": 0.864, "biobert": 0.935}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 # Files whose bytes define the encoder (and so its sha256); any present is hashed.
@@ -78,6 +80,22 @@ def header_texts(config: dict) -> list[str]:
     tables = config.get("tables") or {}
     columns = tables.get("columns") or _schema_default("tables", "columns")
     return all_header_texts(resolve_columns_path(columns))
+
+
+def paper_similarity() -> dict[str, float]:
+    """The paper's mean pairwise header similarity per encoder, kept with its Table 2 numbers."""
+    document = yaml.safe_load((REPO_ROOT / paths.PAPER_TABLE2).read_text())
+    return {str(name): float(value) for name, value in document["header_similarity"].items()}
+
+
+def encoder_supplied(headers_config: dict, encoder: str) -> bool:
+    """Whether encoder ``encoder``'s folder (or package) exists. An absent alternative encoder
+    leaves its table row empty; a folder that exists but is incomplete or damaged still stops
+    the embed_headers rule with a message (:func:`check_encoder_folder`)."""
+    try:
+        return resolve_encoder_path(headers_config["encoders"][encoder]["path"]).is_dir()
+    except EncoderNotFoundError:
+        return False
 
 
 def _schema_default(section: str, key: str):
@@ -342,7 +360,7 @@ def embed_headers(
         "encoder": encoder, "encoder_path": str(folder), "encoder_sha256": sha256, "pooling": pooling,
         "max_length": max_length, "dim": int(embeddings.shape[1]), "n_headers": len(unique),
         "mean_pairwise_cosine": round(similarity, 6), "embedded_now": len(todo),
-        "paper_mean_pairwise_cosine": PAPER_SIMILARITY,
+        "paper_mean_pairwise_cosine": paper_similarity(),
     }
     Path(similarity_path).parent.mkdir(parents=True, exist_ok=True)
     Path(similarity_path).write_text(json.dumps(report, indent=2) + "\n")

@@ -76,6 +76,22 @@ TABLE1 = "results/report/table1.{ext}"
 TABLE1_VS_PAPER = "results/report/table1_vs_paper.{ext}"
 # The paper's own Table 1 numbers (a file of the repository, read by the report stage).
 PAPER_TABLE1 = "workflow/report/paper_table1.yaml"
+# Tables 2 and 3 (rule paper): the ablations / alternatives and the number of P-MoLin experts.
+TABLE2 = "results/report/table2.{ext}"
+TABLE2_VS_PAPER = "results/report/table2_vs_paper.{ext}"
+# Each Table 2 / 3 row against CITab: differences and paired-test p-values.
+TABLE2_TESTS = "results/report/table2_tests.{ext}"
+TABLE3 = "results/report/table3.{ext}"
+TABLE3_VS_PAPER = "results/report/table3_vs_paper.{ext}"
+TABLE3_TESTS = "results/report/table3_tests.{ext}"
+# Mean pairwise similarity of each encoder's header vectors next to the paper's.
+HEADER_SIMILARITY_TABLE = "results/report/header_similarity.{ext}"
+# Paper numbers of Tables 2 and 3 (and the header similarities), files of the repository.
+PAPER_TABLE2 = "workflow/report/paper_table2.yaml"
+PAPER_TABLE3 = "workflow/report/paper_table3.yaml"
+# Figures 3-5 ({ext}: png or pdf) and the data each one plots (TSV), so the numbers can be checked.
+FIGURE = "results/report/figure{number}.{ext}"
+FIGURE_DATA = "results/report/figure{number}_data.tsv"
 
 # --- bundles: one fine-tuned model with everything needed to use it on new subjects ---------------
 # A self-contained folder per (variant, cohort, seed); the files inside: workflow.bundle.BUNDLE_FILES.

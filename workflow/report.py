@@ -1,16 +1,22 @@
-"""Report stage: Table 1 of the paper (rows = methods, columns = cohort x Acc / AUC / F1).
+"""Report stage: the paper's result tables (rows = methods, columns = cohort x Acc / AUC / F1).
 
-Each cell is the mean over the fine-tuning seeds, with the standard deviation (``mean ± SD``,
-sample SD) when more than one seed ran. Any list of variants becomes rows, so baselines and
-ablations are more rows of the same table. An AUC computed over only some classes (a tiny test set
-without one class) is marked with a dagger and explained under the table.
+One writer, :func:`write_results_table`, makes every table: Table 1 (the methods), Table 2 (the
+ablations and alternatives) and Table 3 (the number of P-MoLin experts, with an average over the
+cohorts). Any list of variants becomes rows. Each cell is the mean over the fine-tuning seeds and
+carries either the standard deviation over the seeds (``mean ± SD``, sample SD, when more than
+one seed ran) or a 95 % bootstrap interval over test subjects (``mean [lo, hi]``), as
+``report.interval`` says (:mod:`workflow.uncertainty`). Against a reference row (CITab in Tables 2
+and 3) every other row gets a paired test per cell; a marker flags p < alpha and the p-values go to
+a table of their own. An AUC computed over only some classes (a tiny test set without one class)
+is marked with a dagger and explained under the table. A row that could not run (the alternative
+header encoder when its folder is not supplied) stays in the table and says why.
 
-A "Majority class" row (on by default) shows what always predicting a test set's most frequent
-class scores: the bar a model must clear, which matters on small test sets.
+A "Majority class" row (Table 1) shows what always predicting a test set's most frequent class
+scores: the bar a model must clear, which matters on small test sets.
 
-Beside Table 1 the stage writes it against the paper's own numbers (``workflow/report/paper_table1.yaml``):
-every row of the paper in its order, each cell "reproduced (paper)", and a long CSV with the
-difference per cell.
+Beside each table the stage writes it against the paper's own numbers
+(``workflow/report/paper_table<N>.yaml``): every row of the paper in its order, each cell
+"reproduced (paper)", and a long CSV with the difference per cell.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+
+from workflow import uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,42 @@ PARTIAL_AUC_MARK = "†"
 PARTIAL_AUC_NOTE = "† AUC averaged over the classes present in a test set that lacks a class."
 MAJORITY = "majority"
 MAJORITY_NAME = "Majority class"
+# The column group of Table 3 that averages every metric over the cohorts.
+AVERAGE = "Average"
+INTERVALS = ("sd", "bootstrap95")
+SIGNIFICANCE_MARK = "*"
+UNAVAILABLE_NOTE = ("A row that did not run keeps its place and says why; \"encoder not supplied\": its header "
+                    "encoder has no local folder (headers.encoders.<name>.path). Supply the folder and rerun.")
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """What each cell carries besides its mean, and how rows are tested (config ``report``).
+
+    Attributes:
+        interval: "sd" (± SD over seeds) or "bootstrap95" (95 % bootstrap interval over test subjects).
+        resamples / bootstrap_seed: the bootstrap's resample count and seed.
+        permutations / test_seed: the paired test's permutation count and seed.
+        alpha: cells whose paired test gives p < alpha are marked.
+    """
+
+    interval: str = "sd"
+    resamples: int = 2000
+    bootstrap_seed: int = 0
+    permutations: int = 10000
+    test_seed: int = 0
+    alpha: float = 0.05
+
+    @classmethod
+    def from_config(cls, report: dict) -> "Uncertainty":
+        """From the validated ``report`` config section."""
+        return cls(interval=report["interval"], resamples=report["bootstrap"]["resamples"],
+                   bootstrap_seed=report["bootstrap"]["seed"], permutations=report["paired_test"]["permutations"],
+                   test_seed=report["paired_test"]["seed"], alpha=report["paired_test"]["alpha"])
+
+    def __post_init__(self) -> None:
+        if self.interval not in INTERVALS:
+            raise ValueError(f"interval must be one of {INTERVALS}, got {self.interval!r}")
 
 
 def collect_metrics(metric_files: list[str | Path]) -> pd.DataFrame:
@@ -85,6 +130,23 @@ def majority_row(records: pd.DataFrame, cohorts: list[str]) -> pd.DataFrame:
     return row
 
 
+def with_cohort_average(records: pd.DataFrame, cohorts: list[str]) -> pd.DataFrame:
+    """``records`` plus one pseudo-cohort ``Average`` per (variant, seed): each metric's mean over
+    ``cohorts`` (NaN when a cohort lacks it), so that its mean ± SD is taken over seeds like any cell.
+
+    Raises ValueError naming a (variant, seed) that misses a cohort.
+    """
+    averages = []
+    for (variant, seed), runs in records[records["cohort"].isin(cohorts)].groupby(["variant", "seed"], sort=False):
+        if sorted(runs["cohort"]) != sorted(cohorts):
+            raise ValueError(f"variant {variant} seed {seed}: evaluations of {sorted(runs['cohort'])}, "
+                             f"the average needs all of {sorted(cohorts)}")
+        averages.append({"variant": variant, "cohort": AVERAGE, "seed": seed,
+                         **{metric: float(runs[metric].mean()) for metric in METRICS},
+                         "auc_complete": bool(runs["auc_complete"].all()), "test_class_counts": ()})
+    return pd.concat([records, pd.DataFrame.from_records(averages, columns=records.columns)], ignore_index=True)
+
+
 def summarise(records: pd.DataFrame, variants: list[str], cohorts: list[str]) -> pd.DataFrame:
     """Mean, SD and seed count per (variant, cohort, metric), in the given row and column order.
 
@@ -115,17 +177,38 @@ def format_cell(mean: float, sd: float, decimals: int, plus_minus: str) -> str:
     return text if math.isnan(sd) else f"{text}{plus_minus}{sd:.{decimals}f}"
 
 
-def formatted_cells(summary: pd.DataFrame, cohorts: list[str], decimals: int, plus_minus: str) -> pd.DataFrame:
-    """The table's text cells: rows = variants, columns = (cohort, metric label)."""
+def format_interval_cell(mean: float, low: float, high: float, decimals: int) -> str:
+    """``0.846 [0.801, 0.880]``; the mean alone when the interval is undefined, ``n/a`` without a mean."""
+    if math.isnan(mean):
+        return "n/a"
+    text = f"{mean:.{decimals}f}"
+    return text if math.isnan(low) or math.isnan(high) else f"{text} [{low:.{decimals}f}, {high:.{decimals}f}]"
+
+
+def formatted_cells(
+    summary: pd.DataFrame, cohorts: list[str], decimals: int, plus_minus: str, interval: str = "sd",
+    significant: set[tuple[str, str, str]] = frozenset(),
+) -> pd.DataFrame:
+    """The table's text cells: rows = variants, columns = (cohort, metric label).
+
+    ``interval`` "bootstrap95" reads ``<cohort>_<metric>_lo`` / ``_hi`` instead of the SD;
+    ``significant`` holds the (variant, cohort, metric) cells that get :data:`SIGNIFICANCE_MARK`.
+    """
     columns = pd.MultiIndex.from_tuples([(c, label) for c in cohorts for label in METRICS.values()])
     cells = pd.DataFrame(index=summary.index, columns=columns, dtype=object)
     for variant in summary.index:
         for cohort in cohorts:
             for metric, label in METRICS.items():
-                text = format_cell(summary.loc[variant, f"{cohort}_{metric}"], summary.loc[variant, f"{cohort}_{metric}_sd"],
-                                   decimals, plus_minus)
+                mean = summary.loc[variant, f"{cohort}_{metric}"]
+                if interval == "bootstrap95" and f"{cohort}_{metric}_lo" in summary.columns:
+                    text = format_interval_cell(mean, summary.loc[variant, f"{cohort}_{metric}_lo"],
+                                                summary.loc[variant, f"{cohort}_{metric}_hi"], decimals)
+                else:
+                    text = format_cell(mean, summary.loc[variant, f"{cohort}_{metric}_sd"], decimals, plus_minus)
                 if metric == "auc" and not summary.loc[variant, f"{cohort}_auc_complete"]:
                     text += PARTIAL_AUC_MARK
+                if (variant, cohort, metric) in significant:
+                    text += SIGNIFICANCE_MARK
                 cells.loc[variant, (cohort, label)] = text
     return cells
 
@@ -138,7 +221,11 @@ def to_markdown(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], 
     return "\n".join(lines) + ("\n\n" + note if note else "") + "\n"
 
 
-def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], note: str) -> str:
+TABLE1_CAPTION = "Classification on the test sets (mean ± SD over fine-tuning seeds where several ran)."
+
+
+def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], note: str,
+             caption: str = TABLE1_CAPTION, label: str = "tab:table1") -> str:
     def escape(text: str) -> str:
         return (text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
                 .replace(" ± ", r" $\pm$ ").replace(PARTIAL_AUC_MARK, r"$^\dagger$"))
@@ -146,8 +233,8 @@ def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], not
     width = len(METRICS)
     lines = [
         r"\begin{table}[t]", r"\centering",
-        r"\caption{Classification on the test sets (mean $\pm$ SD over fine-tuning seeds where several ran).}",
-        r"\label{tab:table1}",
+        r"\caption{" + escape(caption) + "}",
+        r"\label{" + label + "}",
         r"\begin{tabular}{l" + "c" * len(cells.columns) + "}", r"\toprule",
         "Method & " + " & ".join(rf"\multicolumn{{{width}}}{{c}}{{{escape(c)}}}" for c in cohorts) + r" \\",
         " ".join(rf"\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(cohorts))),
@@ -156,62 +243,204 @@ def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], not
     for variant, row in cells.iterrows():
         lines.append(" & ".join([escape(names.get(variant, variant)), *(escape(t) for t in row.tolist())]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    if note:
-        lines.append(r"\par\footnotesize " + escape(note))
+    for line in note.split("\n\n") if note else []:
+        lines.append(r"\par\footnotesize " + escape(line))
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def add_bootstrap_intervals(
+    summary: pd.DataFrame, predictions: dict, cohorts: list[str], averaged: bool, settings: Uncertainty,
+) -> pd.DataFrame:
+    """``summary`` with ``<cohort>_<metric>_lo`` / ``_hi`` (95 % bootstrap over test subjects).
+
+    The Average column resamples every cohort on its own and averages the cohorts' scores of the
+    same resample index.
+    """
+    summary = summary.copy()
+    for variant in summary.index:
+        per_cohort = []
+        for cohort in cohorts:
+            rng = uncertainty.cell_rng(settings.bootstrap_seed, variant, cohort)
+            per_cohort.append(uncertainty.bootstrap_replicates(predictions[(variant, cohort)], settings.resamples, rng))
+        groups = list(zip(cohorts, per_cohort))
+        if averaged:
+            groups.append((AVERAGE, np.mean(np.stack(per_cohort), axis=0)))
+        for cohort, replicates in groups:
+            low, high = uncertainty.percentile_interval(replicates, 0.95)
+            for position, metric in enumerate(METRICS):
+                summary.loc[variant, f"{cohort}_{metric}_lo"] = low[position]
+                summary.loc[variant, f"{cohort}_{metric}_hi"] = high[position]
+    return summary
+
+
+def paired_tests(predictions: dict, variants: list[str], reference: str, cohorts: list[str],
+                 settings: Uncertainty) -> pd.DataFrame:
+    """One row per (variant other than ``reference``, cohort, metric): the difference to the
+    reference on the same test subjects and the paired permutation test's p-value."""
+    records = []
+    for variant in variants:
+        if variant == reference:
+            continue
+        for cohort in cohorts:
+            candidate, baseline = predictions[(variant, cohort)], predictions[(reference, cohort)]
+            rng = uncertainty.cell_rng(settings.test_seed, variant, reference, cohort)
+            difference, p_values = uncertainty.paired_permutation_test(candidate, baseline, settings.permutations, rng)
+            for position, metric in enumerate(METRICS):
+                records.append({"variant": variant, "reference": reference, "cohort": cohort, "metric": metric,
+                                "difference": difference[position], "p_value": p_values[position],
+                                "test": uncertainty.PAIRED_TEST_NAME, "n_subjects": len(candidate.keys),
+                                "n_seeds": len(candidate.seeds)})
+    return pd.DataFrame.from_records(records, columns=["variant", "reference", "cohort", "metric", "difference",
+                                                       "p_value", "test", "n_subjects", "n_seeds"])
+
+
+def tests_markdown(tests: pd.DataFrame, names: dict[str, str], cohorts: list[str], decimals: int, note: str) -> str:
+    """p-values laid out like the table: rows = variants, cells "difference (p = ...)"."""
+    header = ["Method", *(f"{cohort} {label}" for cohort in cohorts for label in METRICS.values())]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
+    for variant, rows in tests.groupby("variant", sort=False):
+        cells = []
+        for cohort in cohorts:
+            for metric in METRICS:
+                row = rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0]
+                cells.append("n/a" if math.isnan(row["difference"])
+                             else f"{row['difference']:+.{decimals}f} (p = {row['p_value']:.3g})")
+        lines.append("| " + " | ".join([names.get(variant, variant), *cells]) + " |")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def write_results_table(
+    metric_files: list[str], variants: list[str], cohorts: list[str], method_names: dict[str, str], decimals: int,
+    csv_path: str, markdown_path: str, latex_path: str, *,
+    table_name: str = "Table 1", caption: str = TABLE1_CAPTION, latex_label: str = "tab:table1",
+    with_majority_row: bool = False, average_column: bool = False, unavailable: dict[str, str] | None = None,
+    prediction_files: list[str] | None = None, settings: Uncertainty = Uncertainty(),
+    reference: str | None = None, tests_csv: str | None = None, tests_markdown_path: str | None = None,
+    paper_table: str | None = None, comparison_csv: str | None = None, comparison_markdown_path: str | None = None,
+) -> pd.DataFrame:
+    """Build a result table from evaluation files and write it as CSV, Markdown and LaTeX.
+
+    Args:
+        metric_files: ``paths.EVAL_METRICS`` files of every (variant, cohort, seed) that ran.
+        variants: table rows, in order (those in ``unavailable`` included); cohorts: column groups.
+        method_names: display name per variant (the variant name where absent).
+        decimals: digits after the decimal point.
+        csv_path: numeric table (means, SDs or interval bounds, seed counts; one row per variant).
+        markdown_path / latex_path: the formatted table.
+        table_name / caption / latex_label: how the table names itself (logs, notes, LaTeX).
+        with_majority_row: add the "Majority class" row.
+        average_column: add the ``Average`` column group (each metric's mean over the cohorts).
+        unavailable: rows that could not run -> the reason their cells show.
+        prediction_files: ``paths.EVAL_PREDICTIONS`` aligned with ``metric_files``; needed for a
+            bootstrap interval and for the paired tests.
+        settings: interval kind and the bootstrap's / test's settings.
+        reference: the row every other row is tested against (paired test); with it,
+            ``tests_csv`` and ``tests_markdown_path`` get the differences and p-values.
+        paper_table: the paper's numbers (``workflow/report/paper_table<N>.yaml``); with it,
+            ``comparison_csv`` and ``comparison_markdown_path`` get the table next to the paper's.
+
+    Returns:
+        The numeric summary (as written to the CSV).
+    """
+    unavailable = dict(unavailable or {})
+    ran = [variant for variant in variants if variant not in unavailable]
+    records = collect_metrics(metric_files)
+    columns = [*cohorts, AVERAGE] if average_column else list(cohorts)
+    if average_column:
+        records = with_cohort_average(records, cohorts)
+    summary = summarise(records, ran, columns)
+    needs_predictions = settings.interval == "bootstrap95" or reference is not None
+    predictions = {}
+    if needs_predictions:
+        if not prediction_files:
+            raise ValueError(f"{table_name}: a bootstrap interval or a paired test needs the predictions files")
+        predictions = uncertainty.read_predictions(metric_files, prediction_files)
+    if settings.interval == "bootstrap95":
+        summary = add_bootstrap_intervals(summary, predictions, cohorts, average_column, settings)
+    notes = []
+    significant: set[tuple[str, str, str]] = set()
+    method_names = dict(method_names)
+    if reference is not None:
+        if reference not in ran:
+            raise ValueError(f"{table_name}: the reference row {reference!r} is not among the rows that ran {ran}")
+        tests = paired_tests(predictions, ran, reference, cohorts, settings)
+        significant = {(r.variant, r.cohort, r.metric) for r in tests.itertuples() if r.p_value < settings.alpha}
+        test_note = uncertainty.PAIRED_TEST_NOTE.format(
+            marker=SIGNIFICANCE_MARK, alpha=settings.alpha, reference=method_names.get(reference, reference),
+            permutations=settings.permutations, seed=settings.test_seed,
+            tests_file=Path(tests_markdown_path).name if tests_markdown_path else "the tests table")
+        notes.append(test_note)
+        tests.insert(1, "method", [method_names.get(v, v) for v in tests["variant"]])
+        if tests_csv:
+            tests.to_csv(tests_csv, index=False, float_format=f"%.{decimals + 3}f")
+        if tests_markdown_path:
+            Path(tests_markdown_path).write_text(tests_markdown(
+                tests, method_names, cohorts, decimals,
+                f"Each cell: {table_name} row minus {method_names.get(reference, reference)} (seed-averaged) and "
+                "the two-sided p-value of a "
+                + uncertainty.PAIRED_TEST_METHOD.format(permutations=settings.permutations, seed=settings.test_seed)
+                + "."))
+    if with_majority_row:
+        summary = pd.concat([summary, majority_row(records[records["cohort"] != AVERAGE], cohorts)])
+        method_names.setdefault(MAJORITY, MAJORITY_NAME)
+    cells = formatted_cells(summary, columns, decimals, " ± ", settings.interval, significant)
+    order = [v for v in variants] + ([MAJORITY] if with_majority_row else [])
+    cells = cells.reindex(order)
+    for variant, reason in unavailable.items():
+        cells.loc[variant] = reason
+    if not all(summary[f"{c}_auc_complete"].all() for c in columns):
+        notes.insert(0, PARTIAL_AUC_NOTE)
+    if settings.interval == "bootstrap95":
+        notes.insert(0, uncertainty.BOOTSTRAP_NOTE.format(resamples=settings.resamples, seed=settings.bootstrap_seed))
+    if average_column:
+        notes.append(f"{AVERAGE}: each metric's mean over {', '.join(cohorts)} (per seed, then over seeds).")
+    if unavailable:
+        notes.append(UNAVAILABLE_NOTE)
+    note = "\n\n".join(notes)
+    numeric = summary.copy()
+    for column in columns:
+        numeric[f"{column}_n_seeds"] = numeric[f"{column}_n_seeds"].astype(int)
+        numeric[f"{column}_auc_complete"] = numeric[f"{column}_auc_complete"].astype(bool)
+    numeric = numeric.reindex([v for v in order if v in numeric.index or v in unavailable])
+    for column in columns:  # a row that could not run: no seeds
+        numeric[f"{column}_n_seeds"] = numeric[f"{column}_n_seeds"].fillna(0).astype(int)
+    numeric.insert(0, "method", [method_names.get(v, v) for v in numeric.index])
+    numeric.insert(1, "status", ["" if v not in unavailable else unavailable[v] for v in numeric.index])
+    numeric.index.name = "variant"
+    for path in (csv_path, markdown_path, latex_path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    numeric.reset_index().to_csv(csv_path, index=False, float_format=f"%.{decimals + 3}f")
+    Path(markdown_path).write_text(to_markdown(cells, method_names, columns, note))
+    Path(latex_path).write_text(to_latex(cells, method_names, columns, note, caption, latex_label))
+    log.info("%s (%d row(s) x %d cohort(s), %d evaluation(s)):\n%s", table_name, len(variants), len(cohorts),
+             len(records), Path(markdown_path).read_text())
+    if paper_table:
+        write_paper_comparison(summary, paper_table, columns, method_names, decimals, comparison_csv,
+                               comparison_markdown_path, table_name, unavailable)
+        log.info("%s against the paper:\n%s", table_name, Path(comparison_markdown_path).read_text())
+    return numeric
 
 
 def write_table1(
     metric_files: list[str], variants: list[str], cohorts: list[str], method_names: dict[str, str],
     decimals: int, csv_path: str, markdown_path: str, latex_path: str, with_majority_row: bool = True,
     paper_table: str | None = None, comparison_csv: str | None = None, comparison_markdown_path: str | None = None,
+    prediction_files: list[str] | None = None, settings: Uncertainty = Uncertainty(),
 ) -> pd.DataFrame:
-    """Build Table 1 from evaluation metrics files and write it as CSV, Markdown and LaTeX.
-
-    Args:
-        metric_files: ``paths.EVAL_METRICS`` files of every (variant, cohort, seed).
-        variants: table rows, in order; cohorts: column groups, in order.
-        method_names: display name per variant (the variant name where absent).
-        decimals: digits after the decimal point.
-        csv_path: numeric table (means, SDs, seed counts; one row per variant).
-        markdown_path / latex_path: the formatted table.
-        paper_table: the paper's numbers (``workflow/report/paper_table1.yaml``); with it,
-            ``comparison_csv`` and ``comparison_markdown_path`` get Table 1 next to the paper's.
-
-    Returns:
-        The numeric summary (as written to the CSV).
-    """
-    records = collect_metrics(metric_files)
-    summary = summarise(records, variants, cohorts)
-    method_names = dict(method_names)
-    if with_majority_row:
-        summary = pd.concat([summary, majority_row(records, cohorts)])
-        method_names.setdefault(MAJORITY, MAJORITY_NAME)
-    cells = formatted_cells(summary, cohorts, decimals, " ± ")
-    partial = not all(summary[f"{c}_auc_complete"].all() for c in cohorts)
-    note = PARTIAL_AUC_NOTE if partial else ""
-    numeric = summary.copy()
-    for cohort in cohorts:
-        numeric[f"{cohort}_n_seeds"] = numeric[f"{cohort}_n_seeds"].astype(int)
-        numeric[f"{cohort}_auc_complete"] = numeric[f"{cohort}_auc_complete"].astype(bool)
-    numeric.insert(0, "method", [method_names.get(v, v) for v in summary.index])
-    for path in (csv_path, markdown_path, latex_path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    numeric.reset_index().to_csv(csv_path, index=False, float_format=f"%.{decimals + 3}f")
-    Path(markdown_path).write_text(to_markdown(cells, method_names, cohorts, note))
-    Path(latex_path).write_text(to_latex(cells, method_names, cohorts, note))
-    log.info("Table 1 (%d method(s) x %d cohort(s), %d evaluation(s)):\n%s", len(variants), len(cohorts),
-             len(records), Path(markdown_path).read_text())
-    if paper_table:
-        write_paper_comparison(summary, paper_table, cohorts, method_names, decimals, comparison_csv,
-                               comparison_markdown_path)
-        log.info("Table 1 against the paper:\n%s", Path(comparison_markdown_path).read_text())
-    return numeric
+    """Table 1: :func:`write_results_table` with the majority row and Table 1's caption."""
+    return write_results_table(
+        metric_files, variants, cohorts, method_names, decimals, csv_path, markdown_path, latex_path,
+        with_majority_row=with_majority_row, paper_table=paper_table, comparison_csv=comparison_csv,
+        comparison_markdown_path=comparison_markdown_path, prediction_files=prediction_files, settings=settings,
+    )
 
 
 def read_paper_table(path: str | Path) -> dict:
-    """The paper's Table 1 (``{"metrics": [...], "rows": {variant: {cohort: [values]}}}``), checked."""
+    """A table of the paper (``{"metrics": [...], "rows": {variant: {cohort: [values]}}}``), checked.
+
+    A row's ``inputs`` entry (Table 1's I / T / S attributes) is not a cohort; other top-level keys
+    (Table 2's ``header_similarity``) are left to their readers."""
     document = yaml.safe_load(Path(path).read_text())
     metrics = document.get("metrics") if isinstance(document, dict) else None
     if metrics != list(METRICS):
@@ -223,11 +452,13 @@ def read_paper_table(path: str | Path) -> dict:
     return document
 
 
-def compare_with_paper(summary: pd.DataFrame, paper: dict, cohorts: list[str]) -> pd.DataFrame:
+def compare_with_paper(summary: pd.DataFrame, paper: dict, cohorts: list[str],
+                       unavailable: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (paper row or reproduced variant, cohort, metric): paper value, reproduced mean
     and SD, seed count and reproduced - paper. Paper rows come first in the paper's order; variants
     the paper lacks (ablations, a majority row) follow. Unrun rows and cohorts the paper lacks are NaN."""
-    order = list(paper["rows"]) + [v for v in summary.index if v not in paper["rows"]]
+    unavailable = unavailable or {}
+    order = list(paper["rows"]) + [v for v in [*summary.index, *unavailable] if v not in paper["rows"]]
     records = []
     for variant in order:
         paper_row = paper["rows"].get(variant, {})
@@ -240,12 +471,14 @@ def compare_with_paper(summary: pd.DataFrame, paper: dict, cohorts: list[str]) -
                 seeds = int(summary.loc[variant, f"{cohort}_n_seeds"]) if ran else 0
                 records.append({"variant": variant, "cohort": cohort, "metric": metric, "paper": float(reported),
                                 "reproduced": float(mean), "reproduced_sd": float(sd), "n_seeds": seeds,
-                                "difference": float(mean - reported)})
+                                "difference": float(mean - reported), "status": unavailable.get(variant, "")})
     return pd.DataFrame.from_records(records)
 
 
-def comparison_markdown(comparison: pd.DataFrame, names: dict[str, str], cohorts: list[str], decimals: int) -> str:
-    """Cells "reproduced (paper)"; "not run" where the pipeline has no result, "–" where the paper has none."""
+def comparison_markdown(comparison: pd.DataFrame, names: dict[str, str], cohorts: list[str], decimals: int,
+                        table_name: str = "Table 1") -> str:
+    """Cells "reproduced (paper)"; "not run" where the pipeline has no result (or why a row could not
+    run), "–" where the paper has none."""
     header = ["Method", *(f"{cohort} {label}" for cohort in cohorts for label in METRICS.values())]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
     for variant, rows in comparison.groupby("variant", sort=False):
@@ -253,22 +486,67 @@ def comparison_markdown(comparison: pd.DataFrame, names: dict[str, str], cohorts
         for cohort in cohorts:
             for metric in METRICS:
                 row = rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0]
-                mine = "not run" if row["n_seeds"] == 0 else format_cell(row["reproduced"], row["reproduced_sd"], decimals, " ± ")
+                mine = (row["status"] or "not run") if row["n_seeds"] == 0 else format_cell(
+                    row["reproduced"], row["reproduced_sd"], decimals, " ± ")
                 theirs = "–" if math.isnan(row["paper"]) else f"{row['paper']:.{decimals}f}"
                 cells.append(f"{mine} ({theirs})")
         lines.append("| " + " | ".join([names.get(variant, variant), *cells]) + " |")
-    note = ("Each cell: reproduced here (the paper's Table 1). Reproduced cells are means over fine-tuning seeds "
+    note = (f"Each cell: reproduced here (the paper's {table_name}). Reproduced cells are means over fine-tuning seeds "
             "(± SD where several ran) on this run's cohorts and splits, which need not be the paper's.")
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def write_paper_comparison(
     summary: pd.DataFrame, paper_path: str, cohorts: list[str], method_names: dict[str, str], decimals: int,
-    csv_path: str, markdown_path: str,
+    csv_path: str, markdown_path: str, table_name: str = "Table 1", unavailable: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Write Table 1 next to the paper's numbers (long CSV + Markdown); returns the long table."""
-    comparison = compare_with_paper(summary, read_paper_table(paper_path), cohorts)
+    """Write a table next to the paper's numbers (long CSV + Markdown); returns the long table."""
+    comparison = compare_with_paper(summary, read_paper_table(paper_path), cohorts, unavailable)
     comparison.insert(1, "method", [method_names.get(v, v) for v in comparison["variant"]])
     comparison.to_csv(csv_path, index=False, float_format=f"%.{decimals + 3}f")
-    Path(markdown_path).write_text(comparison_markdown(comparison, method_names, cohorts, decimals))
+    Path(markdown_path).write_text(comparison_markdown(comparison, method_names, cohorts, decimals, table_name))
     return comparison
+
+
+def paper_header_similarity(paper_path: str | Path) -> dict[str, float]:
+    """The paper's mean pairwise similarity of the header vectors per encoder (``header_similarity``
+    of ``workflow/report/paper_table2.yaml``)."""
+    document = yaml.safe_load(Path(paper_path).read_text())
+    return {str(name): float(value) for name, value in (document.get("header_similarity") or {}).items()}
+
+
+def write_header_similarity(
+    similarity_files: dict[str, str], encoders: list[str], unavailable: dict[str, str], paper_path: str,
+    decimals: int, csv_path: str, markdown_path: str,
+) -> pd.DataFrame:
+    """The mean pairwise cosine similarity of each encoder's header vectors next to the paper's.
+
+    Args:
+        similarity_files: encoder -> its ``paths.HEADER_SIMILARITY`` file, for the encoders that ran.
+        encoders: the encoders this run's tables use, in order; the paper's other encoders follow.
+        unavailable: encoder -> why it has no header bank ("encoder not supplied").
+        paper_path: ``workflow/report/paper_table2.yaml``.
+    """
+    paper = paper_header_similarity(paper_path)
+    records = []
+    for encoder in [*encoders, *(name for name in paper if name not in encoders)]:
+        report = json.loads(Path(similarity_files[encoder]).read_text()) if encoder in similarity_files else {}
+        status = "" if report else unavailable.get(encoder, "not used by this configuration")
+        records.append({"encoder": encoder, "reproduced": report.get("mean_pairwise_cosine", math.nan),
+                        "paper": paper.get(encoder, math.nan), "n_headers": report.get("n_headers", 0),
+                        "dim": report.get("dim", 0), "status": status})
+    table = pd.DataFrame.from_records(records)
+    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv_path, index=False, float_format=f"%.{decimals + 3}f")
+    lines = ["| Header encoder | Mean pairwise cosine, reproduced | Paper | Header texts |",
+             "|---|:---:|:---:|:---:|"]
+    for row in table.itertuples():
+        mine = row.status if row.status else f"{row.reproduced:.{decimals}f}"
+        theirs = "–" if math.isnan(row.paper) else f"{row.paper:.{decimals}f}"
+        lines.append(f"| {row.encoder} | {mine} | {theirs} | {row.n_headers or '–'} |")
+    lines += ["", "Mean cosine similarity over all pairs of distinct header vectors of the bank (every column "
+              "header of every cohort once). The paper reports it for BERT and BioBERT to explain why the more "
+              "homogeneous BioBERT vectors separate columns less well (Table 2, alternative header encoder)."]
+    Path(markdown_path).write_text("\n".join(lines) + "\n")
+    log.info("header similarity:\n%s", Path(markdown_path).read_text())
+    return table

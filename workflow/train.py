@@ -52,29 +52,40 @@ TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
 # --- config -> rule params (called by rules/train.smk) --------------------------------------------
 
 
-def configured_encoder(config: dict) -> str:
-    """The header encoder the config asks for (the ``{encoder}`` of ``paths.HEADER_BANK``)."""
-    return config["headers"]["encoder"]
+def encoder_rows(config: dict) -> dict[str, dict]:
+    """``headers.encoder_variants``: table rows that train a registered variant on another header
+    encoder's bank (row name -> ``{variant, encoder}``, e.g. Table 2's BioBERT row)."""
+    return config["headers"].get("encoder_variants", {})
 
 
-def header_bank_path(config: dict) -> str:
-    return paths.HEADER_BANK.format(encoder=configured_encoder(config))
+def configured_encoder(config: dict, variant: str | None = None) -> str:
+    """The header encoder of a ``{variant}`` row: its own for a ``headers.encoder_variants`` row,
+    else the one the config asks for (the ``{encoder}`` of ``paths.HEADER_BANK``)."""
+    row = encoder_rows(config).get(variant) if variant else None
+    return row["encoder"] if row else config["headers"]["encoder"]
+
+
+def header_bank_path(config: dict, variant: str | None = None) -> str:
+    return paths.HEADER_BANK.format(encoder=configured_encoder(config, variant))
 
 
 def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
     """(registered model variant, start from pretrained encoders?) of a ``{variant}`` wildcard.
 
     ``finetune.scratch_variants`` maps a table-row name to the variant it fine-tunes from scratch
-    (the "w/o multi-modal SSL" ablation); a supervised baseline always trains from scratch (it is
-    bound to one cohort's columns and has no pretraining stage); otherwise (CITab, pretrained across
-    tables, and the self-supervised baselines, pretrained per cohort) ``finetune.pretrained`` decides.
+    (the "w/o multi-modal SSL" ablation); ``headers.encoder_variants`` maps one to a variant
+    trained on another header encoder's bank (the BioBERT row); a supervised baseline always
+    trains from scratch (it is bound to one cohort's columns and has no pretraining stage);
+    otherwise (CITab, pretrained across tables, and the self-supervised baselines, pretrained per
+    cohort) ``finetune.pretrained`` decides.
     """
     scratch = config["finetune"]["scratch_variants"]
     if variant in scratch:
         return scratch[variant], False
-    info = _variant_info(variant)
+    model_variant = encoder_rows(config).get(variant, {}).get("variant", variant)
+    info = _variant_info(model_variant)
     has_pretraining = info.pretrains_across_tables or info.pretrains_per_cohort
-    return variant, bool(config["finetune"]["pretrained"]) and has_pretraining
+    return model_variant, bool(config["finetune"]["pretrained"]) and has_pretraining
 
 
 def _variant_info(model_variant: str):
@@ -152,7 +163,9 @@ def pretrained_input(variant: str, config: dict, cohort: str | None = None) -> l
         if cohort is None:
             raise ValueError(f"variant {model_variant!r} is pretrained per cohort: pretrained_input needs the cohort")
         return [paths.COHORT_PRETRAINED_WEIGHTS.format(variant=model_variant, cohort=cohort)]
-    return [paths.PRETRAINED_WEIGHTS.format(variant=model_variant)]
+    # A row on another header encoder is pretrained on that encoder's bank: a pretraining run of its own.
+    run = variant if variant in encoder_rows(config) else model_variant
+    return [paths.PRETRAINED_WEIGHTS.format(variant=run)]
 
 
 def _per_cohort(values: dict, cohort: str) -> float:

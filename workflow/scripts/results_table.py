@@ -1,11 +1,13 @@
 """Rule results_table: Table 1 as CSV, Markdown and LaTeX (workflow.report.write_table1)."""
 
 from workflow.logs import log_to
-from workflow.report import write_table1
+from workflow.report import Uncertainty, write_table1
 
 with log_to(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
     write_table1(
         metric_files=list(snakemake.input.metrics),  # noqa: F821
+        prediction_files=list(snakemake.input.predictions),  # noqa: F821
+        settings=Uncertainty(**snakemake.params.uncertainty),  # noqa: F821
         variants=list(snakemake.params.variants),  # noqa: F821
         cohorts=list(snakemake.params.cohorts),  # noqa: F821
         method_names=dict(snakemake.params.method_names),  # noqa: F821
