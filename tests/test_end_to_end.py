@@ -27,12 +27,23 @@ def test_tiny_dag_runs_from_synthetic_natives_to_table1(tiny_full_run: Path) -> 
     cohorts = list(config["cohorts"])
     markdown = (tiny_full_run / paths.TABLE1.format(ext="md")).read_text().splitlines()
     assert markdown[0].startswith("| Method | " + f"{cohorts[0]} Acc")
-    assert markdown[2].startswith("| CITab |")
+    # the rows in report.variants order (a supervised baseline, then CITab), then the majority row
+    assert [line.split(" |")[0] for line in markdown[2:5]] == ["| DAFT", "| CITab", "| Majority class"]
     for ext in ("csv", "tex"):
         assert (tiny_full_run / paths.TABLE1.format(ext=ext)).stat().st_size > 0
-    for cohort in cohorts:
-        metrics = json.loads((tiny_full_run / paths.EVAL_METRICS.format(variant="citab", cohort=cohort, seed=2022)).read_text())
-        assert metrics["n"] > 0 and 0.0 <= metrics["accuracy"] <= 1.0
+    for variant in config["report"]["variants"]:
+        for cohort in cohorts:
+            metrics_path = tiny_full_run / paths.EVAL_METRICS.format(variant=variant, cohort=cohort, seed=2022)
+            metrics = json.loads(metrics_path.read_text())
+            assert metrics["n"] > 0 and 0.0 <= metrics["accuracy"] <= 1.0
+            assert metrics["selection"] == ("auc" if variant == "daft" else "acc_auc_f1")
+    # The baseline trained from scratch: no pretraining of its own; CITab's once across cohorts.
+    assert not (tiny_full_run / paths.PRETRAIN_DIR.format(variant="daft")).exists()
+    # Table 1 beside the paper's: all ten paper rows, the eight the tiny run leaves out saying so in each cell.
+    compared = (tiny_full_run / paths.TABLE1_VS_PAPER.format(ext="md")).read_text().splitlines()
+    assert len([line for line in compared if line.startswith("| ")]) == 1 + 10 + 1  # header, paper rows, majority
+    assert sum(line.count("not run") for line in compared) == 8 * len(cohorts) * 3
+    assert any(line.startswith("| DAFT | ") and "not run" not in line for line in compared)
     # A second run has nothing left to do.
     again = run_snakemake(tiny_full_run, "--cores", "2", "-n", env=VENV_PATH)
     assert "Nothing to be done" in again.stdout

@@ -124,8 +124,10 @@ def test_table1_next_to_the_paper_keeps_the_paper_order_and_every_cell(tmp_path:
     assert cell["difference"] == pytest.approx(0.85 - 0.817)
     unrun = long[long["variant"] == "tip"]
     assert (unrun["n_seeds"] == 0).all() and unrun["reproduced"].isna().all() and unrun["paper"].notna().all()
+    assert not unrun["ran"].any() and long[long["variant"] == "majority"]["ran"].all()
     lines = Path(compared["md"]).read_text().splitlines()
     assert lines[0] == "| Method | ADNI Acc | ADNI AUC | ADNI F1 | AIBL Acc | AIBL AUC | AIBL F1 |"
     assert lines[5].startswith("| DAFT | 0.800 (0.811) | 0.900 (0.937) | 0.700 (0.809) | 0.800 (0.785) |")
     assert lines[9] == "| tip | " + " | ".join(f"not run ({v:.3f})" for c in COHORTS for v in paper["rows"]["tip"][c]) + " |"
     assert lines[12].startswith("| citab_no_header | 0.600 (–) |")
+    assert lines[13].startswith("| Majority class | 0.") and "not run" not in lines[13]

@@ -311,9 +311,9 @@ def classify(bundle, subjects: pd.DataFrame, gpus: int, threads: int) -> np.ndar
     """Class probabilities [N, K] of ``subjects`` (rows: ``subject, session, volume`` and the
     harmonised column values), through the evaluation stage's own code."""
     from model.data import CohortRows
-    from model.training import CheckpointError, load_weights, predict, setup_processes
+    from model.training import predict, setup_processes
     from workflow.tables import MISSING_PREFIX, encode
-    from workflow.train import build, evaluation_dataset, load_checked_header_bank
+    from workflow.train import evaluation_dataset, load_checked_header_bank, load_fine_tuned
 
     settings = bundle.model_settings
     processes = setup_processes(gpus, "predict --gpus", threads)
@@ -332,15 +332,8 @@ def classify(bundle, subjects: pd.DataFrame, gpus: int, threads: int) -> np.ndar
         column_names=[c["name"] for c in columns],
         labels=np.full(len(subjects), -1, dtype=np.int64),  # unknown: new subjects
     )
-    state, _ = load_weights(bundle.path("weights"), "bundle weights")
-    model = build(settings["model_variant"], bank, settings, "finetune", columns)
+    model, _ = load_fine_tuned(bundle.path("weights"), bank, settings, columns, processes.device)
     dataset = evaluation_dataset(rows, settings, bundle.manifest["seed"], model)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CheckpointError(f"bundle weights '{bundle.path('weights')}' do not fit variant "
-                              f"{settings['model_variant']} ({error})") from None
-    model.to(processes.device)
     _, probabilities, indices = predict(model, dataset, settings["batch_size"], processes.device, settings["bf16"])
     ordered = np.empty_like(probabilities)
     ordered[indices] = probabilities

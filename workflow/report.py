@@ -455,8 +455,9 @@ def read_paper_table(path: str | Path) -> dict:
 def compare_with_paper(summary: pd.DataFrame, paper: dict, cohorts: list[str],
                        unavailable: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (paper row or reproduced variant, cohort, metric): paper value, reproduced mean
-    and SD, seed count and reproduced - paper. Paper rows come first in the paper's order; variants
-    the paper lacks (ablations, a majority row) follow. Unrun rows and cohorts the paper lacks are NaN."""
+    and SD, seed count (0 for the majority row, which is computed, not trained), whether the row ran,
+    and reproduced - paper. Paper rows come first in the paper's order; variants the paper lacks
+    (ablations, a majority row) follow. Unrun rows and cohorts the paper lacks are NaN."""
     unavailable = unavailable or {}
     order = list(paper["rows"]) + [v for v in [*summary.index, *unavailable] if v not in paper["rows"]]
     records = []
@@ -470,7 +471,7 @@ def compare_with_paper(summary: pd.DataFrame, paper: dict, cohorts: list[str],
                 sd = summary.loc[variant, f"{cohort}_{metric}_sd"] if ran else math.nan
                 seeds = int(summary.loc[variant, f"{cohort}_n_seeds"]) if ran else 0
                 records.append({"variant": variant, "cohort": cohort, "metric": metric, "paper": float(reported),
-                                "reproduced": float(mean), "reproduced_sd": float(sd), "n_seeds": seeds,
+                                "reproduced": float(mean), "reproduced_sd": float(sd), "n_seeds": seeds, "ran": ran,
                                 "difference": float(mean - reported), "status": unavailable.get(variant, "")})
     return pd.DataFrame.from_records(records)
 
@@ -486,7 +487,7 @@ def comparison_markdown(comparison: pd.DataFrame, names: dict[str, str], cohorts
         for cohort in cohorts:
             for metric in METRICS:
                 row = rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0]
-                mine = (row["status"] or "not run") if row["n_seeds"] == 0 else format_cell(
+                mine = (row["status"] or "not run") if not row["ran"] else format_cell(
                     row["reproduced"], row["reproduced_sd"], decimals, " ± ")
                 theirs = "–" if math.isnan(row["paper"]) else f"{row['paper']:.{decimals}f}"
                 cells.append(f"{mine} ({theirs})")

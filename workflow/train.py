@@ -425,7 +425,7 @@ def run_evaluate(
 
     from model.data import read_columns
     from model.metrics import classification_metrics
-    from model.training import CheckpointError, load_weights, predict, setup_processes
+    from model.training import predict, setup_processes
 
     processes = setup_processes(gpus, "evaluate.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
@@ -433,15 +433,8 @@ def run_evaluate(
     test_rows = load_rows(cohort, table, columns, bank, "test")
     if len(test_rows) == 0:
         raise ValueError(f"{table}: cohort {cohort} has no test rows to evaluate")
-    state, metadata = load_weights(weights, "fine-tuned weights")
-    model = build(settings["model_variant"], bank, settings, "finetune", read_columns(columns))
+    model, metadata = load_fine_tuned(weights, bank, settings, read_columns(columns), processes.device)
     test_set = evaluation_dataset(test_rows, settings, seed, model)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CheckpointError(f"fine-tuned weights '{weights}' do not fit variant {settings['model_variant']} "
-                              f"with the configured architecture ({error})") from None
-    model.to(processes.device)
     labels, probabilities, indices = predict(model, test_set, settings["batch_size"], processes.device, settings["bf16"])
     metrics = classification_metrics(labels, probabilities)
     present = sorted(set(labels.tolist()))
@@ -471,6 +464,24 @@ def run_evaluate(
 # Evaluation never augments; the augmentation settings only need to be valid.
 _NO_AUGMENT = {"flip_axes": [], "flip_probability": 0.0, "max_rotation_deg": 0.0, "scale_range": 0.0,
                "isotropic_scale": False, "gamma_log_range": 0.0, "gamma_probability": 0.0}
+
+
+def load_fine_tuned(weights: str | Path, bank, settings: dict, columns: list[dict], device):
+    """The fine-tuned model of ``settings["model_variant"]`` with the weights at ``weights``, on
+    ``device``, and the weights' metadata (evaluation and prediction from a bundle share this).
+
+    Raises CheckpointError naming the file when the weights do not fit the configured architecture.
+    """
+    from model.training import CheckpointError, load_weights
+
+    state, metadata = load_weights(weights, "fine-tuned weights")
+    model = build(settings["model_variant"], bank, settings, "finetune", columns)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"fine-tuned weights '{weights}' do not fit variant {settings['model_variant']} "
+                              f"with the configured architecture ({error})") from None
+    return model.to(device), metadata
 
 
 def evaluation_dataset(rows, settings: dict, seed: int, model):
