@@ -29,11 +29,9 @@ set size of a fresh process per model (so it includes the Python + torch runtime
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -45,7 +43,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))  # model_step's helpers, also when imported from elsewhere
 
 from model import TableSpec, build_model, list_variants  # noqa: E402
-from model_step import PRESETS, merged_config, peak_memory_mb  # noqa: E402
+from model_step import PRESETS, measure_steps, merged_config  # noqa: E402
 
 COHORT = "ADNI"
 MISSING_SHARE = 0.1
@@ -80,37 +78,17 @@ def time_steps(variant: str, args, settings: dict, image_shape: list[int], devic
     pretraining = args.stage == "pretrain"
     inputs = [batch[name] for name in (model.pretrain_input_names if pretraining else model.input_names)]
     labels = torch.randint(0, settings.get("num_classes", 3), (args.batch_size,), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
 
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            if pretraining:
-                loss = model.pretrain_losses(*inputs)["loss"]
-            else:
-                loss = F.cross_entropy(model.classify(*inputs).float(), labels)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+    def loss_of_one_batch() -> torch.Tensor:
+        if pretraining:
+            return model.pretrain_losses(*inputs)["loss"]
+        return F.cross_entropy(model.classify(*inputs).float(), labels)
 
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        loss = step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - start) / args.steps
-    cpu_seconds = (time.process_time() - cpu_start) / args.steps
+    measured = measure_steps(model, loss_of_one_batch, optimizer, args.warmup, args.steps, device, args.bf16)
     return {
         "preset": args.preset, "stage": args.stage, "variant": variant, "device": str(device), "bf16": args.bf16,
         "threads": torch.get_num_threads(), "batch_size": args.batch_size, "image_shape": image_shape,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds_per_step": round(seconds, 4), "cpu_seconds_per_step": round(cpu_seconds, 4),
-        "peak_memory_mb": round(peak_memory_mb(device), 1), "loss": round(loss, 4),
+        "parameters": sum(p.numel() for p in model.parameters()), **measured,
     }
 
 

@@ -77,6 +77,40 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def measure_steps(model: torch.nn.Module, loss_of_one_batch, optimizer: torch.optim.Optimizer, warmup: int,
+                  steps: int, device: torch.device, bf16: bool) -> dict:
+    """Run ``warmup`` untimed, then ``steps`` timed training steps (forward, backward, optimizer step).
+
+    Returns ``seconds_per_step`` (wall), ``cpu_seconds_per_step`` (this process: on a shared machine
+    wall time alone overstates the cost), ``peak_memory_mb`` and the last ``loss``.
+    """
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = loss_of_one_batch()
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        loss = step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {
+        "seconds_per_step": round((time.perf_counter() - start) / steps, 4),
+        "cpu_seconds_per_step": round((time.process_time() - cpu_start) / steps, 4),
+        "peak_memory_mb": round(peak_memory_mb(device), 1), "loss": round(loss, 4),
+    }
+
+
 def time_steps(stage: str, args, settings: dict, image_shape: list[int], device: torch.device) -> dict:
     """Warm-up steps, then timed steps of one stage; returns the measurements."""
     torch.manual_seed(0)
@@ -86,39 +120,18 @@ def time_steps(stage: str, args, settings: dict, image_shape: list[int], device:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1.5e-6)
     batch = make_batch(args.batch_size, image_shape, num_headers, device, padded=stage == "pretrain")
     labels = torch.randint(0, settings.get("num_classes", 3), (args.batch_size,), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
 
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            if stage == "pretrain":
-                loss = model.pretrain_losses(*batch)["loss"]
-            else:
-                loss = F.cross_entropy(model.classify(*batch).float(), labels)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+    def loss_of_one_batch() -> torch.Tensor:
+        if stage == "pretrain":
+            return model.pretrain_losses(*batch)["loss"]
+        return F.cross_entropy(model.classify(*batch).float(), labels)
 
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        loss = step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - start) / args.steps
-    # CPU seconds of this process per step: on a shared machine, wall time alone overstates the cost
-    cpu_seconds = (time.process_time() - cpu_start) / args.steps
+    measured = measure_steps(model, loss_of_one_batch, optimizer, args.warmup, args.steps, device, args.bf16)
     return {
         "preset": args.preset, "stage": stage, "variant": args.variant, "device": str(device),
         "bf16": args.bf16, "threads": torch.get_num_threads(), "batch_size": args.batch_size,
         "image_shape": image_shape, "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds_per_step": round(seconds, 4), "cpu_seconds_per_step": round(cpu_seconds, 4),
-        "samples_per_s": round(args.batch_size / seconds, 3),
-        "peak_memory_mb": round(peak_memory_mb(device), 1), "loss": round(loss, 4),
+        **measured, "samples_per_s": round(args.batch_size / measured["seconds_per_step"], 3),
     }
 
 
