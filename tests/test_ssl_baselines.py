@@ -411,3 +411,25 @@ def test_cohort_pretraining_settings_rerun_only_what_they_change():
     # switching pretraining off fine-tunes from scratch: no pretrained input
     config["finetune"]["pretrained"] = False
     assert train.pretrained_input("mmcl", config, "ADNI") == []
+
+
+def test_the_rules_pretrain_tip_on_one_cohort_then_fine_tune_and_evaluate_it(tmp_path: Path) -> None:
+    """The real rules on the small training inputs: pretrain_cohort -> finetune -> evaluate for one
+    cohort, the fine-tuning job reading that cohort's pretrained weights."""
+    from conftest import run_snakemake
+
+    write_training_inputs(tmp_path)
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump({
+        "pretrain": {"image_shape": [16, 16, 16], "variant_settings": {"tip": {"epochs": 2, "warmup_epochs": 0}}},
+        "finetune": {"seeds": [1], "variant_settings": {"tip": {"epochs": 2}}},
+    }))
+    target = paths.EVAL_METRICS.format(variant="tip", cohort="AIBL", seed=1)
+    process = run_snakemake(tmp_path, target, "--cores", "2", configfiles=(TINY_CONFIG, overrides), env=VENV_ON_PATH)
+    assert "rule pretrain_cohort:" in process.stdout and "rule pretrain:" not in process.stdout
+    weights = tmp_path / paths.COHORT_PRETRAINED_WEIGHTS.format(variant="tip", cohort="AIBL")
+    assert weights.is_file() and not (tmp_path / paths.COHORT_PRETRAINED_WEIGHTS.format(variant="tip", cohort="ADNI")).exists()
+    log = (tmp_path / "results" / "logs" / "finetune" / "tip" / "AIBL" / "seed-1.log").read_text()
+    assert "AIBL" in log and str(paths.COHORT_PRETRAINED_WEIGHTS.format(variant="tip", cohort="AIBL")) in log
+    evaluation = json.loads((tmp_path / target).read_text())
+    assert evaluation["variant"] == "tip" and evaluation["selection"] == "auc" and evaluation["n"] == 6
