@@ -91,7 +91,8 @@ def test_a_baselines_own_setting_reruns_only_that_baseline(tiny_full_run: Path, 
     changed = tiny_config_with({"finetune": {"variant_settings": {"daft": {"epochs": 3}}}}, tmp_path)
     jobs = planned_jobs(tiny_full_run, configfiles=(changed,))
     cohorts = list(yaml.safe_load(TINY_CONFIG.read_text())["cohorts"])
-    assert rules_of(jobs) == Counter({"finetune": len(cohorts), "evaluate": len(cohorts), "results_table": 1})
+    assert rules_of(jobs) == Counter({"finetune": len(cohorts), "evaluate": len(cohorts), "export_bundle": len(cohorts),
+                                      "results_table": 1})
     assert {wildcards["variant"] for rule, wildcards in jobs if rule != "results_table"} == {"daft"}
 
 

@@ -69,13 +69,11 @@ def load_model(weights: FigureWeights, header_bank: str, encoder: str, settings:
 
     ``settings`` is the evaluate rule's settings (``workflow.train.evaluate_settings``, decoded).
     """
-    from model.training import load_weights
-    from workflow.train import build, load_checked_header_bank
+    from model.data import read_columns
+    from workflow.train import load_checked_header_bank, load_fine_tuned
 
     bank = load_checked_header_bank(header_bank, encoder)
-    model = build(settings["model_variant"], bank, settings, "finetune", columns)
-    state, _ = load_weights(weights.path, "fine-tuned weights")
-    model.load_state_dict(state)
+    model, _ = load_fine_tuned(weights.path, bank, settings, read_columns(columns), torch.device("cpu"))
     return model.eval(), bank
 
 
