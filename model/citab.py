@@ -18,11 +18,10 @@ from model.heads import ProjectionHead, classifier, itm_head
 from model.losses import HARD_NEGATIVE_MODES, itc_loss, itm_labels, sample_hard_negatives
 from model.resnet3d import ResNet3D
 from model.tabular import SATEncoder
-from model.weights import LoadReport, PretrainedEncoders
+from model.weights import LoadReport, PretrainedEncoders, STAGES, check_stage
 
 __all__ = ["CITab", "LoadReport", "STAGES"]
 
-STAGES = ("pretrain", "finetune")
 
 
 class CITab(PretrainedEncoders, nn.Module):
@@ -95,8 +94,7 @@ class CITab(PretrainedEncoders, nn.Module):
         hard_negatives: str = "sample",
     ) -> None:
         super().__init__()
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        check_stage(stage)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {sorted(FUSIONS)}, got {fusion!r}")
         if hard_negatives not in HARD_NEGATIVE_MODES:

@@ -15,10 +15,25 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-__all__ = ["LoadReport", "PretrainedEncoders", "load_encoder_state"]
+__all__ = ["STAGES", "LoadReport", "PretrainedEncoders", "check_stage", "load_encoder_state", "require_stage"]
 
 # How many problems an error message lists before it summarises the rest.
 SHOWN_PROBLEMS = 20
+STAGES = ("pretrain", "finetune")
+
+
+def check_stage(stage: str) -> str:
+    """``stage`` itself when it is "pretrain" or "finetune"; ValueError otherwise."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    return stage
+
+
+def require_stage(model: nn.Module, stage: str, method: str) -> None:
+    """RuntimeError unless ``model`` was built for ``stage`` (it then lacks the heads ``method`` needs)."""
+    if model.stage != stage:
+        what = "the pretraining heads" if stage == "pretrain" else "the classifier"
+        raise RuntimeError(f"{method}() needs a {type(model).__name__} built with stage={stage!r} (it has {what})")
 
 
 @dataclass

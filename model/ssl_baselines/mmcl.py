@@ -19,9 +19,8 @@ from model.baselines.concat import TabularMLP
 from model.heads import ProjectionHead, classifier
 from model.losses import itc_loss
 from model.resnet3d import ResNet3D
-from model.ssl_baselines.common import check_stage, require_stage
 from model.table_spec import TableSpec
-from model.weights import PretrainedEncoders
+from model.weights import PretrainedEncoders, check_stage, require_stage
 
 __all__ = ["MMCL"]
 

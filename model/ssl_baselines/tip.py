@@ -24,9 +24,8 @@ from model.fusion import CrossAttentionFusion
 from model.heads import ProjectionHead, classifier, itm_head
 from model.losses import HARD_NEGATIVE_MODES, itc_loss, itm_labels, sample_hard_negatives
 from model.resnet3d import ResNet3D
-from model.ssl_baselines.common import check_stage, require_stage
 from model.table_spec import TableSpec
-from model.weights import PretrainedEncoders
+from model.weights import PretrainedEncoders, check_stage, require_stage
 
 __all__ = ["TIP", "masked_reconstruction_loss", "reconstruction_mask"]
 
