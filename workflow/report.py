@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -295,19 +296,25 @@ def paired_tests(predictions: dict, variants: list[str], reference: str, cohorts
                                                        "p_value", "test", "n_subjects", "n_seeds"])
 
 
-def tests_markdown(tests: pd.DataFrame, names: dict[str, str], cohorts: list[str], decimals: int, note: str) -> str:
-    """p-values laid out like the table: rows = variants, cells "difference (p = ...)"."""
+def long_table_markdown(long: pd.DataFrame, names: dict[str, str], cohorts: list[str],
+                        cell: Callable[[pd.Series], str], note: str) -> str:
+    """A long table (one row per variant, cohort, metric) laid out like Table 1: rows = variants in
+    their order of appearance, columns = cohort x metric, each cell ``cell(row)``, ``note`` below."""
     header = ["Method", *(f"{cohort} {label}" for cohort in cohorts for label in METRICS.values())]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
-    for variant, rows in tests.groupby("variant", sort=False):
-        cells = []
-        for cohort in cohorts:
-            for metric in METRICS:
-                row = rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0]
-                cells.append("n/a" if math.isnan(row["difference"])
-                             else f"{row['difference']:+.{decimals}f} (p = {row['p_value']:.3g})")
+    for variant, rows in long.groupby("variant", sort=False):
+        cells = [cell(rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0])
+                 for cohort in cohorts for metric in METRICS]
         lines.append("| " + " | ".join([names.get(variant, variant), *cells]) + " |")
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def tests_markdown(tests: pd.DataFrame, names: dict[str, str], cohorts: list[str], decimals: int, note: str) -> str:
+    """p-values laid out like the table: rows = variants, cells "difference (p = ...)"."""
+    def cell(row: pd.Series) -> str:
+        return "n/a" if math.isnan(row["difference"]) else f"{row['difference']:+.{decimals}f} (p = {row['p_value']:.3g})"
+
+    return long_table_markdown(tests, names, cohorts, cell, note)
 
 
 def write_results_table(
@@ -480,21 +487,15 @@ def comparison_markdown(comparison: pd.DataFrame, names: dict[str, str], cohorts
                         table_name: str = "Table 1") -> str:
     """Cells "reproduced (paper)"; "not run" where the pipeline has no result (or why a row could not
     run), "–" where the paper has none."""
-    header = ["Method", *(f"{cohort} {label}" for cohort in cohorts for label in METRICS.values())]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
-    for variant, rows in comparison.groupby("variant", sort=False):
-        cells = []
-        for cohort in cohorts:
-            for metric in METRICS:
-                row = rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0]
-                mine = (row["status"] or "not run") if not row["ran"] else format_cell(
-                    row["reproduced"], row["reproduced_sd"], decimals, " ± ")
-                theirs = "–" if math.isnan(row["paper"]) else f"{row['paper']:.{decimals}f}"
-                cells.append(f"{mine} ({theirs})")
-        lines.append("| " + " | ".join([names.get(variant, variant), *cells]) + " |")
+    def cell(row: pd.Series) -> str:
+        mine = (row["status"] or "not run") if not row["ran"] else format_cell(
+            row["reproduced"], row["reproduced_sd"], decimals, " ± ")
+        theirs = "–" if math.isnan(row["paper"]) else f"{row['paper']:.{decimals}f}"
+        return f"{mine} ({theirs})"
+
     note = (f"Each cell: reproduced here (the paper's {table_name}). Reproduced cells are means over fine-tuning seeds "
             "(± SD where several ran) on this run's cohorts and splits, which need not be the paper's.")
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return long_table_markdown(comparison, names, cohorts, cell, note)
 
 
 def write_paper_comparison(
