@@ -30,7 +30,6 @@ from conftest import REPO, run_snakemake, tiny_config_with
 
 from workflow import paths
 from workflow.bundle import BUNDLE_FILES, BundleError, load_bundle
-from workflow.preprocess import session_files
 from workflow.predict import PredictError, list_images, read_clinical_rows, run_predict, write_test_subject_inputs
 
 pytestmark = pytest.mark.slow
@@ -66,7 +65,6 @@ def test_subjects(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory)
         # intake's image paths are relative to the run's working directory
         shutil.copyfile(tiny_full_run / row["path"], images / f"sub-{row['subject']}_ses-{row['session']}_T1w.nii.gz")
     return {"images": images, "table": table_csv, "subjects": list(listed["subject"]),
-            "keys": list(zip(listed["subject"], listed["session"])),
             "expected": pd.read_csv(tiny_full_run / paths.EVAL_PREDICTIONS.format(variant=VARIANT, cohort=COHORT, seed=SEED),
                                     sep="\t", dtype={"subject": str, "session": str})}
 
@@ -89,39 +87,11 @@ def test_every_evaluation_has_a_bundle_of_safetensors_json_yaml_and_nifti_only(t
         assert [c["name"] for c in bundle.columns()] == list(bundle.stats()["columns"])
 
 
-# Runs `python -m workflow.predict` with the registration replayed from files the run wrote.
-# antsRegistration (antspyx 0.6.3, MI with regular sampling) is not reproducible from run to run,
-# even with a fixed seed and one thread: the same N4 image registers to an NCC of 0.780-0.786, so
-# a prediction repeats the evaluation's probabilities to about 1e-4, not exactly. With the run's
-# own registration every other step (input check, N4, skull strip, model-ready volume, QC, table
-# encoding, model) must reproduce them.
-REPLAYED_REGISTRATION = """
-import shutil, sys
-from pathlib import Path
-
-import workflow.preprocess
-from workflow.predict import main
-
-recorded = Path(sys.argv[1])
-
-
-def replayed_registration(n4_path, template_head_path, template_brainmask_path, affine_path, crop_path, *args, **kwargs):
-    for path in (affine_path, crop_path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(recorded / Path(path).name, path)
-    return float("nan")
-
-
-workflow.preprocess.register_to_template = replayed_registration
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 def test_predict_from_the_bundle_alone_reproduces_the_evaluation(tiny_full_run: Path, bundle_copy: Path,
                                                                   test_subjects: dict, tmp_path: Path) -> None:
     """Predict through the command line, with the run's results/ moved away; a broken image, an
     unknown category code and a row without image are reported while the others are predicted."""
-    images, table, recorded = tmp_path / "images", tmp_path / "table.csv", tmp_path / "registrations"
+    images, table = tmp_path / "images", tmp_path / "table.csv"
     shutil.copytree(test_subjects["images"], images)
     rows = pd.read_csv(test_subjects["table"], dtype=str, keep_default_na=False)
     good = rows.iloc[0]
@@ -133,37 +103,29 @@ def test_predict_from_the_bundle_alone_reproduces_the_evaluation(tiny_full_run: 
     extra = pd.DataFrame([{**good, "subject": "BADIMG", "session": ""}, {**good, "subject": "BADCODE", "session": "", "sex": "7"},
                           {**good, "subject": "NOIMG", "session": ""}])
     pd.concat([rows, extra]).to_csv(table, index=False)
-    recorded.mkdir()
-    run_files = session_files(load_bundle(bundle_copy).preprocess["voxel_size_mm"])
-    for subject, session in test_subjects["keys"]:
-        for kind in ("affine", "crop"):
-            path = tiny_full_run / run_files[kind].format(cohort=COHORT, subject=subject, session=session)
-            shutil.copyfile(path, recorded / path.name)
-
-    def predict(output: str, *command: str) -> pd.DataFrame:
-        arguments = ["--bundle", str(bundle_copy), "--images", str(images), "--table", str(table),
-                     "--out", str(tmp_path / output), "--encoder", "minilm"]
-        process = subprocess.run([sys.executable, *command, *arguments], cwd=tmp_path, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert process.returncode == 0, process.stdout[-6000:]
-        return pd.read_csv(paths.PREDICTIONS.format(output=tmp_path / output), sep="\t", dtype={"subject": str}).set_index("subject")
-
+    arguments = ["--bundle", str(bundle_copy), "--images", str(images), "--table", str(table),
+                 "--out", str(tmp_path / "out"), "--encoder", "minilm"]
     moved = tiny_full_run / "results.moved-away-by-test_predict"
     os.rename(tiny_full_run / paths.RESULTS, moved)
     try:
-        replayed = predict("replayed", "-c", REPLAYED_REGISTRATION, str(recorded))
-        end_to_end = predict("out", "-m", "workflow.predict")
+        process = subprocess.run([sys.executable, "-m", "workflow.predict", *arguments], cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+                                 env={**os.environ, "PYTHONPATH": str(REPO)})
     finally:
         os.rename(moved, tiny_full_run / paths.RESULTS)
+    assert process.returncode == 0, process.stdout[-6000:]
+    predictions = pd.read_csv(paths.PREDICTIONS.format(output=tmp_path / "out"), sep="\t",
+                              dtype={"subject": str}).set_index("subject")
 
+    # One process preprocesses every image here, while the run gave each step its own job: with a
+    # seeded registration and the run's one thread, every step repeats and so do the probabilities.
     subjects = test_subjects["subjects"]
     expected = test_subjects["expected"].set_index("subject").loc[subjects]
     probabilities = [f"prob_{name}" for name in ("CN", "MCI", "DE")]
-    for predictions, tolerance in ((replayed, 1e-5), (end_to_end, 1e-3)):
-        assert sorted(predictions.index) == sorted(subjects)
-        np.testing.assert_allclose(predictions.loc[subjects, probabilities].to_numpy(),
-                                   expected[probabilities].to_numpy(), atol=tolerance)
-        assert list(predictions.loc[subjects, "prediction_name"]) == list(expected["prediction_name"])
+    assert sorted(predictions.index) == sorted(subjects), process.stdout[-6000:]
+    np.testing.assert_allclose(predictions.loc[subjects, probabilities].to_numpy(),
+                               expected[probabilities].to_numpy(), atol=1e-5)
+    assert list(predictions.loc[subjects, "prediction_name"]) == list(expected["prediction_name"])
 
     qc = pd.read_csv(paths.PREDICT_QC.format(output=tmp_path / "out"), sep="\t", dtype=str, keep_default_na=False)
     by_subject = qc.set_index("subject")

@@ -51,7 +51,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out["volume"], out["qc"], out["mosaic"] = root / "volume.npy", root / "qc.json", root / "mosaic.png"
     pp.bias_correct(subject["t1"], out["n4"], out["bias"], threads=2)
     pp.register_to_template(out["n4"], template["head"], template["brainmask"], out["affine"], out["crop"], VOXEL_MM,
-                            seed=0, threads=2)
+                            seed=1, threads=2)
     skullstrip.skull_strip(out["crop"], out["mask"], out["brain"], method="deepbet", threads=2)
     pp.make_model_ready(out["crop"], out["mask"], out["volume"], pp.volume_sidecar_path(out["volume"]), (40, 52, 44))
     metrics = qc.image_qc("C", "S1", "M000", out["crop"], out["mask"], out["affine"], template["crop"],
@@ -307,6 +307,23 @@ def test_missing_user_files_stop_before_any_rule(tmp_path: Path) -> None:
         pp.check_user_files(settings)
 
 
+def test_a_seeded_registration_repeats_exactly_and_seed_0_is_refused(chain: dict, tmp_path: Path) -> None:
+    """Seed 1: the same transform twice in one process, although ITK ran N4 and a registration in it
+    before (unseeded, ANTs would draw from ITK's process-wide generator, whose state those calls
+    moved on). ITK kept the chain's two threads (it reads its thread count once per process), so the
+    two agree to float rounding of the threaded metric, not bit for bit."""
+    out, template = chain["out"], chain["template"]
+    for run in ("first", "second"):
+        pp.register_to_template(out["n4"], template["head"], template["brainmask"], tmp_path / f"{run}.mat",
+                                tmp_path / f"{run}.nii.gz", VOXEL_MM, seed=1, threads=2)
+    first, second = (qc.read_itk_affine(tmp_path / f"{run}.mat") for run in ("first", "second"))
+    np.testing.assert_allclose(first, second, atol=0.01)  # 0.01 mm of translation, 1e-2 of a matrix entry
+    with pytest.raises(ValueError, match="seed must be at least 1, got 0"):
+        pp.register_to_template(out["n4"], template["head"], template["brainmask"], tmp_path / "zero.mat",
+                                tmp_path / "zero.nii.gz", VOXEL_MM, seed=0)
+    assert not (tmp_path / "zero.mat").exists()
+
+
 def test_registration_retries_keep_the_best_attempt(chain: dict, tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     """With a threshold no registration reaches, every attempt runs and the best NCC is kept.
@@ -316,7 +333,7 @@ def test_registration_retries_keep_the_best_attempt(chain: dict, tmp_path: Path,
     call (the chain's) is no exact reference."""
     with caplog.at_level(logging.INFO, logger="workflow.preprocess"):
         ncc = pp.register_to_template(chain["out"]["n4"], chain["template"]["head"], chain["template"]["brainmask"],
-                                      tmp_path / "a.mat", tmp_path / "crop.nii.gz", VOXEL_MM, seed=0, attempts=2,
+                                      tmp_path / "a.mat", tmp_path / "crop.nii.gz", VOXEL_MM, seed=1, attempts=2,
                                       retry_below_ncc=1.01, threads=2)
     attempts = [float(re.search(r"NCC with the template (-?[0-9.]+)", record.getMessage()).group(1))
                 for record in caplog.records if record.getMessage().startswith("registration attempt")]

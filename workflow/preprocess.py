@@ -460,7 +460,7 @@ def bias_correct(
 # --- 3. affine registration + crop ----------------------------------------------------------------
 def register_to_template(
     n4_path: str | Path, template_head_path: str | Path, template_brainmask_path: str | Path,
-    affine_path: str | Path, crop_path: str | Path, voxel_size_mm: float, seed: int = 0,
+    affine_path: str | Path, crop_path: str | Path, voxel_size_mm: float, seed: int = 1,
     type_of_transform: str = "antsRegistrationSyNQuick[a]", attempts: int = 1, retry_below_ncc: float = 0.0,
     threads: int = 1,
 ) -> float:
@@ -471,13 +471,19 @@ def register_to_template(
 
     Args:
         template_brainmask_path: the template's brain mask on the crop grid (for the NCC check).
-        seed: ANTs seed of the first attempt (Clinica's ``--random_seed``).
+        seed: ANTs seed of the first attempt (Clinica's ``--random_seed``), at least 1: ANTs reseeds
+            its sampler only for a nonzero seed. Unseeded, the sampler draws from ITK's process-wide
+            generator, so the same image can register differently from one run (or one earlier ITK
+            call in the same process) to the next; a seed makes the transform repeat exactly with
+            one thread (to float rounding with more).
         attempts: at most this many registrations, seeds ``seed, seed + 1, ...``: a further attempt
             runs only while the best normalised cross-correlation with the template inside its brain
             mask is below ``retry_below_ncc``. With a brain-only template a head can land in a
             "skull fitted onto the brain edge" optimum; another seed usually escapes it. The first
-            attempt is Clinica's run, so an image it registers well gets exactly Clinica's result.
+            attempt is Clinica's run with ``--random_seed seed``.
     Returns the NCC of the kept registration.
+
+    Raises ``ValueError`` for a seed below 1.
 
     Raises ``RuntimeError`` when anything but exactly one affine transform comes back (a deformable
     field would mean a non-linear registration, which Clinica's --use-antspy runs by mistake).
@@ -490,6 +496,9 @@ def register_to_template(
 
     if not type_of_transform.endswith("[a]"):
         raise ValueError(f"type_of_transform must be an affine ANTs preset ('...[a]'), got {type_of_transform!r}")
+    if int(seed) < 1:
+        raise ValueError(f"registration seed must be at least 1, got {seed}: ANTs leaves its sampler unseeded "
+                         "for 0, and the registration would differ from run to run")
     fixed = ants.image_read(str(template_head_path))
     moving = ants.image_read(str(n4_path))
     slices = crop_slices(voxel_size_mm)
