@@ -18,6 +18,7 @@ rule pretrain:
     output:
         weights=paths.PRETRAINED_WEIGHTS,
         metrics=train_stage.PRETRAIN_METRICS,
+        provenance=paths.PRETRAIN_PROVENANCE,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         cohorts=COHORTS,
@@ -43,6 +44,7 @@ rule pretrain:
         "--variant {params.model_variant} --cohorts {params.cohorts} --tables {input.tables} "
         "--columns {input.columns} --header-bank {input.header_bank} --encoder {params.encoder:q} "
         "--settings {params.settings:q} --weights {output.weights} --metrics {output.metrics} "
+        "--provenance {output.provenance} --code-fingerprint {params.code:q} "
         "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
@@ -56,6 +58,7 @@ rule pretrain_cohort:
     output:
         weights=paths.COHORT_PRETRAINED_WEIGHTS,
         metrics=train_stage.COHORT_PRETRAIN_METRICS,
+        provenance=paths.COHORT_PRETRAIN_PROVENANCE,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         encoder=train_stage.configured_encoder(config),
@@ -77,18 +80,21 @@ rule pretrain_cohort:
         "--variant {wildcards.variant} --cohorts {wildcards.cohort} --tables {input.table} "
         "--columns {input.columns} --header-bank {input.header_bank} --encoder {params.encoder:q} "
         "--settings {params.settings:q} --weights {output.weights} --metrics {output.metrics} "
+        "--provenance {output.provenance} --code-fingerprint {params.code:q} "
         "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
 rule finetune:
     input:
         table=paths.TABLE,
+        split=paths.TABLE_SPLIT,
         columns=paths.TABLE_COLUMNS,
         header_bank=lambda wildcards: train_stage.header_bank_path(config, wildcards.variant),
         pretrained=lambda wildcards: train_stage.pretrained_input(wildcards.variant, config, wildcards.cohort),
     output:
         best=paths.FINETUNED_WEIGHTS,
         metrics=train_stage.FINETUNE_METRICS,
+        provenance=paths.FINETUNE_PROVENANCE,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         encoder=lambda wildcards: train_stage.configured_encoder(config, wildcards.variant),
@@ -109,7 +115,8 @@ rule finetune:
         "python -m workflow.train finetune --variant {wildcards.variant} --cohort {wildcards.cohort} "
         "--seed {wildcards.seed} --table {input.table} --columns {input.columns} "
         "--header-bank {input.header_bank} --encoder {params.encoder:q} {params.pretrained} "
-        "--settings {params.settings:q} --best {output.best} --metrics {output.metrics} "
+        "--settings {params.settings:q} --best {output.best} --metrics {output.metrics} --split {input.split} "
+        "--provenance {output.provenance} --code-fingerprint {params.code:q} "
         "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
@@ -122,6 +129,7 @@ rule evaluate:
     output:
         metrics=paths.EVAL_METRICS,
         predictions=paths.EVAL_PREDICTIONS,
+        provenance=paths.EVAL_PROVENANCE,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         encoder=lambda wildcards: train_stage.configured_encoder(config, wildcards.variant),
@@ -142,4 +150,5 @@ rule evaluate:
         "--seed {wildcards.seed} --table {input.table} --columns {input.columns} "
         "--header-bank {input.header_bank} --encoder {params.encoder:q} --weights {input.weights} "
         "--settings {params.settings:q} --metrics-json {output.metrics} --predictions {output.predictions} "
+        "--provenance {output.provenance} --code-fingerprint {params.code:q} "
         "--gpus {resources.gpu} --threads {threads} > {log} 2>&1"

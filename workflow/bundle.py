@@ -96,7 +96,8 @@ def export_bundle(
     """
     from model.header_bank import load_header_bank
     from model.training import fingerprint, load_weights
-    from workflow.train import file_sha256, load_checked_header_bank
+    from workflow.provenance import file_sha256
+    from workflow.train import load_checked_header_bank
 
     folder = Path(outputs["manifest"]).parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,7 @@ def _validation_metrics(finetune_metrics: str, best_epoch: int) -> dict:
 
 def _skullstrip_software(settings: dict) -> dict:
     """Which skull stripper made the masks: the deepbet package version, or the SynthStrip model file."""
-    from workflow.train import file_sha256
+    from workflow.provenance import file_sha256
 
     strip = settings["skullstrip"]
     if strip["method"] == "deepbet":
@@ -249,7 +250,7 @@ def load_bundle(folder: str | Path) -> Bundle:
     Raises:
         BundleError: naming the folder or file and what is wrong.
     """
-    from workflow.train import file_sha256
+    from workflow.provenance import file_sha256
 
     folder = Path(folder)
     manifest_path = folder / BUNDLE_FILES["manifest"]

@@ -61,6 +61,8 @@ HEADER_BANK = "results/headers/{encoder}.safetensors"
 HEADER_SIMILARITY = "results/headers/{encoder}.similarity.json"
 
 # --- training -------------------------------------------------------------------------------------
+# Each training and evaluation job's record (workflow.provenance), beside its outputs.
+PROVENANCE_NAME = "provenance.json"
 PRETRAIN_DIR = "results/pretrain/{variant}"
 PRETRAINED_WEIGHTS = "results/pretrain/{variant}/model.safetensors"
 # The self-supervised Table 1 baselines (MMCL, TIP, ViTa) pretrain on one cohort at a time.
@@ -70,6 +72,10 @@ FINETUNE_DIR = "results/finetune/{variant}/{cohort}/seed-{seed}"
 FINETUNED_WEIGHTS = "results/finetune/{variant}/{cohort}/seed-{seed}/best.safetensors"
 EVAL_METRICS = "results/eval/{variant}/{cohort}/seed-{seed}/metrics.json"
 EVAL_PREDICTIONS = "results/eval/{variant}/{cohort}/seed-{seed}/predictions.tsv"
+PRETRAIN_PROVENANCE = f"{PRETRAIN_DIR}/{PROVENANCE_NAME}"
+COHORT_PRETRAIN_PROVENANCE = f"{COHORT_PRETRAIN_DIR}/{PROVENANCE_NAME}"
+FINETUNE_PROVENANCE = f"{FINETUNE_DIR}/{PROVENANCE_NAME}"
+EVAL_PROVENANCE = f"results/eval/{{variant}}/{{cohort}}/seed-{{seed}}/{PROVENANCE_NAME}"
 
 # --- report ---------------------------------------------------------------------------------------
 TABLE1 = "results/report/table1.{ext}"

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from workflow import uncertainty
+from workflow import provenance, uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Uncertainty:
 
 def collect_metrics(metric_files: list[str | Path]) -> pd.DataFrame:
     """One row per evaluation: variant, cohort, seed, accuracy, auc, f1, auc_complete, test_class_counts
-    (the true-class totals of the confusion matrix).
+    (the true-class totals of the confusion matrix), run_hash (``workflow.provenance``).
 
     Raises ValueError naming a file that lacks a field.
     """
@@ -97,8 +97,9 @@ def collect_metrics(metric_files: list[str | Path]) -> pd.DataFrame:
             "variant": document["variant"], "cohort": document["cohort"], "seed": int(document["seed"]),
             "accuracy": float(document["accuracy"]), "auc": math.nan if auc is None else float(auc),
             "f1": float(document["f1"]), "auc_complete": bool(document.get("auc_complete", True)),
+            "run_hash": str(document.get("run_hash", "")),  # absent from evaluations written before provenance
         })
-    columns = ["variant", "cohort", "seed", *METRICS, "auc_complete", "test_class_counts"]
+    columns = ["variant", "cohort", "seed", *METRICS, "auc_complete", "test_class_counts", "run_hash"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -152,7 +153,8 @@ def summarise(records: pd.DataFrame, variants: list[str], cohorts: list[str]) ->
     """Mean, SD and seed count per (variant, cohort, metric), in the given row and column order.
 
     Returns a frame indexed by variant with columns ``<cohort>_<metric>``, ``<cohort>_<metric>_sd``
-    (NaN with one seed), ``<cohort>_n_seeds`` and ``<cohort>_auc_complete``.
+    (NaN with one seed), ``<cohort>_n_seeds``, ``<cohort>_auc_complete`` and, for a cohort of
+    evaluations, ``<cohort>_runs``: their run hashes by seed (``python -m workflow.provenance``).
     """
     table = pd.DataFrame(index=pd.Index(variants, name="variant"))
     for cohort in cohorts:
@@ -162,6 +164,9 @@ def summarise(records: pd.DataFrame, variants: list[str], cohorts: list[str]) ->
                 raise ValueError(f"no evaluation of variant {variant} on cohort {cohort}")
             table.loc[variant, f"{cohort}_n_seeds"] = len(runs)
             table.loc[variant, f"{cohort}_auc_complete"] = bool(runs["auc_complete"].all())
+            if cohort != AVERAGE:
+                table.loc[variant, provenance.RUNS_COLUMN.format(cohort=cohort)] = provenance.RUNS_SEPARATOR.join(
+                    runs.sort_values("seed")["run_hash"].fillna(""))
             for metric in METRICS:
                 values = runs[metric].to_numpy(dtype=float)
                 table.loc[variant, f"{cohort}_{metric}"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan

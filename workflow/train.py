@@ -21,7 +21,6 @@ Module-level imports stay light (no torch): the rule files import this module to
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ import sys
 from pathlib import Path
 
 from workflow import paths
+from workflow.provenance import file_sha256, write_record
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +175,6 @@ def _per_cohort(values: dict, cohort: str) -> float:
 # --- shared loading -------------------------------------------------------------------------------
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_checked_header_bank(path: str | Path, encoder: str):
     """The header bank at ``path``, checked to come from the configured ``encoder``.
 
@@ -255,7 +247,8 @@ def worker_count(threads: int, processes: int, on_gpu: bool) -> int:
 
 def run_pretrain(
     variant: str, cohorts: list[str], tables: list[str], columns: list[str], header_bank: str, encoder: str,
-    settings: dict, weights: str, metrics: str, gpus: int, threads: int,
+    settings: dict, weights: str, metrics: str, gpus: int, threads: int, provenance: str | None = None,
+    code: str | None = None,
 ) -> dict:
     """Pretrain ``variant`` on the training rows of ``cohorts`` (one process of the group).
 
@@ -271,6 +264,8 @@ def run_pretrain(
             baseline) decoded: the ``pretrain`` section (workflow/schemas/pretrain.schema.yaml).
         weights / metrics: output files.
         gpus: GPUs per job (0 = CPU); threads: CPU threads of the whole job.
+        provenance: where the main process writes the job's record (``workflow.provenance``);
+        code: the rule's code fingerprint, for the record.
     """
     import torch
 
@@ -324,6 +319,13 @@ def run_pretrain(
         log.info("pretraining done: %s", summary)
         if not summary["ranks_agree"]:
             raise RuntimeError(f"processes ended with different weights: checksums {summary['parameter_checksums']}")
+        if provenance and processes.is_main:
+            write_record(
+                provenance, stage="pretrain_cohort" if info.pretrains_per_cohort else "pretrain",
+                identity={"variant": variant, "cohorts": list(cohorts)}, settings=settings, run_hash=run_hash,
+                inputs={**{f"table_{c}": t for c, t in zip(cohorts, tables)},
+                        **{f"columns_{c}": k for c, k in zip(cohorts, columns)}, "header_bank": header_bank},
+                outputs={"weights": weights, "metrics": metrics}, code_fingerprint=code)
     finally:
         teardown_processes(processes)
     return summary
@@ -332,11 +334,14 @@ def run_pretrain(
 def run_finetune(
     variant: str, cohort: str, seed: int, table: str, columns: str, header_bank: str, encoder: str,
     settings: dict, pretrained: str | None, best: str, metrics: str, gpus: int, threads: int,
+    split: str | None = None, provenance: str | None = None, code: str | None = None,
 ) -> dict:
     """Fine-tune one cohort with one seed, from ``pretrained`` encoders (or from scratch when None).
 
     ``settings`` is :func:`finetune_settings`'s JSON, decoded. Writes ``best`` (weights of the epoch
-    with the best validation score under ``settings["selection"]``) and ``metrics`` (per-epoch CSV).
+    with the best validation score under ``settings["selection"]``) and ``metrics`` (per-epoch CSV),
+    then the job's record at ``provenance`` (``workflow.provenance``: ``split`` is the cohort's split
+    file, recorded with the table; ``code`` the rule's code fingerprint).
     """
     import torch
 
@@ -409,17 +414,25 @@ def run_finetune(
         selection=settings["selection"], class_weights=settings["class_weights"],
     )
     log.info("best epoch %d: validation %s", result["best_epoch"], result["best_val"])
+    if provenance:
+        write_record(provenance, stage="finetune", identity={"variant": variant, "cohort": cohort, "seed": seed},
+                     settings=settings, run_hash=run_hash,
+                     inputs={"table": table, "split": split, "columns": columns, "header_bank": header_bank,
+                             "pretrained": pretrained},
+                     outputs={"weights": best, "metrics": metrics}, code_fingerprint=code)
     return result
 
 
 def run_evaluate(
     variant: str, cohort: str, seed: int, table: str, columns: str, header_bank: str, encoder: str,
     settings: dict, weights: str, metrics_json: str, predictions: str, gpus: int, threads: int,
+    provenance: str | None = None, code: str | None = None,
 ) -> dict:
     """Evaluate the best fine-tuned weights on the cohort's test split.
 
-    Writes ``metrics_json`` (:func:`model.metrics.classification_metrics` plus the run's identity) and
-    ``predictions`` (one row per test subject: key, label, prediction, one probability per class).
+    Writes ``metrics_json`` (:func:`model.metrics.classification_metrics` plus the run's identity and
+    run hash), ``predictions`` (one row per test subject: key, label, prediction, one probability per
+    class, the run hash) and the job's record at ``provenance`` (``workflow.provenance``).
     """
     import pandas as pd
 
@@ -427,9 +440,13 @@ def run_evaluate(
     from model.metrics import classification_metrics
     from model.training import predict, setup_processes
 
+    from model.training import fingerprint
+
     processes = setup_processes(gpus, "evaluate.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
     class_names = list(settings["class_names"])
+    run_hash = fingerprint({"variant": variant, "cohort": cohort, "seed": seed, "settings": settings,
+                            "inputs": [file_sha256(p) for p in (table, columns, header_bank, weights)]})
     test_rows = load_rows(cohort, table, columns, bank, "test")
     if len(test_rows) == 0:
         raise ValueError(f"{table}: cohort {cohort} has no test rows to evaluate")
@@ -439,7 +456,8 @@ def run_evaluate(
     metrics = classification_metrics(labels, probabilities)
     present = sorted(set(labels.tolist()))
     result = {
-        "variant": variant, "cohort": cohort, "seed": seed, "split": "test", "class_names": class_names,
+        "variant": variant, "cohort": cohort, "seed": seed, "run_hash": run_hash, "split": "test",
+        "class_names": class_names,
         "best_epoch": int(metadata.get("best_epoch", 0)), "selection": metadata.get("selection", ""), **metrics,
         "auc_note": "" if metrics["auc_complete"] else (
             f"AUC averaged over the scorable classes {[class_names[k] for k in metrics['auc_classes']]} only: "
@@ -455,7 +473,13 @@ def run_evaluate(
     })
     for k, name in enumerate(class_names):
         frame[f"prob_{name}"] = probabilities[:, k].round(6)
+    frame["run_hash"] = run_hash
     frame.to_csv(predictions, sep="\t", index=False)
+    if provenance:
+        write_record(provenance, stage="evaluate", identity={"variant": variant, "cohort": cohort, "seed": seed},
+                     settings=settings, run_hash=run_hash,
+                     inputs={"table": table, "columns": columns, "header_bank": header_bank, "weights": weights},
+                     outputs={"metrics": metrics_json, "predictions": predictions}, code_fingerprint=code)
     log.info("%s %s seed %d test: acc %.3f auc %.3f f1 %.3f (n=%d)%s", variant, cohort, seed, metrics["accuracy"],
              metrics["auc"], metrics["f1"], metrics["n"], f" - {result['auc_note']}" if result["auc_note"] else "")
     return result
@@ -519,6 +543,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--settings", required=True, help="JSON settings (the rule's params)")
         sub.add_argument("--gpus", type=int, default=0)
         sub.add_argument("--threads", type=int, default=1)
+        sub.add_argument("--provenance", default=None, help="where to write the job's record (workflow.provenance)")
+        sub.add_argument("--code-fingerprint", default=None, help="the rule's code fingerprint, for the record")
         if job == "pretrain":
             sub.add_argument("--cohorts", nargs="+", required=True)
             sub.add_argument("--tables", nargs="+", required=True)
@@ -532,6 +558,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--columns", required=True)
         if job == "finetune":
             sub.add_argument("--pretrained", default=None)
+            sub.add_argument("--split", default=None, help="the cohort's split file, for the record")
             sub.add_argument("--best", required=True)
             sub.add_argument("--metrics", required=True)
         if job == "evaluate":
@@ -553,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = json.loads(args.settings)
     common = dict(variant=args.variant, header_bank=args.header_bank, encoder=args.encoder, settings=settings,
-                  gpus=args.gpus, threads=args.threads)
+                  gpus=args.gpus, threads=args.threads, provenance=args.provenance, code=args.code_fingerprint)
     with log_to(None):
         try:
             if args.job == "pretrain":
@@ -563,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
                              metrics=args.metrics, **common)
             elif args.job == "finetune":
                 run_finetune(cohort=args.cohort, seed=args.seed, table=args.table, columns=args.columns,
-                             pretrained=args.pretrained or None, best=args.best, metrics=args.metrics, **common)
+                             pretrained=args.pretrained or None, best=args.best, metrics=args.metrics,
+                             split=args.split, **common)
             else:
                 run_evaluate(cohort=args.cohort, seed=args.seed, table=args.table, columns=args.columns,
                              weights=args.weights, metrics_json=args.metrics_json, predictions=args.predictions, **common)
