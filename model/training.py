@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -109,11 +108,6 @@ def learning_rate(epoch: int, base_lr: float, warmup_epochs: int | None, max_epo
     start = warmup_epochs if warmup_epochs > 1 else 0
     span = max(max_epochs - start, 1)
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * (epoch - start) / span))
-
-
-def fingerprint(payload: dict) -> str:
-    """A short hash of JSON-serialisable settings, to tell whether a resume point fits this run."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --- processes and devices ------------------------------------------------------------------------

@@ -29,7 +29,7 @@ VOLUME_SHAPE = (16, 16, 16)
 
 
 def write_training_inputs(workdir: Path, seed: int = 0, header_dim: int = 16, encoder: str = ENCODER) -> None:
-    """Write tables, columns.yaml, model-ready volumes and the header bank under ``workdir``."""
+    """Write tables, split files, columns.yaml, model-ready volumes and the header bank under ``workdir``."""
     rng = np.random.default_rng(seed)
     headers = sorted({h for columns in COHORT_COLUMNS.values() for h in columns})
     bank_path = workdir / paths.HEADER_BANK.format(encoder=encoder)
@@ -66,6 +66,9 @@ def write_training_inputs(workdir: Path, seed: int = 0, header_dim: int = 16, en
         table_path = workdir / paths.TABLE.format(cohort=cohort)
         table_path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame.from_records(records).to_csv(table_path, sep="\t", index=False)
+        # the split file the tables stage writes beside the table (fine-tuning records it)
+        pd.DataFrame.from_records(records)[["subject", "split"]].to_csv(
+            workdir / paths.TABLE_SPLIT.format(cohort=cohort), sep="\t", index=False)
         columns = [{"name": n, "header": h, "type": "continuous"} for n, h in zip(names, column_headers)]
         columns[1] = {**columns[1], "type": "categorical", "levels": {"Male": 0, "Female": 1}}
         (workdir / paths.TABLE_COLUMNS.format(cohort=cohort)).write_text(yaml.safe_dump({"columns": columns}))

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from model.hashing import fingerprint
+
 log = logging.getLogger(__name__)
 
 # Raised when a bundle's layout changes in a way an older reader would misread.
@@ -95,7 +97,7 @@ def export_bundle(
         The manifest written to ``outputs["manifest"]``.
     """
     from model.header_bank import load_header_bank
-    from model.training import fingerprint, load_weights
+    from model.training import load_weights
     from workflow.provenance import file_sha256
     from workflow.train import load_checked_header_bank
 

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from model.hashing import fingerprint
 from workflow import paths
 from workflow.smk import REPO_ROOT
 
@@ -88,8 +89,6 @@ def write_record(path: str | Path, *, stage: str, identity: dict, settings: dict
         run_hash: the job's run hash (settings, identity and input contents).
         inputs / outputs: name -> file; inputs set to None (no pretrained weights) are left out.
     """
-    from model.training import fingerprint
-
     record = {
         "stage": stage, **identity, "run_hash": run_hash,
         "settings_hash": fingerprint(settings), "settings": settings,

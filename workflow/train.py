@@ -28,6 +28,7 @@ import os
 import sys
 from pathlib import Path
 
+from model.hashing import fingerprint
 from workflow import paths
 from workflow.provenance import file_sha256, write_record
 
@@ -271,7 +272,7 @@ def run_pretrain(
 
     from model.data import ImageTableDataset, read_columns
     from model.registry import variant_info
-    from model.training import LoopSettings, fingerprint, pretrain, setup_processes, teardown_processes
+    from model.training import LoopSettings, pretrain, setup_processes, teardown_processes
 
     info = variant_info(variant)
     if info.pretrains_per_cohort and len(cohorts) != 1:
@@ -346,7 +347,7 @@ def run_finetune(
     import torch
 
     from model.data import ImageTableDataset, read_columns
-    from model.training import CheckpointError, LoopSettings, finetune, fingerprint, load_weights, setup_processes
+    from model.training import CheckpointError, LoopSettings, finetune, load_weights, setup_processes
 
     processes = setup_processes(gpus, "finetune.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
@@ -439,8 +440,6 @@ def run_evaluate(
     from model.data import read_columns
     from model.metrics import classification_metrics
     from model.training import predict, setup_processes
-
-    from model.training import fingerprint
 
     processes = setup_processes(gpus, "evaluate.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
