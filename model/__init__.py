@@ -22,8 +22,8 @@ Building a model (``model.registry``)::
         "concat", "daft", "cross_attention" (this project's design), "hyperfusion".
         Self-supervised family "ssl_per_cohort" (docs/baselines.md 7-10): "mmcl", "tip", "vita"
         (this project's version).
-    variant_info(name) -> VariantInfo(name, family, model_class, pretrains_across_tables, input_names,
-                                      pretrains_per_cohort, pretrain_input_names)
+    variant_info(name) -> VariantInfo(name, family, class_path; properties pretrains_across_tables,
+                                      pretrains_per_cohort, model_class, input_names, pretrain_input_names)
         family "citab" (pretrains_across_tables True: pretrain on all cohorts, then fine-tune),
         "supervised" (trained from scratch per cohort, bound to that cohort's table) or
         "ssl_per_cohort" (pretrains_per_cohort True: pretrained on one cohort's training rows,
@@ -141,21 +141,31 @@ Baselines that read the table keep the TableSpec they were built for as ``model.
 
 from __future__ import annotations
 
-from model.citab import CITab
-from model.header_bank import HeaderBank, load_header_bank
-from model.registry import VariantInfo, build_model, list_variants, variant_config, variant_info
-from model.table_spec import TableSpec
-from model.weights import LoadReport
+import importlib
 
-__all__ = [
-    "CITab",
-    "HeaderBank",
-    "LoadReport",
-    "TableSpec",
-    "VariantInfo",
-    "build_model",
-    "list_variants",
-    "load_header_bank",
-    "variant_config",
-    "variant_info",
-]
+# Each public name -> the module that defines it. They are imported on first use (PEP 562), so that
+# importing a light module of this package (model.registry, to plan the DAG) does not import torch.
+_EXPORTS = {
+    "CITab": "model.citab",
+    "HeaderBank": "model.header_bank",
+    "LoadReport": "model.weights",
+    "TableSpec": "model.table_spec",
+    "VariantInfo": "model.registry",
+    "build_model": "model.registry",
+    "list_variants": "model.registry",
+    "load_header_bank": "model.header_bank",
+    "variant_config": "model.registry",
+    "variant_info": "model.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -15,18 +15,18 @@ The "w/o SSL" ablation is fine-tuning without a pretrained checkpoint.
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from model.baselines import ConcatFusion, CrossAttentionFusion, DAFT, HyperFusion, ImageResNet, TabularTransformer
-from model.baselines.common import config_dict
-from model.citab import CITab
-from model.ssl_baselines import MMCL, TIP, ViTa
-from model.table_spec import TableSpec
+    from model.table_spec import TableSpec
 
 __all__ = [
     "FAMILIES", "PAPER_CONFIG", "VariantInfo", "build_model", "list_variants", "register_variant", "variant_config",
@@ -67,6 +67,17 @@ PAPER_CONFIG: dict = {
 
 
 
+# Model classes are named "module:Class" and imported only when a variant is built or its inputs are
+# asked for, so that planning the DAG (which needs a variant's family only) does not import torch.
+CITAB_CLASS = "model.citab:CITab"
+
+
+@functools.cache
+def _load_class(path: str) -> type[nn.Module]:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class VariantInfo:
     """What the pipeline needs to know about a variant before building it.
@@ -76,45 +87,69 @@ class VariantInfo:
         family: "citab" (header-bank model, pretrained across tables, then fine-tuned),
             "supervised" (a Table 1 baseline, bound to one table, trained from scratch per cohort)
             or "ssl_per_cohort" (a Table 1 baseline pretrained on one cohort, then fine-tuned on it).
-        model_class: the class :func:`build_model` instantiates.
+        class_path: the class :func:`build_model` instantiates, as ``"module:Class"``.
+
+    Properties (the last three import the model class, and so torch):
         pretrains_across_tables: True for CITab variants; False for baselines, which cannot be
             pretrained on a mix of tables.
-        input_names: the batch entries ``classify`` takes, in order (see ``model/__init__.py``).
         pretrains_per_cohort: True for the "ssl_per_cohort" family.
+        model_class: the class itself.
+        input_names: the batch entries ``classify`` takes, in order (see ``model/__init__.py``).
         pretrain_input_names: the batch entries ``pretrain_losses`` takes, in order; () for a
             variant without a pretraining stage.
     """
 
     name: str
     family: str
-    model_class: type[nn.Module]
-    pretrains_across_tables: bool
-    input_names: tuple[str, ...]
-    pretrains_per_cohort: bool = False
-    pretrain_input_names: tuple[str, ...] = ()
+    class_path: str
+
+    @property
+    def pretrains_across_tables(self) -> bool:
+        return self.family == "citab"
+
+    @property
+    def pretrains_per_cohort(self) -> bool:
+        return self.family == "ssl_per_cohort"
+
+    @property
+    def model_class(self) -> type[nn.Module]:
+        return _load_class(self.class_path)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.model_class.input_names)
+
+    @property
+    def pretrain_input_names(self) -> tuple[str, ...]:
+        return tuple(getattr(self.model_class, "pretrain_input_names", ()))
 
 
 @dataclass(frozen=True)
 class _Variant:
     make_config: Callable[[], dict]
-    model_class: type[nn.Module]
+    class_path: str
     family: str
+
+    @property
+    def model_class(self) -> type[nn.Module]:
+        return _load_class(self.class_path)
 
 
 _VARIANTS: dict[str, _Variant] = {}
 
 
 def register_variant(
-    fn: Callable[[], dict] | None = None, *, name: str | None = None, model_class: type[nn.Module] = CITab,
+    fn: Callable[[], dict] | None = None, *, name: str | None = None, model_class: str = CITAB_CLASS,
     family: str | None = None,
 ):
     """Register a function returning a variant's constructor arguments under its name (or ``name``).
 
-    ``model_class`` is the class the arguments are for (CITab unless given); any other class is a
-    Table 1 baseline taking a ``table`` (:class:`TableSpec`) or no table at all. ``family`` is
-    "citab" for CITab and "supervised" for other classes unless given (e.g. "ssl_per_cohort").
+    ``model_class`` names the class the arguments are for, as ``"module:Class"`` (CITab unless
+    given); any other class is a Table 1 baseline taking a ``table`` (:class:`TableSpec`) or no
+    table at all. ``family`` is "citab" for CITab and "supervised" for other classes unless given
+    (e.g. "ssl_per_cohort").
     """
-    chosen = family or ("citab" if model_class is CITab else "supervised")
+    chosen = family or ("citab" if model_class == CITAB_CLASS else "supervised")
     if chosen not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {chosen!r}")
 
@@ -133,8 +168,11 @@ def _constructor_keys(model_class: type[nn.Module]) -> set[str]:
     return set(inspect.signature(model_class).parameters) - {"table", "header_bank"}
 
 
-def _constructor_defaults(model_class: type[nn.Module]) -> dict:
+def _constructor_defaults(class_path: str) -> dict:
     """A baseline's constructor defaults (its paper configuration) without the stage, JSON-serialisable."""
+    from model.baselines.common import config_dict
+
+    model_class = _load_class(class_path)
     parameters = inspect.signature(model_class).parameters
     return config_dict(**{key: parameters[key].default for key in sorted(_constructor_keys(model_class) - {"stage"})})
 
@@ -196,61 +234,61 @@ for _experts in (3, 4, 6):
 # --- Table 1 supervised baselines (docs/baselines.md) -------------------------------------------
 
 
-@register_variant(model_class=ImageResNet)
+@register_variant(model_class="model.baselines:ImageResNet")
 def resnet50() -> dict:
     """Table 1 "3D ResNet-50": image only, ResNet + global average pool + linear classifier."""
-    return _constructor_defaults(ImageResNet)
+    return _constructor_defaults("model.baselines:ImageResNet")
 
 
-@register_variant(model_class=TabularTransformer)
+@register_variant(model_class="model.baselines:TabularTransformer")
 def transformer() -> dict:
     """Table 1 "Transformer": table only, the TIP tabular transformer + linear classifier on its CLS."""
-    return _constructor_defaults(TabularTransformer)
+    return _constructor_defaults("model.baselines:TabularTransformer")
 
 
-@register_variant(model_class=ConcatFusion)
+@register_variant(model_class="model.baselines:ConcatFusion")
 def concat() -> dict:
     """Table 1 "Concat": pooled ResNet features concatenated with a tabular MLP embedding."""
-    return _constructor_defaults(ConcatFusion)
+    return _constructor_defaults("model.baselines:ConcatFusion")
 
 
-@register_variant(model_class=DAFT)
+@register_variant(model_class="model.baselines:DAFT")
 def daft() -> dict:
     """Table 1 "DAFT": the ResNet's last block scales and shifts its input by the table."""
-    return _constructor_defaults(DAFT)
+    return _constructor_defaults("model.baselines:DAFT")
 
 
-@register_variant(model_class=CrossAttentionFusion)
+@register_variant(model_class="model.baselines:CrossAttentionFusion")
 def cross_attention() -> dict:
     """Table 1 "Cross-attention" (this project's design): bidirectional image-table cross-attention."""
-    return _constructor_defaults(CrossAttentionFusion)
+    return _constructor_defaults("model.baselines:CrossAttentionFusion")
 
 
-@register_variant(model_class=HyperFusion)
+@register_variant(model_class="model.baselines:HyperFusion")
 def hyperfusion() -> dict:
     """Table 1 "HyperFusion": pre-activation ResNet with a table-generated shortcut in the last block."""
-    return _constructor_defaults(HyperFusion)
+    return _constructor_defaults("model.baselines:HyperFusion")
 
 
 # --- Table 1 self-supervised baselines, pretrained per cohort (docs/baselines.md 7-10) -----------
 
 
-@register_variant(model_class=MMCL, family="ssl_per_cohort")
+@register_variant(model_class="model.ssl_baselines:MMCL", family="ssl_per_cohort")
 def mmcl() -> dict:
     """Table 1 "MMCL": CLIP pretraining of a ResNet and a tabular MLP; the image encoder alone is fine-tuned."""
-    return _constructor_defaults(MMCL)
+    return _constructor_defaults("model.ssl_baselines:MMCL")
 
 
-@register_variant(model_class=TIP, family="ssl_per_cohort")
+@register_variant(model_class="model.ssl_baselines:TIP", family="ssl_per_cohort")
 def tip() -> dict:
     """Table 1 "TIP": contrastive + matching + masked reconstruction pretraining; fused fine-tuning."""
-    return _constructor_defaults(TIP)
+    return _constructor_defaults("model.ssl_baselines:TIP")
 
 
-@register_variant(model_class=ViTa, family="ssl_per_cohort")
+@register_variant(model_class="model.ssl_baselines:ViTa", family="ssl_per_cohort")
 def vita() -> dict:
     """Table 1 "ViTa" (this project's version): CLIP with a tabular ViT; both encoders fine-tuned."""
-    return _constructor_defaults(ViTa)
+    return _constructor_defaults("model.ssl_baselines:ViTa")
 
 
 # --- lookup and construction -----------------------------------------------------------------------
@@ -266,7 +304,7 @@ def list_variants(family: str | None = None) -> list[str]:
     """Names of the registered variants, sorted: all of them, or those of one family (see :data:`FAMILIES`)."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    return sorted(name for name in _VARIANTS if family is None or variant_info(name).family == family)
+    return sorted(name for name in _VARIANTS if family is None or _VARIANTS[name].family == family)
 
 
 def variant_config(name: str) -> dict:
@@ -275,17 +313,9 @@ def variant_config(name: str) -> dict:
 
 
 def variant_info(name: str) -> VariantInfo:
-    """Family, model class, pretraining and inputs of variant ``name`` (KeyError if unknown)."""
+    """Family and model class of variant ``name`` (KeyError if unknown); see :class:`VariantInfo`."""
     variant = _variant(name)
-    return VariantInfo(
-        name=name,
-        family=variant.family,
-        model_class=variant.model_class,
-        pretrains_across_tables=variant.family == "citab",
-        input_names=tuple(variant.model_class.input_names),
-        pretrains_per_cohort=variant.family == "ssl_per_cohort",
-        pretrain_input_names=tuple(getattr(variant.model_class, "pretrain_input_names", ())),
-    )
+    return VariantInfo(name=name, family=variant.family, class_path=variant.class_path)
 
 
 def build_model(
@@ -312,14 +342,14 @@ def build_model(
         ``load_pretrained_encoders``).
     """
     variant = _variant(name)
-    if variant.model_class is CITab:
-        valid = _constructor_keys(CITab)
+    if variant.class_path == CITAB_CLASS:
+        valid = _constructor_keys(variant.model_class)
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise TypeError(f"build_model: unknown setting(s) {unknown}; valid: {sorted(valid)}")
         if header_bank is None:
             raise TypeError(f"build_model: variant {name!r} is a CITab model and needs header_bank")
-        return CITab(header_bank, **{**variant_config(name), **overrides})
+        return variant.model_class(header_bank, **{**variant_config(name), **overrides})
 
     valid_anywhere = set().union(*(_constructor_keys(v.model_class) for v in _VARIANTS.values())) | {"stage"}
     unknown = sorted(set(overrides) - valid_anywhere)

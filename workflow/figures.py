@@ -27,12 +27,14 @@ CITab built in the test; ``figure3`` / ``figure4`` / ``figure5`` load the files 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+
+# The run and layer a figure shows are planned with the DAG (workflow.paper, without torch).
+from workflow.paper import FigureWeights, resolve_layer
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +43,6 @@ DIAGNOSIS_MARKERS = ("o", "^", "s", "D", "v", "P")
 
 
 # --- inputs -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FigureWeights:
-    """The fine-tuned run a figure shows: its weights file and what produced it."""
-
-    path: str
-    variant: str
-    cohort: str
-    seed: int
-
-    def describe(self) -> str:
-        return f"{self.variant} fine-tuned on {self.cohort} (seed {self.seed}): {self.path}"
-
-
-def resolve_layer(layer: int, num_layers: int) -> int:
-    """The 0-based P-MoLin layer index of ``layer`` (negative counts from the last). ValueError when out of range."""
-    index = layer + num_layers if layer < 0 else layer
-    if not 0 <= index < num_layers:
-        raise ValueError(f"P-MoLin layer {layer} does not exist in a model with {num_layers} tabular layers")
-    return index
 
 
 def load_model(weights: FigureWeights, header_bank: str, encoder: str, settings: dict, columns: str):

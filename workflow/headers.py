@@ -25,7 +25,6 @@ cache). A rerun embeds only the texts that this cache lacks.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -34,116 +33,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
 
 from model.header_bank import (
     HeaderBank, SafetensorsFileError, check_safetensors_file, load_header_bank, save_header_bank,
 )
-from workflow import paths
-from workflow.columns import all_header_texts, resolve_columns_path
-from workflow.smk import REPO_ROOT
+from workflow.header_encoders import (
+    EXPECTED_FOLDER, IDENTITY_FILES, POOLINGS, TOKENIZER_FILES, WEIGHT_FILES, EncoderNotFoundError, paper_similarity,
+    resolve_encoder_path,
+)
 
 __all__ = [
-    "EncoderDamagedError", "EncoderNotFoundError", "POOLINGS", "check_encoder_folder", "check_encoder_weights",
-    "embed_headers", "embed_texts", "encoder_settings", "encoder_sha256", "encoder_stamp", "encoder_supplied",
-    "header_texts", "mean_pairwise_cosine", "paper_similarity", "resolve_encoder_path",
+    "EncoderDamagedError", "check_encoder_folder", "check_encoder_weights", "embed_headers", "embed_texts",
+    "encoder_sha256", "mean_pairwise_cosine",
 ]
 
 logger = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-# Files whose bytes define the encoder (and so its sha256); any present is hashed.
-IDENTITY_FILES = ("config.json", *WEIGHT_FILES, "tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                  "special_tokens_map.json")
-EXPECTED_FOLDER = (
-    "a folder in the Hugging Face layout with config.json, the weights (model.safetensors or "
-    "pytorch_model.bin) and the tokenizer (tokenizer.json or vocab.txt)"
-)
-
-
-class EncoderNotFoundError(FileNotFoundError):
-    """The configured text encoder is not where config says, or is not a usable model folder."""
-
 
 class EncoderDamagedError(ValueError):
     """The encoder folder is complete, but its weights file is truncated or damaged."""
-
-
-def header_texts(config: dict) -> list[str]:
-    """Every header text of every cohort in the configured column definitions file (``tables.columns``).
-
-    In file order, each once. When the config has no ``tables`` section the file is the tables
-    schema's default.
-    """
-    tables = config.get("tables") or {}
-    columns = tables.get("columns") or _schema_default("tables", "columns")
-    return all_header_texts(resolve_columns_path(columns))
-
-
-def paper_similarity() -> dict[str, float]:
-    """The paper's mean pairwise header similarity per encoder, kept with its Table 2 numbers."""
-    document = yaml.safe_load((REPO_ROOT / paths.PAPER_TABLE2).read_text())
-    return {str(name): float(value) for name, value in document["header_similarity"].items()}
-
-
-def encoder_supplied(headers_config: dict, encoder: str) -> bool:
-    """Whether encoder ``encoder``'s folder (or package) exists. An absent alternative encoder
-    leaves its table row empty; a folder that exists but is incomplete or damaged still stops
-    the embed_headers rule with a message (:func:`check_encoder_folder`)."""
-    try:
-        return resolve_encoder_path(headers_config["encoders"][encoder]["path"]).is_dir()
-    except EncoderNotFoundError:
-        return False
-
-
-def _schema_default(section: str, key: str):
-    # read directly (not through workflow.config_checks, which needs Snakemake inside the rule's env)
-    schema = yaml.safe_load((Path(__file__).parent / "schemas" / f"{section}.schema.yaml").read_text())
-    return schema["properties"][key]["default"]
-
-
-def encoder_settings(headers_config: dict, encoder: str) -> dict:
-    """The settings that define the vectors of encoder ``encoder`` (rule params).
-
-    Args:
-        headers_config: the validated ``headers`` config section.
-        encoder: a key of ``headers_config["encoders"]`` (the ``{encoder}`` wildcard).
-
-    Returns:
-        ``{"name", "path", "pooling", "max_length", "stamp"}``; ``stamp`` (sizes and modification
-        times of the encoder's files) changes when the encoder is replaced in place, so the rule
-        reruns.
-    """
-    encoders = headers_config["encoders"]
-    if encoder not in encoders:
-        raise KeyError(
-            f"header encoder {encoder!r} is not configured under headers.encoders (have: {', '.join(encoders)})"
-        )
-    entry = encoders[encoder]
-    return {
-        "name": encoder,
-        "path": entry["path"],
-        "pooling": entry.get("pooling", headers_config["pooling"]),
-        "max_length": int(entry.get("max_length", headers_config["max_length"])),
-        "stamp": encoder_stamp(entry["path"]),
-    }
-
-
-def resolve_encoder_path(spec: str) -> Path:
-    """The model folder named by ``spec``: a path, or ``package:<name>`` for a packaged model."""
-    if spec.startswith("package:"):
-        package = spec.split(":", 1)[1]
-        found = importlib.util.find_spec(package)
-        if found is None or found.origin is None:
-            raise EncoderNotFoundError(
-                f"header encoder {spec!r}: Python package {package!r} is not installed "
-                f"(expected it to ship {EXPECTED_FOLDER})"
-            )
-        root = Path(found.origin).parent
-        return root / "model" if (root / "model" / "config.json").exists() else root
-    return Path(spec).expanduser()
 
 
 def check_encoder_folder(folder: Path, spec: str) -> None:
@@ -201,21 +109,6 @@ def check_encoder_weights(folder: Path, spec: str) -> Path:
                 f"header encoder {spec!r}: weights file {torch_file} is damaged: its zip directory cannot be read "
                 f"({error}); expected a complete torch.save zip archive (truncated copy?). {fix}") from None
     return torch_file
-
-
-def encoder_stamp(spec: str) -> str:
-    """Cheap fingerprint (file names, sizes, modification times) of an encoder folder; "missing" if absent."""
-    try:
-        folder = resolve_encoder_path(spec)
-    except EncoderNotFoundError:
-        return "missing"
-    parts = []
-    for name in IDENTITY_FILES:
-        path = folder / name
-        if path.is_file():
-            stat = path.stat()
-            parts.append(f"{name}:{stat.st_size}:{int(stat.st_mtime)}")
-    return ";".join(parts) or "missing"
 
 
 def encoder_sha256(folder: Path) -> str:

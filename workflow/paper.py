@@ -9,12 +9,34 @@ the tables keep it, reading "encoder not supplied", so the DAG runs without it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from workflow import paths
-from workflow.figures import FigureWeights, resolve_layer
-from workflow.headers import encoder_supplied
+from workflow.header_encoders import encoder_supplied
 from workflow.train import configured_encoder, encoder_rows
 
 ENCODER_NOT_SUPPLIED = "encoder not supplied"
+
+
+@dataclass(frozen=True)
+class FigureWeights:
+    """The fine-tuned run a figure shows: its weights file and what produced it."""
+
+    path: str
+    variant: str
+    cohort: str
+    seed: int
+
+    def describe(self) -> str:
+        return f"{self.variant} fine-tuned on {self.cohort} (seed {self.seed}): {self.path}"
+
+
+def resolve_layer(layer: int, num_layers: int) -> int:
+    """The 0-based P-MoLin layer index of ``layer`` (negative counts from the last). ValueError when out of range."""
+    index = layer + num_layers if layer < 0 else layer
+    if not 0 <= index < num_layers:
+        raise ValueError(f"P-MoLin layer {layer} does not exist in a model with {num_layers} tabular layers")
+    return index
 
 
 def unavailable_rows(config: dict, variants: list[str]) -> dict[str, str]:

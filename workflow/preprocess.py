@@ -19,6 +19,7 @@ Snakefile (which imports this module for path patterns) and light rules start fa
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -144,19 +145,33 @@ def read_images_table(images_tsv: str | Path) -> pd.DataFrame:
     return table
 
 
+@functools.lru_cache(maxsize=16)
+def _native_t1_paths(images_tsv: str, size: int, mtime_ns: int) -> dict[tuple[str, str], str]:
+    # Keyed on the file's size and modification time as well as its name, so a table that intake
+    # rewrites is read again; otherwise one read per cohort serves every job of the DAG build
+    # (reading it per job grows with the square of the image count).
+    table = read_images_table(images_tsv)
+    return dict(zip(zip(table["subject"], table["session"]), table["path"].astype(str)))
+
+
+def native_t1_paths(images_tsv: str | Path) -> dict[tuple[str, str], str]:
+    """``(subject, session)`` -> native T1 path of every image of intake's ``images.tsv``, in its order
+    (cached per file version: input functions call this once per job)."""
+    stat = os.stat(images_tsv)
+    return _native_t1_paths(str(images_tsv), stat.st_size, stat.st_mtime_ns)
+
+
 def image_keys(images_tsv: str | Path) -> list[tuple[str, str]]:
     """``(subject, session)`` of every image of intake's table, in its order."""
-    table = read_images_table(images_tsv)
-    return list(zip(table["subject"], table["session"]))
+    return list(native_t1_paths(images_tsv))
 
 
 def native_t1_path(images_tsv: str | Path, subject: str, session: str) -> str:
     """Path of the native T1 of one image, from intake's ``images.tsv``."""
-    table = read_images_table(images_tsv)
-    row = table[(table["subject"] == subject) & (table["session"] == session)]
-    if row.empty:
-        raise ValueError(f"{images_tsv}: no image for subject {subject!r} session {session!r}")
-    return str(row["path"].iloc[0])
+    try:
+        return native_t1_paths(images_tsv)[(subject, session)]
+    except KeyError:
+        raise ValueError(f"{images_tsv}: no image for subject {subject!r} session {session!r}") from None
 
 
 def read_accepted(accepted_tsv: str | Path) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from workflow import synthetic_clinical as clinical
+from workflow.synthetic_clinical import cohort_settings  # noqa: F401 (the rule's params, with the cohort)
 from workflow.synthetic_mri import head_model, synthesize_volume
 
 log = logging.getLogger(__name__)
@@ -34,19 +35,6 @@ TRUTH_DIR = "truth"
 DONE_MARKER = ".complete"
 SESSION_TRUTH_COLUMNS = ["subject", "session", "source_id", "acq_date", "kind", "diagnosis", "severity",
                          "nearest_visit_days", "image", "truth", "brain_mask"]
-
-
-# Settings that change how a job runs, not what it writes (kept out of the rule's params).
-RUN_ONLY_SETTINGS = ("threads", "mem_mb")
-
-
-def cohort_settings(section: dict, cohort: str) -> dict:
-    """The ``synthetic:`` settings that determine ``cohort``'s files, with ``subjects`` resolved to
-    this cohort's number; the rule passes them as params, so changing one cohort's size or a run-only
-    setting (threads, memory) reruns nothing else."""
-    settings = {key: value for key, value in section.items() if key not in RUN_ONLY_SETTINGS}
-    settings["subjects"] = clinical.subjects_for(cohort, section)
-    return settings
 
 
 def synthesize_cohort(cohort: str, fmt: str, out_dir: Path, settings: dict, threads: int = 1) -> None:

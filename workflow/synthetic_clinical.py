@@ -22,11 +22,11 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from statistics import NormalDist
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 FORMATS = ("adni", "aibl", "nacc")
 DIAGNOSES = ("CN", "MCI", "DE")
@@ -45,6 +45,7 @@ SEVERITY_PER_YEAR = 0.03
 P_CN_TO_MCI = 0.2
 P_MCI_TO_DE = 0.35
 P_CN_MCI_THEN_DE = 0.25
+STANDARD_NORMAL = NormalDist()
 # Within-diagnosis decline of every score, in SDs per year (sign: towards worse).
 DECLINE_SD_PER_YEAR = 0.05
 
@@ -502,8 +503,8 @@ def draw_cdr_global(demo: Demographics, latent: np.ndarray, dx: np.ndarray, rng:
     """CDR global (0, 0.5, 1, 2, 3) per visit, moving with the latent severity."""
     unit = 0.7 * latent + np.sqrt(1 - 0.49) * rng.standard_normal(len(dx))
     cdr = np.zeros(len(dx))
-    cdr[(dx == CN) & (unit > norm.ppf(1 - demo.cdr_cn_half))] = 0.5 if demo.cdr_cn_half > 0 else 0.0
-    cdr[dx == MCI] = np.where(unit[dx == MCI] < norm.ppf(demo.cdr_mci_zero), 0.0, 0.5)
+    cdr[(dx == CN) & (unit > STANDARD_NORMAL.inv_cdf(1 - demo.cdr_cn_half))] = 0.5 if demo.cdr_cn_half > 0 else 0.0
+    cdr[dx == MCI] = np.where(unit[dx == MCI] < STANDARD_NORMAL.inv_cdf(demo.cdr_mci_zero), 0.0, 0.5)
     levels = np.array([0.5, 1.0, 2.0, 3.0])
     continuous = demo.cdr_de[0] + demo.cdr_de[1] * unit[dx == DE]
     cdr[dx == DE] = levels[np.argmin(np.abs(continuous[:, None] - levels[None, :]), axis=1)]
@@ -759,6 +760,19 @@ def subjects_for(cohort: str, settings: dict) -> int:
             raise ValueError(f"config synthetic.subjects has no entry for cohort {cohort!r} (has {sorted(subjects)})")
         return int(subjects[cohort])
     return int(subjects)
+
+
+# Settings that change how a job runs, not what it writes (kept out of the rule's params).
+RUN_ONLY_SETTINGS = ("threads", "mem_mb")
+
+
+def cohort_settings(section: dict, cohort: str) -> dict:
+    """The ``synthetic:`` settings that determine ``cohort``'s files, with ``subjects`` resolved to
+    this cohort's number; the rule passes them as params, so changing one cohort's size or a run-only
+    setting (threads, memory) reruns nothing else."""
+    settings = {key: value for key, value in section.items() if key not in RUN_ONLY_SETTINGS}
+    settings["subjects"] = subjects_for(cohort, section)
+    return settings
 
 
 def generate_clinical(cohort: str, fmt: str, settings: dict) -> ClinicalCohort:
