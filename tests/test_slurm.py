@@ -6,12 +6,15 @@ Start the cluster first (as root): `bash .ci/slurm-up.sh` (two fake GPUs); stop 
 Starting from a copy of the shared tiny run (fixture ``tiny_full_run``):
 
 1. one preprocessing job (the model-ready volume of one image, remade with ``--force``) goes
-   through SLURM with ``gpu=1``, which the profile turns into ``sbatch --gpus=1``;
+   through SLURM with ``gpu=1``, which the profile turns into ``sbatch --gpus=1`` (as a group job of
+   one rule: the profile groups the per-image rules);
 2. the pretraining job goes through SLURM holding SLURM's ``gres=gpu:2`` and running DDP with two
    gloo processes on CPU (torch here has no CUDA, so the job asks torch for 0 GPUs while SLURM
    binds two); its log records the CUDA_VISIBLE_DEVICES that SLURM set;
 3. the same pretraining runs locally in another copy; both must give the same weights, and the
-   remade volume must equal the one of the local tiny run.
+   remade volume must equal the one of the local tiny run;
+4. the profile's groups: three input checks go as one batch, the five chain steps of one image as
+   one job.
 
 Budget: about 2 minutes after the shared run (each SLURM job costs ~20-40 s of submission and
 status polling on 2 cores).
@@ -19,6 +22,7 @@ status polling on 2 cores).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -37,7 +41,7 @@ PROFILE = REPO / "profiles" / "slurm"
 DDP_ON_CPU = {"pretrain": {"cpu_processes": 2, "threads": 2}}
 # Fast status polling for a test cluster whose MinJobAge (600 s) covers it.
 FAST_POLLING = "--slurm-init-seconds-before-status-checks=2"
-SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+SUBMITTED = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 def idle_slurm_node() -> str | None:
@@ -55,11 +59,15 @@ needs_slurm = pytest.mark.skipif(idle_slurm_node() is not None, reason=str(idle_
 
 
 def submitted_jobs(output: str) -> dict[str, list[int]]:
-    """SLURM job ids per rule, from Snakemake's "submitted with SLURM jobid" lines."""
+    """SLURM job ids per rule (or per group, for a group job), from Snakemake's "submitted with SLURM
+    jobid" lines."""
+    groups = set(profile_groups()[1])
     jobs: dict[str, list[int]] = {}
     for job_id, log in SUBMITTED.findall(output):
         rule = re.search(r"/rule_(\w+?)/", log)
-        jobs.setdefault(rule[1] if rule else log, []).append(int(job_id))
+        # a group job's log folder is group_<group>_<its rules>
+        group = next((g for g in groups if f"/group_{g}_" in log), None)
+        jobs.setdefault(rule[1] if rule else group or log, []).append(int(job_id))
     return jobs
 
 
@@ -123,12 +131,13 @@ def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_preprocessing_job_went_through_slurm_with_one_gpu(slurm_run: dict) -> None:
-    assert list(slurm_run["preprocessing"]) == ["preprocess_model_ready"], slurm_run["preprocessing"]
-    (job_id,) = slurm_run["preprocessing"]["preprocess_model_ready"]
+    # the model-ready step belongs to the profile's per-image group: a group job of one rule here
+    assert list(slurm_run["preprocessing"]) == ["preprocess_image"], slurm_run["preprocessing"]
+    (job_id,) = slurm_run["preprocessing"]["preprocess_image"]
     job = slurm_job(job_id)
     assert job["JobState"] == "COMPLETED", job
     assert "gpu:1" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
-    slurm_log = next(slurm_run["on_slurm"].glob(f"results/logs/slurm/rule_preprocess_model_ready/**/{job_id}.log"))
+    slurm_log = next(slurm_run["on_slurm"].glob(f"results/logs/slurm/group_preprocess_image_*/**/{job_id}.log"))
     assert "Finished jobid" in slurm_log.read_text()
     remade = (slurm_run["on_slurm"] / slurm_run["volume"]).read_bytes()
     assert remade == (slurm_run["local_tiny_run"] / slurm_run["volume"]).read_bytes()
@@ -158,3 +167,75 @@ def test_slurm_and_local_pretraining_give_the_same_weights(slurm_run: dict) -> N
     assert on_slurm.keys() == local.keys()
     for name in on_slurm:
         np.testing.assert_array_equal(on_slurm[name], local[name], err_msg=name)
+
+
+# --- grouping: one submission per image, input checks in batches ----------------------------------
+def profile_groups() -> tuple[dict[str, str], dict[str, int]]:
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    return profile["groups"], profile["group-components"]
+
+
+def test_profile_groups_every_per_image_rule(snakemake_workdir: Path) -> None:
+    """Every per-image rule is in a group (else it would be one submission per image on its own), and
+    the group names have batch sizes."""
+    groups, components = profile_groups()
+    listed = set(run_snakemake(snakemake_workdir, "--list-rules").stdout.split())
+    per_image = {rule for rule in listed if rule.startswith("preprocess_")} - {
+        "preprocess_all", "preprocess_template", "preprocess_accepted", "preprocess_cohort_qc"}
+    assert set(groups) == per_image, set(groups) ^ per_image
+    assert set(groups.values()) == set(components)
+
+
+@pytest.fixture(scope="module")
+def grouped_slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Remake, through SLURM with the profile's groups, the input check of three images and the whole
+    per-image chain (N4 to QC) of one of them."""
+    run = copy_run(tiny_full_run, tmp_path_factory.mktemp("slurm_groups") / "run")
+    from workflow.preprocess import ACCEPTED, read_accepted
+
+    images = read_accepted(run / ACCEPTED.format(cohort="ADNI"))[:3]
+    assert len(images) == 3, images
+    files = preprocess_session_files(run)
+    keys = [dict(cohort="ADNI", subject=subject, session=session) for subject, session in images]
+    targets = [files["check"].format(**key) for key in keys] + [files["qc"].format(**keys[0])]
+    process = run_snakemake(
+        run, *targets, "--forcerun", "preprocess_check_t1", "preprocess_n4", "--profile", str(PROFILE), FAST_POLLING,
+        "--jobs=2", env=VENV_ON_PATH, timeout=600,
+    )
+    return {"run": run, "local_tiny_run": tiny_full_run, "output": process.stdout, "keys": keys, "files": files,
+            "submitted": submitted_jobs(process.stdout)}
+
+
+def preprocess_session_files(run: Path) -> dict[str, str]:
+    from workflow.preprocess import session_files
+
+    voxel_size = yaml.safe_load((REPO / "tests" / "config.tiny.yaml").read_text())["preprocess"]["voxel_size_mm"]
+    return session_files(voxel_size)
+
+
+@needs_slurm
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_per_image_rules_go_to_slurm_as_one_job_per_image(grouped_slurm_run: dict) -> None:
+    run, files = grouped_slurm_run["run"], grouped_slurm_run["files"]
+    # three input checks in one batch, five chain steps of one image in one job: two submissions
+    submitted = grouped_slurm_run["submitted"]
+    assert {name: len(ids) for name, ids in submitted.items()} == {"preprocess_check": 1, "preprocess_image": 1}, (
+        grouped_slurm_run["output"][-4000:])
+    check_job, chain_job = (slurm_job(submitted[name][0]) for name in ("preprocess_check", "preprocess_image"))
+    assert check_job["JobState"] == chain_job["JobState"] == "COMPLETED", (check_job, chain_job)
+    # the batch's checks ran one after another: one CPU, one check's memory
+    assert check_job["NumCPUs"] == "1", check_job
+    chain_log = next(run.glob("results/logs/slurm/group_preprocess_image_*/**/*.log")).read_text()
+    for rule in ("preprocess_n4", "preprocess_register", "preprocess_skullstrip", "preprocess_model_ready",
+                 "preprocess_image_qc"):
+        assert f"rule {rule}:" in chain_log or f"localrule {rule}:" in chain_log, (rule, chain_log[-3000:])
+    # the remade files are those of the local run (registration is seeded); a verdict also records
+    # how long its gzip check took
+    local = grouped_slurm_run["local_tiny_run"]
+    for key in grouped_slurm_run["keys"]:
+        verdicts = [json.loads((root / files["check"].format(**key)).read_text()) for root in (run, local)]
+        assert [{k: v for k, v in verdict.items() if k != "gzip_crc_check_s"} for verdict in verdicts] == [
+            {k: v for k, v in verdicts[1].items() if k != "gzip_crc_check_s"}] * 2
+    volume = files["volume"].format(**grouped_slurm_run["keys"][0])
+    assert (run / volume).read_bytes() == (local / volume).read_bytes()
