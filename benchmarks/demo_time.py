@@ -1,0 +1,155 @@
+"""How long the demo takes from a fresh clone: the README's timing figures come from this script.
+
+Clones the repository (its committed HEAD, nothing uncommitted) into an empty folder and runs, there,
+the two steps of ``make demo``: ``make setup`` (virtual environments) and then ``make demo`` (the
+whole demo DAG, set-up already done). For each step it prints wall time and CPU time (user + system of
+every process it started). While the DAG runs it samples the Snakemake process itself, whose own CPU
+time (scheduling, input checks, benchmark timers; not its jobs) it prints as a share of the run. Then
+it sums the rules' own benchmark files (``results/benchmarks/<rule>/...``): jobs, wall and CPU seconds
+per rule, and the median wall time of a job.
+
+    .venv/bin/python benchmarks/demo_time.py                       # clone into a temporary folder
+    .venv/bin/python benchmarks/demo_time.py --workdir /tmp/demo --keep
+
+Run it on a quiet machine: the demo uses every core, and anything else running slows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    """Date, host, cores, CPU model and memory, for the line the README quotes."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory_gib = psutil.virtual_memory().total / 2**30
+    return (f"{time.strftime('%Y-%m-%d %H:%M %Z')}  {platform.node()}  nproc={len(os.sched_getaffinity(0))}  "
+            f"{cpu}  {memory_gib:.0f} GiB")
+
+
+class SnakemakeSampler(threading.Thread):
+    """Samples, once a second, the CPU time of the Snakemake process ``root`` or below it (its own, not
+    its jobs'); the last sample before it exits is its total."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.cpu_seconds = 0.0
+        self.stopped = threading.Event()
+
+    def find(self) -> psutil.Process | None:
+        try:
+            root = psutil.Process(self.root)
+            for process in [root, *root.children(recursive=True)]:
+                command = process.cmdline()
+                if any(part.endswith("/snakemake") or part == "snakemake" for part in command[:2]):
+                    return process
+        except psutil.Error:
+            return None
+        return None
+
+    def run(self) -> None:
+        process = None
+        while not self.stopped.is_set():
+            process = process or self.find()
+            if process is not None:
+                try:
+                    times = process.cpu_times()
+                    self.cpu_seconds = times.user + times.system
+                except psutil.Error:
+                    process = None
+            self.stopped.wait(1.0)
+
+
+def timed(command: list[str], cwd: Path, log: Path, sample_snakemake: bool = False) -> tuple[float, float, float]:
+    """Run ``command``; returns (wall s, CPU s of every process it started, Snakemake's own CPU s)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    with open(log, "w") as stream:
+        process = subprocess.Popen(command, cwd=cwd, stdout=stream, stderr=subprocess.STDOUT)
+        sampler = SnakemakeSampler(process.pid)
+        if sample_snakemake:
+            sampler.start()
+        status = process.wait()
+        sampler.stopped.set()
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if status != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {status}; its output: {log}")
+    return wall, cpu, sampler.cpu_seconds
+
+
+def rule_sums(benchmarks: Path) -> pd.DataFrame:
+    """Per rule: jobs, summed wall and CPU seconds, median wall seconds of a job (from the rules'
+    ``benchmark:`` files), most wall time first."""
+    rows = []
+    for path in benchmarks.rglob("*.tsv"):
+        table = pd.read_csv(path, sep="\t")
+        rule = path.relative_to(benchmarks).parts[0]
+        for _, record in table.iterrows():
+            rows.append({"rule": rule, "wall_s": float(record["s"]), "cpu_s": float(record.get("cpu_time", 0.0))})
+    jobs = pd.DataFrame(rows)
+    if jobs.empty:
+        return jobs
+    summary = jobs.groupby("rule").agg(jobs=("wall_s", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
+                                       median_wall_s=("wall_s", statistics.median))
+    return summary.sort_values("wall_s", ascending=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, help="empty folder to clone into (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the clone and its results")
+    parser.add_argument("--make", default="make", help="make program (default: make)")
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="citab-demo-"))
+    clone = workdir / "citab"
+    if clone.exists():
+        raise SystemExit(f"{clone} exists; give an empty --workdir (the timing is of a fresh clone)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    print(machine())
+    print(f"fresh clone of {REPO} at {commit} in {clone}")
+
+    setup_wall, setup_cpu, _ = timed([args.make, "setup"], clone, workdir / "setup.log")
+    print(f"make setup:  wall {setup_wall / 60:6.1f} min   CPU {setup_cpu / 60:6.1f} min")
+    dag_wall, dag_cpu, snakemake_cpu = timed([args.make, "demo"], clone, workdir / "demo.log", sample_snakemake=True)
+    print(f"demo DAG:    wall {dag_wall / 60:6.1f} min   CPU {dag_cpu / 60:6.1f} min "
+          f"({dag_cpu / dag_wall:.0%} of one core)")
+    print(f"make demo (set-up included): wall {(setup_wall + dag_wall) / 60:.1f} min")
+    print(f"Snakemake's own process: CPU {snakemake_cpu / 60:.1f} min = {snakemake_cpu / dag_wall:.0%} of one core "
+          f"over the DAG's wall time")
+
+    summary = rule_sums(clone / "results" / "benchmarks")
+    with pd.option_context("display.width", 120, "display.max_rows", 200, "display.float_format", "{:.1f}".format):
+        print("\nper rule, from results/benchmarks (seconds):")
+        print(summary.to_string())
+    table1 = clone / "results" / "report" / "table1.md"
+    print(f"\nTable 1 of this run ({table1}):\n{table1.read_text()}")
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
