@@ -5,16 +5,15 @@ Start the cluster first (as root): `bash .ci/slurm-up.sh` (two fake GPUs); stop 
 
 Starting from a copy of the shared tiny run (fixture ``tiny_full_run``):
 
-1. one preprocessing job (the model-ready volume of one image, remade with ``--force``) goes
-   through SLURM with ``gpu=1``, which the profile turns into ``sbatch --gpus=1`` (as a group job of
-   one rule: the profile groups the per-image rules);
+1. preprocessing: the input checks of three images and the whole per-image chain (N4 to QC) of one
+   of them, remade with ``--forcerun``, go through SLURM as the profile groups them: one batch job
+   for the checks (one CPU: they run in series) and one job for the image's five steps. Its
+   model-ready step asks for ``gpu=1``, which the profile turns into ``sbatch --gpus=1``;
 2. the pretraining job goes through SLURM holding SLURM's ``gres=gpu:2`` and running DDP with two
    gloo processes on CPU (torch here has no CUDA, so the job asks torch for 0 GPUs while SLURM
    binds two); its log records the CUDA_VISIBLE_DEVICES that SLURM set;
 3. the same pretraining runs locally in another copy; both must give the same weights, and the
-   remade volume must equal the one of the local tiny run;
-4. the profile's groups: three input checks go as one batch, the five chain steps of one image as
-   one job.
+   remade volume and verdicts must equal those of the local tiny run (registration is seeded).
 
 Budget: about 2 minutes after the shared run (each SLURM job costs ~20-40 s of submission and
 status polling on 2 cores).
@@ -33,7 +32,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from conftest import REPO, VENV_ON_PATH, run_snakemake, tiny_config_with
+from conftest import REPO, TINY_CONFIG, VENV_ON_PATH, run_snakemake, tiny_config_with
 from workflow import paths
 
 PROFILE = REPO / "profiles" / "slurm"
@@ -83,6 +82,14 @@ def copy_run(source: Path, destination: Path) -> Path:
     return destination
 
 
+def with_profile_set_resources(*extra: str) -> list[str]:
+    """``--set-resources`` with the profile's entries and ``extra``: a --set-resources on the command
+    line replaces the profile's whole list (Snakemake merges per option, not per rule)."""
+    entries = yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]
+    return ["--set-resources", *[f"{rule}:{key}={value}" for rule, settings in entries.items()
+                                 for key, value in settings.items()], *extra]
+
+
 def profile_rule_names() -> set[str]:
     return set(yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"])
 
@@ -96,32 +103,39 @@ def test_profile_names_real_rules(snakemake_workdir: Path) -> None:
 @pytest.fixture(scope="module")
 def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run the two SLURM steps and the local comparison; return what the tests check."""
+    from workflow.preprocess import ACCEPTED, read_accepted, session_files
+
     base = tmp_path_factory.mktemp("slurm")
     ddp_config = tiny_config_with(DDP_ON_CPU, base)
     on_slurm = copy_run(tiny_full_run, base / "on_slurm")
-    volumes = sorted(on_slurm.glob(paths.MODEL_READY_VOLUME.format(cohort="*", subject="*", session="*")))
-    assert volumes, "the tiny run made no model-ready volume"
-    volume = str(volumes[0].relative_to(on_slurm))
+    files = session_files(yaml.safe_load(TINY_CONFIG.read_text())["preprocess"]["voxel_size_mm"])
+    keys = [dict(cohort="ADNI", subject=subject, session=session)
+            for subject, session in read_accepted(on_slurm / ACCEPTED.format(cohort="ADNI"))[:3]]
+    assert len(keys) == 3, keys
     weights_files = sorted(on_slurm.glob(paths.PRETRAINED_WEIGHTS.format(variant="*")))
     assert weights_files, "the tiny run made no pretrained weights"
     weights = str(weights_files[0].relative_to(on_slurm))
     variant = weights_files[0].parent.name
     slurm_args = ("--profile", str(PROFILE), FAST_POLLING, "--jobs=2")
 
-    preprocessing = run_snakemake(
-        on_slurm, volume, "--force", *slurm_args, "--set-resources=preprocess_model_ready:gpu=1",
-        env=VENV_ON_PATH, timeout=400,
-    )
     # --forcerun: the process count is a param, but the point here is where the job runs
     pretraining = run_snakemake(
         on_slurm, weights, "--forcerun=pretrain", *slurm_args, "--set-resources=pretrain:gres=gpu:2",
         configfiles=(ddp_config,), env=VENV_ON_PATH, timeout=600,
     )
+    # Then (so that the pretraining above saw the tiny run's files unchanged) the input checks of three
+    # images and the whole chain (N4 to QC) of the first, remade; its model-ready step asks for a GPU.
+    preprocessing = run_snakemake(
+        on_slurm, *[files["check"].format(**key) for key in keys], files["qc"].format(**keys[0]),
+        "--forcerun", "preprocess_check_t1", "preprocess_n4", *slurm_args,
+        *with_profile_set_resources("preprocess_model_ready:gpu=1"), env=VENV_ON_PATH, timeout=600,
+    )
     local = copy_run(tiny_full_run, base / "local")
     run_snakemake(local, weights, "--forcerun=pretrain", "--cores=2", configfiles=(ddp_config,), env=VENV_ON_PATH, timeout=600)
     return {
-        "local_tiny_run": tiny_full_run, "on_slurm": on_slurm, "local": local, "volume": volume,
-        "weights": weights, "variant": variant,
+        "local_tiny_run": tiny_full_run, "on_slurm": on_slurm, "local": local, "files": files, "keys": keys,
+        "volume": files["volume"].format(**keys[0]), "weights": weights, "variant": variant,
+        "preprocessing_output": preprocessing.stdout,
         "preprocessing": submitted_jobs(preprocessing.stdout), "pretraining": submitted_jobs(pretraining.stdout),
         "pretraining_output": pretraining.stdout,
     }
@@ -131,8 +145,7 @@ def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_preprocessing_job_went_through_slurm_with_one_gpu(slurm_run: dict) -> None:
-    # the model-ready step belongs to the profile's per-image group: a group job of one rule here
-    assert list(slurm_run["preprocessing"]) == ["preprocess_image"], slurm_run["preprocessing"]
+    # the model-ready step runs in its image's group job (profiles/slurm groups the per-image rules)
     (job_id,) = slurm_run["preprocessing"]["preprocess_image"]
     job = slurm_job(job_id)
     assert job["JobState"] == "COMPLETED", job
@@ -147,7 +160,8 @@ def test_preprocessing_job_went_through_slurm_with_one_gpu(slurm_run: dict) -> N
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_pretraining_ran_ddp_on_the_gpus_slurm_bound(slurm_run: dict) -> None:
-    # Only the pretraining reran: the remade volume had the same bytes, so nothing between them did.
+    # Only the pretraining reran (it goes before the preprocessing step, whose remade verdicts would
+    # rerun the cohort's QC table and what follows it).
     assert list(slurm_run["pretraining"]) == ["pretrain"], slurm_run["pretraining_output"][-4000:]
     (job_id,) = slurm_run["pretraining"]["pretrain"]
     job = slurm_job(job_id)
@@ -186,56 +200,25 @@ def test_profile_groups_every_per_image_rule(snakemake_workdir: Path) -> None:
     assert set(groups.values()) == set(components)
 
 
-@pytest.fixture(scope="module")
-def grouped_slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Remake, through SLURM with the profile's groups, the input check of three images and the whole
-    per-image chain (N4 to QC) of one of them."""
-    run = copy_run(tiny_full_run, tmp_path_factory.mktemp("slurm_groups") / "run")
-    from workflow.preprocess import ACCEPTED, read_accepted
-
-    images = read_accepted(run / ACCEPTED.format(cohort="ADNI"))[:3]
-    assert len(images) == 3, images
-    files = preprocess_session_files(run)
-    keys = [dict(cohort="ADNI", subject=subject, session=session) for subject, session in images]
-    targets = [files["check"].format(**key) for key in keys] + [files["qc"].format(**keys[0])]
-    process = run_snakemake(
-        run, *targets, "--forcerun", "preprocess_check_t1", "preprocess_n4", "--profile", str(PROFILE), FAST_POLLING,
-        "--jobs=2", env=VENV_ON_PATH, timeout=600,
-    )
-    return {"run": run, "local_tiny_run": tiny_full_run, "output": process.stdout, "keys": keys, "files": files,
-            "submitted": submitted_jobs(process.stdout)}
-
-
-def preprocess_session_files(run: Path) -> dict[str, str]:
-    from workflow.preprocess import session_files
-
-    voxel_size = yaml.safe_load((REPO / "tests" / "config.tiny.yaml").read_text())["preprocess"]["voxel_size_mm"]
-    return session_files(voxel_size)
-
-
 @needs_slurm
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_per_image_rules_go_to_slurm_as_one_job_per_image(grouped_slurm_run: dict) -> None:
-    run, files = grouped_slurm_run["run"], grouped_slurm_run["files"]
+def test_per_image_rules_go_to_slurm_as_one_job_per_image(slurm_run: dict) -> None:
+    run, files, local = slurm_run["on_slurm"], slurm_run["files"], slurm_run["local_tiny_run"]
     # three input checks in one batch, five chain steps of one image in one job: two submissions
-    submitted = grouped_slurm_run["submitted"]
+    submitted = slurm_run["preprocessing"]
     assert {name: len(ids) for name, ids in submitted.items()} == {"preprocess_check": 1, "preprocess_image": 1}, (
-        grouped_slurm_run["output"][-4000:])
+        slurm_run["preprocessing_output"][-4000:])
     check_job, chain_job = (slurm_job(submitted[name][0]) for name in ("preprocess_check", "preprocess_image"))
     assert check_job["JobState"] == chain_job["JobState"] == "COMPLETED", (check_job, chain_job)
-    # the batch's checks ran one after another: one CPU, one check's memory
+    # the batch's checks ran one after another: one CPU
     assert check_job["NumCPUs"] == "1", check_job
     chain_log = next(run.glob("results/logs/slurm/group_preprocess_image_*/**/*.log")).read_text()
     for rule in ("preprocess_n4", "preprocess_register", "preprocess_skullstrip", "preprocess_model_ready",
                  "preprocess_image_qc"):
         assert f"rule {rule}:" in chain_log or f"localrule {rule}:" in chain_log, (rule, chain_log[-3000:])
-    # the remade files are those of the local run (registration is seeded); a verdict also records
-    # how long its gzip check took
-    local = grouped_slurm_run["local_tiny_run"]
-    for key in grouped_slurm_run["keys"]:
+    # the remade verdicts are those of the local run (a verdict also records how long its gzip check took)
+    for key in slurm_run["keys"]:
         verdicts = [json.loads((root / files["check"].format(**key)).read_text()) for root in (run, local)]
         assert [{k: v for k, v in verdict.items() if k != "gzip_crc_check_s"} for verdict in verdicts] == [
             {k: v for k, v in verdicts[1].items() if k != "gzip_crc_check_s"}] * 2
-    volume = files["volume"].format(**grouped_slurm_run["keys"][0])
-    assert (run / volume).read_bytes() == (local / volume).read_bytes()
