@@ -27,7 +27,9 @@ import os
 import tempfile
 import time
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -146,15 +148,16 @@ def read_images_table(images_tsv: str | Path) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=16)
-def _native_t1_paths(images_tsv: str, size: int, mtime_ns: int) -> dict[tuple[str, str], str]:
+def _native_t1_paths(images_tsv: str, size: int, mtime_ns: int) -> Mapping[tuple[str, str], str]:
     # Keyed on the file's size and modification time as well as its name, so a table that intake
     # rewrites is read again; otherwise one read per cohort serves every job of the DAG build
     # (reading it per job grows with the square of the image count).
     table = read_images_table(images_tsv)
-    return dict(zip(zip(table["subject"], table["session"]), table["path"].astype(str)))
+    # read-only: every caller shares the cached mapping
+    return MappingProxyType(dict(zip(zip(table["subject"], table["session"]), table["path"].astype(str))))
 
 
-def native_t1_paths(images_tsv: str | Path) -> dict[tuple[str, str], str]:
+def native_t1_paths(images_tsv: str | Path) -> Mapping[tuple[str, str], str]:
     """``(subject, session)`` -> native T1 path of every image of intake's ``images.tsv``, in its order
     (cached per file version: input functions call this once per job)."""
     stat = os.stat(images_tsv)
