@@ -139,7 +139,7 @@ def main() -> None:
           f"({dag_cpu / dag_wall:.0%} of one core)")
     print(f"make demo (set-up included): wall {(setup_wall + dag_wall) / 60:.1f} min")
     print(f"Snakemake's own process: CPU {snakemake_cpu / 60:.1f} min = {snakemake_cpu / dag_wall:.0%} of one core "
-          f"over the DAG's wall time")
+          f"over the DAG's wall time, {snakemake_cpu / dag_cpu:.1%} of the DAG's CPU time")
 
     summary = rule_sums(clone / "results" / "benchmarks")
     with pd.option_context("display.width", 120, "display.max_rows", 200, "display.float_format", "{:.1f}".format):
