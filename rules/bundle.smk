@@ -1,8 +1,6 @@
 # Using a trained model (see workflow/bundle.py and workflow/predict.py): a self-contained bundle per
 # fine-tuned (variant, cohort, seed), and prediction for new subjects (T1 NIfTI + a clinical CSV)
 # through the training's own preprocessing chain, table encoding and evaluation code.
-import os
-
 from workflow import bundle as bundle_stage
 from workflow import train as train_stage
 from workflow.columns import resolve_columns_path
@@ -35,8 +33,8 @@ rule export_bundle:
     params:
         code=code_fingerprint("workflow/scripts/export_bundle.py"),
         encoder=train_stage.configured_encoder(config),
-        model=lambda wildcards: train_stage.evaluate_settings(config, wildcards.variant),
-        finetune=lambda wildcards: train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort),
+        model=evaluate_settings,
+        finetune=finetune_settings,
         preprocess=bundle_stage.preprocessing_settings(config),
         tables=config["tables"],
     log:
@@ -89,9 +87,8 @@ if "predict" in config:
             qc=paths.PREDICT_QC.format(output=PREDICT["output"]),
         params:
             code=code_fingerprint("workflow.predict", "workflow.gpu_slots"),
-            # the folders of the bundle's manifest and of the outputs
-            bundle=lambda wildcards, input: os.path.dirname(input.bundle),
-            output=lambda wildcards, output: os.path.dirname(output.predictions),
+            bundle=PREDICT["bundle"],
+            output=PREDICT["output"],
             encoder=train_stage.configured_encoder(config),
         log:
             "results/logs/predict/predict.log",

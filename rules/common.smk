@@ -3,9 +3,14 @@
 import sys
 
 from workflow import paths
+from workflow import preprocess as preprocess_stage
+from workflow import train as train_stage
 from workflow.config_checks import validate_config
+from workflow.convert import intake_folders, intake_inputs, raw_folders, raw_inputs
 from workflow.fingerprints import code_fingerprint, data_fingerprints, with_user_folders_ancient
+from workflow.header_encoders import encoder_settings
 from workflow.smk import shell_prefix
+from workflow.synthetic_clinical import cohort_settings
 
 validate_config(config)
 
@@ -19,3 +24,94 @@ wildcard_constraints:
     subject="[A-Za-z0-9]+",
     session="[A-Za-z0-9]+",
     seed=r"\d+",
+
+
+# --- input and params functions of the stage files ------------------------------------------------
+# Each takes the job's wildcards (and, where named so, its resources or input); plain config values
+# go through Snakemake's lookup() instead.
+COHORT_FORMAT = lookup(dpath="cohorts/{cohort}/format", within=config)
+
+
+def synthetic_cohort_settings(wildcards):
+    """The synthesis settings of one cohort (its subject count and class mix)."""
+    return cohort_settings(config["synthetic"], wildcards.cohort)
+
+
+def download_inputs(wildcards):
+    """A conversion job's inputs: the cohort's download folders, flagged ancient (their `data`
+    fingerprint decides whether they changed)."""
+    return with_user_folders_ancient(raw_inputs(config, wildcards.cohort), config, wildcards.cohort)
+
+
+def download_folders(wildcards):
+    return raw_folders(config, wildcards.cohort)
+
+
+def intake_user_inputs(wildcards):
+    """An intake job's inputs: the cohort's folders, flagged ancient as for conversion."""
+    return with_user_folders_ancient(intake_inputs(config, wildcards.cohort), config, wildcards.cohort)
+
+
+def intake_user_folders(wildcards):
+    return intake_folders(config, wildcards.cohort)
+
+
+def convert_data_fingerprints(wildcards):
+    """Every file below the download's folders (workflow/fingerprints.py): edits in them rerun conversion."""
+    return data_fingerprints(config, wildcards.cohort, "convert")
+
+
+def intake_data_fingerprints(wildcards):
+    """Every file below the user's folders: edits inside them rerun intake."""
+    return data_fingerprints(config, wildcards.cohort, "intake")
+
+
+def configured_encoder_settings(wildcards):
+    """The settings of the {encoder} text encoder (its folder, hash and pooling)."""
+    return encoder_settings(config["headers"], wildcards.encoder)
+
+
+def intake_images_table(wildcards):
+    """The cohort's images.tsv, once intake (a checkpoint) has written it."""
+    return preprocess_stage.intake_images(checkpoints, wildcards.cohort)
+
+
+# Training rules (and export_bundle): a Table 1 row's
+# {variant} may be a headers.encoder_variants row, i.e. another variant on another header bank.
+def variant_header_bank(wildcards):
+    return train_stage.header_bank_path(config, wildcards.variant)
+
+
+def variant_encoder(wildcards):
+    return train_stage.configured_encoder(config, wildcards.variant)
+
+
+def variant_model(wildcards):
+    """The registered model a row trains (an encoder row's own variant)."""
+    return train_stage.resolve_variant(wildcards.variant, config)[0]
+
+
+def torchrun_processes(wildcards, resources):
+    """One DDP process per GPU, or the configured number of gloo processes on CPU."""
+    return resources.gpu or config["pretrain"]["cpu_processes"]
+
+
+def cohort_pretrain_settings(wildcards):
+    return train_stage.cohort_pretrain_settings(config, wildcards.variant, wildcards.cohort)
+
+
+def finetune_settings(wildcards):
+    return train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort)
+
+
+def evaluate_settings(wildcards):
+    return train_stage.evaluate_settings(config, wildcards.variant)
+
+
+def pretrained_weights(wildcards):
+    """The pretraining a fine-tuning starts from (none for the supervised rows)."""
+    return train_stage.pretrained_input(wildcards.variant, config, wildcards.cohort)
+
+
+def pretrained_argument(wildcards, input):
+    return f"--pretrained {input.pretrained}" if input.pretrained else ""

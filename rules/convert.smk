@@ -1,7 +1,7 @@
 # rules for the convert stage (see workflow/convert.py): a raw download, as the data centre ships
 # it, -> the BIDS tree (Clinica) or NIfTI folder (dcm2niix) that intake reads. Only cohorts with
 # source: raw have these jobs.
-from workflow.convert import raw_cohort_pattern, raw_folders, raw_inputs
+from workflow.convert import raw_cohort_pattern
 
 CONVERT = config["convert"]
 
@@ -9,19 +9,15 @@ CONVERT = config["convert"]
 rule convert_clinica:
     """Clinica's adni-to-bids / aibl-to-bids (T1) on a cohort's LONI image download and clinical CSVs."""
     input:
-        # The download's folders are ancient(): their `data` fingerprint below decides whether they changed.
-        unpack(lambda wildcards: with_user_folders_ancient(
-            raw_inputs(config, wildcards.cohort), config, wildcards.cohort
-        )),
+        unpack(download_inputs),
     output:
         bids=directory(paths.CONVERTED_BIDS),
         exclusions=paths.CONVERT_EXCLUSIONS,
     params:
         code=code_fingerprint("workflow/scripts/convert_clinica.py"),
-        folders=lambda wildcards: raw_folders(config, wildcards.cohort),
-        # Every file below the download's folders (workflow/fingerprints.py): edits in them rerun it.
-        data=lambda wildcards: data_fingerprints(config, wildcards.cohort, "convert"),
-        fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
+        folders=download_folders,
+        data=convert_data_fingerprints,
+        fmt=COHORT_FORMAT,
         clinica=CONVERT["clinica"],
         t1_series=CONVERT["t1_series"],
     wildcard_constraints:
@@ -42,18 +38,14 @@ rule convert_clinica:
 rule convert_nacc:
     """dcm2niix on each NACC MRI session zip: the session's T1 series -> one NIfTI per zip."""
     input:
-        # The download's folders are ancient(): their `data` fingerprint below decides whether they changed.
-        unpack(lambda wildcards: with_user_folders_ancient(
-            raw_inputs(config, wildcards.cohort), config, wildcards.cohort
-        )),
+        unpack(download_inputs),
     output:
         images=directory(paths.CONVERTED_NIFTI),
         exclusions=paths.CONVERT_EXCLUSIONS,
     params:
         code=code_fingerprint("workflow/scripts/convert_nacc.py"),
-        folders=lambda wildcards: raw_folders(config, wildcards.cohort),
-        # Every file below the download's folders (workflow/fingerprints.py): edits in them rerun it.
-        data=lambda wildcards: data_fingerprints(config, wildcards.cohort, "convert"),
+        folders=download_folders,
+        data=convert_data_fingerprints,
         dcm2niix=CONVERT["dcm2niix"],
         t1_series=CONVERT["t1_series"],
     wildcard_constraints:

@@ -1,5 +1,5 @@
 # Header stage: every column header text -> frozen text-encoder vectors (workflow/headers.py).
-from workflow.header_encoders import encoder_settings, header_texts
+from workflow.header_encoders import header_texts
 
 
 rule embed_headers:
@@ -10,7 +10,7 @@ rule embed_headers:
     params:
         code=code_fingerprint("workflow/scripts/embed_headers.py"),
         texts=header_texts(config),
-        encoder=lambda wildcards: encoder_settings(config["headers"], wildcards.encoder),
+        encoder=configured_encoder_settings,
         batch_size=config["headers"]["batch_size"],
         cache_dir=config["headers"]["cache_dir"],
     log:

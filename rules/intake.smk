@@ -1,15 +1,11 @@
 # rules for the intake stage (see workflow/intake.py)
 from workflow.columns import resolve_columns_path
-from workflow.convert import intake_folders, intake_inputs
 
 
 checkpoint intake_cohort:
     """Read a cohort's native files into one images table and one visits table."""
     input:
-        # The user's folders are ancient(): their `data` fingerprint below decides whether they changed.
-        unpack(lambda wildcards: with_user_folders_ancient(
-            intake_inputs(config, wildcards.cohort), config, wildcards.cohort
-        )),
+        unpack(intake_user_inputs),
         columns=str(resolve_columns_path(config["tables"]["columns"])),
     output:
         images=paths.INTAKE_IMAGES,
@@ -17,13 +13,12 @@ checkpoint intake_cohort:
         exclusions=paths.INTAKE_EXCLUSIONS,
         cell_qc=paths.INTAKE_CELL_QC,
     params:
-        folders=lambda wildcards: intake_folders(config, wildcards.cohort),
-        fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
-        files=lambda wildcards: config["cohorts"][wildcards.cohort]["files"],
+        folders=intake_user_folders,
+        fmt=COHORT_FORMAT,
+        files=lookup(dpath="cohorts/{cohort}/files", within=config),
         # None when unset: intake takes the format's default (workflow.intake.DEFAULT_SUBJECT_PREFIX).
-        subject_prefix=lambda wildcards: config["cohorts"][wildcards.cohort].get("subject_prefix"),
-        # Every file below the user's folders (workflow/fingerprints.py): edits inside them rerun intake.
-        data=lambda wildcards: data_fingerprints(config, wildcards.cohort, "intake"),
+        subject_prefix=lookup(dpath="cohorts/{cohort}/subject_prefix", within=config, default=None),
+        data=intake_data_fingerprints,
         code=code_fingerprint("workflow/scripts/intake_cohort.py"),
     log:
         "results/logs/intake_cohort/{cohort}.log",

@@ -8,6 +8,13 @@ preprocess_stage.check_user_files(PREPROCESS)
 PREPROCESS_FILES = preprocess_stage.session_files(PREPROCESS["voxel_size_mm"])
 PREPROCESS_TEMPLATE = preprocess_stage.template_files(PREPROCESS["voxel_size_mm"])
 
+# On a cluster these run where Snakemake runs: they read small per-image files and write one table,
+# less work than a submission (profiles/slurm).
+localrules:
+    preprocess_accepted,
+    preprocess_cohort_qc,
+
+
 
 rule preprocess_all:
     """Preprocessing target: every cohort's QC table (and so every image's model-ready volume)."""
@@ -66,7 +73,7 @@ rule preprocess_check_t1:
 checkpoint preprocess_accepted:
     """The images of a cohort that passed the input check (the rest reach qc.tsv as excluded)."""
     input:
-        images=lambda wildcards: preprocess_stage.intake_images(checkpoints, wildcards.cohort),
+        images=intake_images_table,
         verdicts=preprocess_stage.every_image_input(checkpoints, PREPROCESS_FILES["check"]),
     output:
         accepted=preprocess_stage.ACCEPTED,
@@ -223,7 +230,7 @@ rule preprocess_image_qc:
 rule preprocess_cohort_qc:
     """The cohort's qc.tsv (one row per image, passed or why not) and exclusions.tsv."""
     input:
-        images=lambda wildcards: preprocess_stage.intake_images(checkpoints, wildcards.cohort),
+        images=intake_images_table,
         verdicts=preprocess_stage.every_image_input(checkpoints, PREPROCESS_FILES["check"]),
         qc=preprocess_stage.accepted_image_input(checkpoints, PREPROCESS_FILES["qc"]),
     output:

@@ -3,6 +3,10 @@
 from workflow.report import Uncertainty
 from workflow.smk import REPO_ROOT
 
+# On a cluster Table 1 is written where Snakemake runs: it reads metrics and predictions files only.
+localrules:
+    results_table,
+
 
 rule results_table:
     input:

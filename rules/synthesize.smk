@@ -1,7 +1,5 @@
 # rules for the synthesize stage (see workflow/synthesize.py, docs/interfaces.md section 1):
 # a synthetic stand-in for every cohort whose config says source: synthetic.
-from workflow.synthetic_clinical import cohort_settings
-
 SYNTHETIC = config["synthetic"]
 SYNTHETIC_COHORTS = [name for name, cohort in config["cohorts"].items() if cohort["source"] in ("synthetic", "synthetic_raw")]
 SYNTHETIC_RAW_COHORTS = [name for name, cohort in config["cohorts"].items() if cohort["source"] == "synthetic_raw"]
@@ -13,8 +11,8 @@ rule synthesize_cohort:
         root=directory(paths.SYNTHETIC_ROOT),
     params:
         code=code_fingerprint("workflow/scripts/synthesize_cohort.py"),
-        fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
-        settings=lambda wildcards: cohort_settings(SYNTHETIC, wildcards.cohort),
+        fmt=COHORT_FORMAT,
+        settings=synthetic_cohort_settings,
     wildcard_constraints:
         # (?!) matches nothing: with no synthetic cohort the rule never applies.
         cohort="|".join(SYNTHETIC_COHORTS) or "(?!)",
@@ -39,7 +37,7 @@ rule synthesize_raw_download:
         root=directory(paths.SYNTHETIC_RAW_ROOT),
     params:
         code=code_fingerprint("workflow/scripts/synthesize_raw_download.py"),
-        fmt=lambda wildcards: config["cohorts"][wildcards.cohort]["format"],
+        fmt=COHORT_FORMAT,
     wildcard_constraints:
         cohort="|".join(SYNTHETIC_RAW_COHORTS) or "(?!)",
     log:

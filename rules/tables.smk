@@ -10,7 +10,7 @@ rule build_table:
         intake_exclusions=paths.INTAKE_EXCLUSIONS,
         qc=paths.PREPROCESS_QC,
         columns=str(resolve_columns_path(config["tables"]["columns"])),
-        split_table=lambda wildcards: config["tables"]["split_tables"].get(wildcards.cohort, []),
+        split_table=lookup(dpath="tables/split_tables/{cohort}", within=config, default=[]),
     output:
         table=paths.TABLE,
         columns=paths.TABLE_COLUMNS,

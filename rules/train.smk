@@ -10,11 +10,12 @@ wildcard_constraints:
     variant="[A-Za-z0-9_]+",
 
 
+
 rule pretrain:
     input:
         tables=expand(paths.TABLE, cohort=COHORTS),
         columns=expand(paths.TABLE_COLUMNS, cohort=COHORTS),
-        header_bank=lambda wildcards: train_stage.header_bank_path(config, wildcards.variant),
+        header_bank=variant_header_bank,
     output:
         weights=paths.PRETRAINED_WEIGHTS,
         metrics=train_stage.PRETRAIN_METRICS,
@@ -22,12 +23,10 @@ rule pretrain:
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         cohorts=COHORTS,
-        encoder=lambda wildcards: train_stage.configured_encoder(config, wildcards.variant),
-        # The model a row pretrains (a headers.encoder_variants row: its variant on another bank).
-        model_variant=lambda wildcards: train_stage.resolve_variant(wildcards.variant, config)[0],
+        encoder=variant_encoder,
+        model_variant=variant_model,
         settings=train_stage.pretrain_settings(config),
-        # One DDP process per GPU, or the configured number of gloo processes on CPU.
-        nproc=lambda wildcards, resources: resources.gpu or config["pretrain"]["cpu_processes"],
+        nproc=torchrun_processes,
     log:
         "results/logs/pretrain/{variant}.log",
     benchmark:
@@ -62,8 +61,8 @@ rule pretrain_cohort:
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
         encoder=train_stage.configured_encoder(config),
-        settings=lambda wildcards: train_stage.cohort_pretrain_settings(config, wildcards.variant, wildcards.cohort),
-        nproc=lambda wildcards, resources: resources.gpu or config["pretrain"]["cpu_processes"],
+        settings=cohort_pretrain_settings,
+        nproc=torchrun_processes,
     log:
         "results/logs/pretrain/{variant}/{cohort}.log",
     benchmark:
@@ -89,17 +88,17 @@ rule finetune:
         table=paths.TABLE,
         split=paths.TABLE_SPLIT,
         columns=paths.TABLE_COLUMNS,
-        header_bank=lambda wildcards: train_stage.header_bank_path(config, wildcards.variant),
-        pretrained=lambda wildcards: train_stage.pretrained_input(wildcards.variant, config, wildcards.cohort),
+        header_bank=variant_header_bank,
+        pretrained=pretrained_weights,
     output:
         best=paths.FINETUNED_WEIGHTS,
         metrics=train_stage.FINETUNE_METRICS,
         provenance=paths.FINETUNE_PROVENANCE,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
-        encoder=lambda wildcards: train_stage.configured_encoder(config, wildcards.variant),
-        settings=lambda wildcards: train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort),
-        pretrained=lambda wildcards, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
+        encoder=variant_encoder,
+        settings=finetune_settings,
+        pretrained=pretrained_argument,
     log:
         "results/logs/finetune/{variant}/{cohort}/seed-{seed}.log",
     benchmark:
@@ -124,7 +123,7 @@ rule evaluate:
     input:
         table=paths.TABLE,
         columns=paths.TABLE_COLUMNS,
-        header_bank=lambda wildcards: train_stage.header_bank_path(config, wildcards.variant),
+        header_bank=variant_header_bank,
         weights=paths.FINETUNED_WEIGHTS,
     output:
         metrics=paths.EVAL_METRICS,
@@ -132,8 +131,8 @@ rule evaluate:
         provenance=paths.EVAL_PROVENANCE,
     params:
         code=code_fingerprint("workflow.train", "workflow.gpu_slots"),
-        encoder=lambda wildcards: train_stage.configured_encoder(config, wildcards.variant),
-        settings=lambda wildcards: train_stage.evaluate_settings(config, wildcards.variant),
+        encoder=variant_encoder,
+        settings=evaluate_settings,
     log:
         "results/logs/evaluate/{variant}/{cohort}/seed-{seed}.log",
     benchmark:

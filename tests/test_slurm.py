@@ -222,3 +222,16 @@ def test_per_image_rules_go_to_slurm_as_one_job_per_image(slurm_run: dict) -> No
         verdicts = [json.loads((root / files["check"].format(**key)).read_text()) for root in (run, local)]
         assert [{k: v for k, v in verdict.items() if k != "gzip_crc_check_s"} for verdict in verdicts] == [
             {k: v for k, v in verdicts[1].items() if k != "gzip_crc_check_s"}] * 2
+
+
+@needs_slurm
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_aggregating_rules_run_where_snakemake_runs(tiny_full_run: Path, tmp_path: Path) -> None:
+    """Table 1 only reads metrics files: under the SLURM profile it runs on the submitting host
+    (``localrules``), with no sbatch."""
+    run = copy_run(tiny_full_run, tmp_path / "run")
+    remade = run_snakemake(run, paths.TABLE1.format(ext="csv"), "--forcerun=results_table", "--profile", str(PROFILE),
+                           FAST_POLLING, "--jobs=2", env=VENV_ON_PATH, timeout=300)
+    assert "localrule results_table:" in remade.stdout, remade.stdout[-4000:]
+    assert submitted_jobs(remade.stdout) == {}, remade.stdout[-4000:]
