@@ -14,6 +14,13 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "tests" / "config.tiny.yaml"
 
 
+def markdown_lines(text: str) -> list[str]:
+    """The lines of a Markdown file with each table row's cell padding removed ("| a | b |"), so
+    tests can compare rows whatever the column widths."""
+    return ["| " + " | ".join(cell.strip() for cell in line.strip()[1:-1].split("|")) + " |"
+            if line.startswith("|") else line for line in text.splitlines()]
+
+
 def run_snakemake(
     workdir: Path,
     *args: str,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TINY_CONFIG, run_snakemake
+from conftest import REPO, TINY_CONFIG, markdown_lines, run_snakemake
 
 from workflow import paths
 
@@ -25,7 +25,7 @@ def test_tiny_dag_runs_from_synthetic_natives_to_table1(tiny_full_run: Path) -> 
     """
     config = yaml.safe_load(TINY_CONFIG.read_text())
     cohorts = list(config["cohorts"])
-    markdown = (tiny_full_run / paths.TABLE1.format(ext="md")).read_text().splitlines()
+    markdown = markdown_lines((tiny_full_run / paths.TABLE1.format(ext="md")).read_text())
     assert markdown[0].startswith("| Method | " + f"{cohorts[0]} Acc")
     # the rows in report.variants order (a supervised baseline, then CITab), then the majority row
     assert [line.split(" |")[0] for line in markdown[2:5]] == ["| DAFT", "| CITab", "| Majority class"]
@@ -40,7 +40,7 @@ def test_tiny_dag_runs_from_synthetic_natives_to_table1(tiny_full_run: Path) -> 
     # The baseline trained from scratch: no pretraining of its own; CITab's once across cohorts.
     assert not (tiny_full_run / paths.PRETRAIN_DIR.format(variant="daft")).exists()
     # Table 1 beside the paper's: all ten paper rows, the eight the tiny run leaves out saying so in each cell.
-    compared = (tiny_full_run / paths.TABLE1_VS_PAPER.format(ext="md")).read_text().splitlines()
+    compared = markdown_lines((tiny_full_run / paths.TABLE1_VS_PAPER.format(ext="md")).read_text())
     assert len([line for line in compared if line.startswith("| ")]) == 1 + 10 + 1  # header, paper rows, majority
     assert sum(line.count("not run") for line in compared) == 8 * len(cohorts) * 3
     assert any(line.startswith("| DAFT | ") and "not run" not in line for line in compared)

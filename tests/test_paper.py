@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import REPO, markdown_lines, run_snakemake
 
 from model.data import CohortRows, ImageTableDataset, SampleSettings
 from model.augment import AugmentSettings
@@ -180,7 +180,7 @@ def test_table2_keeps_an_unsupplied_encoder_row_tests_rows_and_sits_next_to_the_
         reference="citab", tests_csv=out["s.csv"], tests_markdown_path=out["s.md"],
         paper_table=str(REPO_ROOT / paths.PAPER_TABLE2), comparison_csv=out["p.csv"], comparison_markdown_path=out["p.md"],
     )
-    lines = Path(out["t.md"]).read_text().splitlines()
+    lines = markdown_lines(Path(out["t.md"]).read_text())
     assert lines[2].startswith("| w/o header embedding | ")
     assert lines[3] == "| BioBERT header embedding | " + " | ".join(["encoder not supplied"] * 6) + " |"
     # bootstrap cells "mean [lo, hi]"; the guessing row differs from CITab on 40 subjects: marked.
@@ -194,7 +194,7 @@ def test_table2_keeps_an_unsupplied_encoder_row_tests_rows_and_sits_next_to_the_
     tests = pd.read_csv(out["s.csv"])
     assert set(tests["variant"]) == {"citab_no_header"} and (tests["p_value"] < 0.05).all()
     assert (tests["n_subjects"] == 40).all() and (tests["n_seeds"] == 2).all()
-    compared = Path(out["p.md"]).read_text()
+    compared = "\n".join(markdown_lines(Path(out["p.md"]).read_text()))
     assert "| BioBERT header embedding | encoder not supplied (0.834) |" in compared
     assert "| citab_no_ssl | not run (0.828) |" in compared  # a paper row this table did not run
     assert r"\label{tab:table2}" in Path(out["t.tex"]).read_text()
@@ -214,7 +214,7 @@ def test_table3_averages_the_cohorts_per_seed(tmp_path: Path) -> None:
                          if "/citab/" in f and f"seed-{seed}/" in f]) for seed in (1, 2)]
     assert numeric.loc["citab", "Average_f1"] == pytest.approx(np.mean(per_seed))
     assert numeric.loc["citab", "Average_f1_sd"] == pytest.approx(np.std(per_seed, ddof=1))
-    header = Path(out["t.md"]).read_text().splitlines()[0]
+    header = markdown_lines(Path(out["t.md"]).read_text())[0]
     assert header.endswith("| NACC F1 | Average Acc | Average AUC | Average F1 |")
     assert r"\label{tab:table3}" in Path(out["t.tex"]).read_text()
     long = pd.read_csv(out["p.csv"])
@@ -228,7 +228,7 @@ def test_header_similarity_sits_next_to_the_paper_and_names_an_unsupplied_encode
     table = write_header_similarity({"minilm": str(report)}, ["minilm", "biobert"], {"biobert": "encoder not supplied"},
                                     str(REPO_ROOT / paths.PAPER_TABLE2), 3, str(tmp_path / "s.csv"), str(tmp_path / "s.md"))
     assert list(table["encoder"]) == ["minilm", "biobert", "bert-base-uncased"]
-    lines = (tmp_path / "s.md").read_text().splitlines()
+    lines = markdown_lines((tmp_path / "s.md").read_text())
     assert lines[2] == "| minilm | 0.170 | – | 30 |"
     assert lines[3] == "| biobert | encoder not supplied | 0.935 | – |"
     assert lines[4] == "| bert-base-uncased | not used by this configuration | 0.864 | – |"

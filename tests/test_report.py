@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import markdown_lines
 from workflow import paths
 from workflow.report import format_cell, write_table1
 
@@ -43,7 +44,7 @@ def test_mean_and_sd_over_seeds_in_the_paper_layout(tmp_path: Path) -> None:
         files.append(write_metrics(tmp_path, "citab_no_header", "ADNI", seed, 0.6, 0.8, 0.5))
         files.append(write_metrics(tmp_path, "citab_no_header", "AIBL", seed, 0.6, 0.8, 0.5))
     numeric, markdown, latex = build(tmp_path, files, ["citab", "citab_no_header"])
-    lines = markdown.splitlines()
+    lines = markdown_lines(markdown)
     assert lines[0] == "| Method | ADNI Acc | ADNI AUC | ADNI F1 | AIBL Acc | AIBL AUC | AIBL F1 |"
     assert lines[2] == "| CITab | 0.840 ± 0.040 | 0.900 ± 0.000 | 0.800 ± 0.000 | 0.700 ± 0.000 | 0.850 ± 0.000 | 0.600 ± 0.000 |"
     assert lines[3].startswith("| citab_no_header | 0.600 ± 0.000 |")
@@ -62,7 +63,7 @@ def test_majority_row_scores_always_predicting_the_most_frequent_class(tmp_path:
     ]
     numeric, markdown, latex = build(tmp_path, files, ["citab"])
     # ADNI: 4 of 6 are MCI -> Acc 4/6; F1 of MCI 2*(4/6)/(4/6 + 1) = 0.8, CN and DE 0 -> macro 0.8 / 3.
-    assert markdown.splitlines()[3] == "| Majority class | 0.667 | 0.500 | 0.267 | 0.667 | 0.500 | 0.400 |"
+    assert markdown_lines(markdown)[3] == "| Majority class | 0.667 | 0.500 | 0.267 | 0.667 | 0.500 | 0.400 |"
     assert numeric.loc["majority", "ADNI_n_seeds"] == 0 and numeric.loc["majority", "method"] == "Majority class"
     assert "Majority class & 0.667" in latex
     _, without, _ = build(tmp_path, files, ["citab"], majority=False)
@@ -85,7 +86,7 @@ def test_single_seed_has_no_sd_and_partial_auc_is_marked(tmp_path: Path) -> None
         write_metrics(tmp_path, "citab", "AIBL", 1, 1.0, None, 1.0, auc_complete=False),
     ]
     _, markdown, latex = build(tmp_path, files, ["citab"])
-    assert "| CITab | 0.500 | 0.750† | 0.400 | 1.000 | n/a† | 1.000 |" in markdown
+    assert "| CITab | 0.500 | 0.750† | 0.400 | 1.000 | n/a† | 1.000 |" in markdown_lines(markdown)
     assert "† AUC averaged over the classes present" in markdown and r"$^\dagger$" in latex
 
 
@@ -125,7 +126,7 @@ def test_table1_next_to_the_paper_keeps_the_paper_order_and_every_cell(tmp_path:
     unrun = long[long["variant"] == "tip"]
     assert (unrun["n_seeds"] == 0).all() and unrun["reproduced"].isna().all() and unrun["paper"].notna().all()
     assert not unrun["ran"].any() and long[long["variant"] == "majority"]["ran"].all()
-    lines = Path(compared["md"]).read_text().splitlines()
+    lines = markdown_lines(Path(compared["md"]).read_text())
     assert lines[0] == "| Method | ADNI Acc | ADNI AUC | ADNI F1 | AIBL Acc | AIBL AUC | AIBL F1 |"
     assert lines[5].startswith("| DAFT | 0.800 (0.811) | 0.900 (0.937) | 0.700 (0.809) | 0.800 (0.785) |")
     assert lines[9] == "| tip | " + " | ".join(f"not run ({v:.3f})" for c in COHORTS for v in paper["rows"]["tip"][c]) + " |"

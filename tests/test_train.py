@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY_CONFIG, run_snakemake
+from conftest import REPO, TINY_CONFIG, markdown_lines, run_snakemake
 from safetensors import safe_open
 from safetensors.torch import load_file
 from test_train_helpers import ENCODER, write_training_inputs
@@ -75,7 +75,7 @@ def test_ddp_pretraining_two_gloo_processes_agree(trained: Path) -> None:
     checkpoints = trained / paths.PRETRAIN_DIR.format(variant="citab") / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
     table = (trained / paths.TABLE1.format(ext="md")).read_text()
-    assert [line.split(" |")[0] for line in table.splitlines()[2:5]] == ["| DAFT", "| CITab", "| Majority class"]
+    assert [line.split(" |")[0] for line in markdown_lines(table)[2:5]] == ["| DAFT", "| CITab", "| Majority class"]
     evaluation = json.loads((trained / paths.EVAL_METRICS.format(variant="citab", cohort="ADNI", seed=1)).read_text())
     assert evaluation["n"] == 6 and len(evaluation["confusion_matrix"]) == 3
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,40 +220,52 @@ def formatted_cells(
     return cells
 
 
+def _method_table(cells: pd.DataFrame, names: dict[str, str], flat_columns: bool) -> pd.DataFrame:
+    """``cells`` with rows named by method; columns "<cohort> <metric>" when ``flat_columns``
+    (Markdown has one header row), else the (cohort, metric) pairs."""
+    table = cells.copy()
+    table.index = pd.Index([names.get(variant, variant) for variant in cells.index])
+    if flat_columns:
+        table.columns = [f"{cohort} {label}" for cohort, label in cells.columns]
+        table.index.name = "Method"
+    else:  # "Method" heads the index column in the first of the two header rows (LaTeX)
+        table.columns = table.columns.set_names(["Method", None])
+    return table
+
+
+def _markdown(table: pd.DataFrame, note: str) -> str:
+    """A pipe table (pandas + tabulate), method names left-aligned and cells centred, ``note`` below."""
+    text = table.to_markdown(tablefmt="pipe", colalign=["left"] + ["center"] * len(table.columns), disable_numparse=True)
+    return text + ("\n\n" + note if note else "") + "\n"
+
+
 def to_markdown(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], note: str) -> str:
-    header = ["Method", *(f"{cohort} {label}" for cohort, label in cells.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * len(cells.columns)) + "|"]
-    for variant, row in cells.iterrows():
-        lines.append("| " + " | ".join([names.get(variant, variant), *row.tolist()]) + " |")
-    return "\n".join(lines) + ("\n\n" + note if note else "") + "\n"
+    return _markdown(_method_table(cells, names, flat_columns=True), note)
 
 
 TABLE1_CAPTION = "Classification on the test sets (mean ± SD over fine-tuning seeds where several ran)."
 
 
+def _latex_symbols(text: str) -> str:
+    """The table's plain-text symbols as LaTeX math, once the text is escaped."""
+    return text.replace(" ± ", r" $\pm$ ").replace(PARTIAL_AUC_MARK, r"$^\dagger$")
+
+
+def _latex_text(text: str) -> str:
+    """Caption or note text, escaped as pandas escapes the cells (Styler leaves them as given)."""
+    escaped = re.sub(r"[\\&%$#_{}]", lambda m: r"\textbackslash{}" if m[0] == "\\" else "\\" + m[0], text)
+    return _latex_symbols(escaped)
+
+
 def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], note: str,
              caption: str = TABLE1_CAPTION, label: str = "tab:table1") -> str:
-    def escape(text: str) -> str:
-        return (text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-                .replace(" ± ", r" $\pm$ ").replace(PARTIAL_AUC_MARK, r"$^\dagger$"))
-
-    width = len(METRICS)
-    lines = [
-        r"\begin{table}[t]", r"\centering",
-        r"\caption{" + escape(caption) + "}",
-        r"\label{" + label + "}",
-        r"\begin{tabular}{l" + "c" * len(cells.columns) + "}", r"\toprule",
-        "Method & " + " & ".join(rf"\multicolumn{{{width}}}{{c}}{{{escape(c)}}}" for c in cohorts) + r" \\",
-        " ".join(rf"\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(cohorts))),
-        " & " + " & ".join(label for _, label in cells.columns) + r" \\", r"\midrule",
-    ]
-    for variant, row in cells.iterrows():
-        lines.append(" & ".join([escape(names.get(variant, variant)), *(escape(t) for t in row.tolist())]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    for line in note.split("\n\n") if note else []:
-        lines.append(r"\par\footnotesize " + escape(line))
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+    """A booktabs table (pandas' Styler): one column group per cohort, the notes under the tabular."""
+    styler = (_method_table(cells, names, flat_columns=False).style
+              .format(escape="latex").format_index(escape="latex", axis=0).format_index(escape="latex", axis=1))
+    latex = styler.to_latex(caption=_latex_text(caption), label=label, position="t", position_float="centering",
+                            hrules=True, multicol_align="c", column_format="l" + "c" * len(cells.columns))
+    notes = "".join(r"\par\footnotesize " + _latex_text(line) + "\n" for line in (note.split("\n\n") if note else []))
+    return _latex_symbols(latex).replace("\\end{table}", notes + "\\end{table}")
 
 
 def add_bootstrap_intervals(
@@ -305,13 +318,11 @@ def long_table_markdown(long: pd.DataFrame, names: dict[str, str], cohorts: list
                         cell: Callable[[pd.Series], str], note: str) -> str:
     """A long table (one row per variant, cohort, metric) laid out like Table 1: rows = variants in
     their order of appearance, columns = cohort x metric, each cell ``cell(row)``, ``note`` below."""
-    header = ["Method", *(f"{cohort} {label}" for cohort in cohorts for label in METRICS.values())]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
-    for variant, rows in long.groupby("variant", sort=False):
-        cells = [cell(rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0])
-                 for cohort in cohorts for metric in METRICS]
-        lines.append("| " + " | ".join([names.get(variant, variant), *cells]) + " |")
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    wide = {names.get(variant, variant): {f"{cohort} {METRICS[metric]}": cell(
+                rows[(rows["cohort"] == cohort) & (rows["metric"] == metric)].iloc[0])
+             for cohort in cohorts for metric in METRICS}
+            for variant, rows in long.groupby("variant", sort=False)}
+    return _markdown(pd.DataFrame.from_dict(wide, orient="index").rename_axis("Method"), note)
 
 
 def tests_markdown(tests: pd.DataFrame, names: dict[str, str], cohorts: list[str], decimals: int, note: str) -> str:
@@ -545,15 +556,15 @@ def write_header_similarity(
     table = pd.DataFrame.from_records(records)
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False, float_format=f"%.{decimals + 3}f")
-    lines = ["| Header encoder | Mean pairwise cosine, reproduced | Paper | Header texts |",
-             "|---|:---:|:---:|:---:|"]
-    for row in table.itertuples():
-        mine = row.status if row.status else f"{row.reproduced:.{decimals}f}"
-        theirs = "–" if math.isnan(row.paper) else f"{row.paper:.{decimals}f}"
-        lines.append(f"| {row.encoder} | {mine} | {theirs} | {row.n_headers or '–'} |")
-    lines += ["", "Mean cosine similarity over all pairs of distinct header vectors of the bank (every column "
-              "header of every cohort once). The paper reports it for BERT and BioBERT to explain why the more "
-              "homogeneous BioBERT vectors separate columns less well (Table 2, alternative header encoder)."]
-    Path(markdown_path).write_text("\n".join(lines) + "\n")
+    shown = pd.DataFrame({
+        "Header encoder": table["encoder"],
+        "Mean pairwise cosine, reproduced": [row.status or f"{row.reproduced:.{decimals}f}" for row in table.itertuples()],
+        "Paper": ["–" if math.isnan(value) else f"{value:.{decimals}f}" for value in table["paper"]],
+        "Header texts": [count or "–" for count in table["n_headers"]],
+    }).set_index("Header encoder")
+    note = ("Mean cosine similarity over all pairs of distinct header vectors of the bank (every column header of "
+            "every cohort once). The paper reports it for BERT and BioBERT to explain why the more homogeneous "
+            "BioBERT vectors separate columns less well (Table 2, alternative header encoder).")
+    Path(markdown_path).write_text(_markdown(shown, note))
     log.info("header similarity:\n%s", Path(markdown_path).read_text())
     return table
