@@ -181,11 +181,14 @@ def test_adding_a_cohort_or_column_is_a_yaml_edit(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda c: c["columns"][1].pop("levels"), "needs 'levels'"),
-    (lambda c: c["columns"][0].update(type="number"), "'type' must be one of"),
-    (lambda c: c["columns"][4].update(transform="log"), "'transform' must be one of"),
+    (lambda c: c["columns"][1].pop("levels"), "columns[1] (sex): 'levels' is a required property"),
+    (lambda c: c["columns"][0].update(type="number"), "columns[0] (age).type: 'number' is not one of ['continuous', "),
+    (lambda c: c["columns"][4].update(transform="log"), "columns[4] (mmse).transform: 'log' is not one of ['number', "),
     (lambda c: c["columns"].append(dict(c["columns"][0])), "repeated: ['age']"),
-    (lambda c: c["label"]["map"].update(AD="Alzheimer"), "classes must be CN, MCI or DE"),
+    (lambda c: c["label"]["map"].update(AD="Alzheimer"), "label.map.AD: 'Alzheimer' is not one of ['CN', 'MCI', 'DE']"),
+    (lambda c: c["columns"][0].update(levels=["young", "old"]), "columns[0] (age): 'levels' is for categorical columns"),
+    (lambda c: c["columns"][0].update(colour="red"), "columns[0] (age): Additional properties are not allowed ('colour'"),
+    (lambda c: c["columns"][4].update(source=["A", "B"]), "columns[4] (mmse): transform number takes exactly one source"),
 ])
 def test_malformed_column_definitions_name_cohort_and_column(tmp_path, edit, message):
     document = yaml.safe_load(COLUMNS_YAML.read_text())

@@ -15,7 +15,6 @@ reader or the YAML parser made of them.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,6 @@ import yaml
 
 from workflow.smk import REPO_ROOT
 
-FORMATS = ("adni", "aibl", "nacc")
-TYPES = ("continuous", "categorical")
-TRANSFORMS = ("number", "censored", "sum", "count_equal", "age_from_birth_year")
 LABEL_CLASSES = {"CN": 0, "MCI": 1, "DE": 2}
 # Native tables a column may name, per format (the native layouts of docs/interfaces.md section 1).
 FORMAT_TABLES = {
@@ -42,9 +38,8 @@ FORMAT_MISSING_CODES = {"adni": ("-4", "-1"), "aibl": ("-4",), "nacc": ("-4",)}
 # Transforms whose result is the native number itself, so that a `range` can say whether a code is
 # a real value (a sum or a count would hide a -4 inside a plausible total).
 RANGED_TRANSFORMS = ("number", "censored")
-COLUMN_KEYS = {"name", "header", "type", "levels", "table", "source", "transform", "value", "map",
-               "missing", "range", "fallback", "static"}
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# The file's shape (keys, types, allowed values); the checks here cover what spans keys or cohorts.
+SCHEMA = Path(__file__).parent / "schemas" / "columns.schema.yaml"
 
 
 class ColumnsError(ValueError):
@@ -100,17 +95,32 @@ def load_columns(path: str | Path) -> dict:
         document = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ColumnsError(f"{path}: cannot read the column definitions (expected UTF-8 YAML): {error}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("cohorts"), dict):
-        raise ColumnsError(f"{path}: expected a mapping with a 'cohorts' mapping at the top")
-    crosswalks = {}
-    for name, table in (document.get("crosswalks") or {}).items():
-        if not isinstance(table, dict):
-            raise ColumnsError(f"{path}: crosswalks.{name}: expected a mapping of score -> score")
-        crosswalks[name] = {normalise_code(k): float(v) for k, v in table.items()}
-    cohorts = {}
-    for cohort, spec in document["cohorts"].items():
-        cohorts[str(cohort)] = _check_cohort(path, str(cohort), spec, crosswalks)
+    _check_shape(path, document)
+    crosswalks = {name: {normalise_code(k): float(v) for k, v in table.items()}
+                  for name, table in (document.get("crosswalks") or {}).items()}
+    cohorts = {str(cohort): _check_cohort(path, str(cohort), spec, crosswalks)
+               for cohort, spec in document["cohorts"].items()}
     return {"crosswalks": crosswalks, "cohorts": cohorts}
+
+
+def _check_shape(path: Path, document: Any) -> None:
+    """The file against :data:`SCHEMA`; the first error names its place, e.g.
+    ``cohorts.ADNI.columns[3] (mmse).type``, what was found and what is expected."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    if error is None:
+        return
+    where = ""
+    for position, part in enumerate(error.absolute_path):
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+        parent = list(error.absolute_path)[position - 1] if position else None
+        if parent == "columns" and isinstance(part, int):
+            name = document["cohorts"][error.absolute_path[1]]["columns"][part]
+            where += f" ({name.get('name')})" if isinstance(name, dict) else ""
+    expected = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+    raise ColumnsError(f"{path}: {where or 'top level'}: {error.message}" + (f" (expected: {expected.strip()})" if expected else ""))
 
 
 def cohort_spec(path: str | Path, cohort: str) -> dict:
@@ -155,94 +165,55 @@ def all_header_texts(path: str | Path) -> list[str]:
     return texts
 
 
-def _check_cohort(path: Path, cohort: str, spec: Any, crosswalks: dict) -> dict:
+def _check_cohort(path: Path, cohort: str, spec: dict, crosswalks: dict) -> dict:
     where = f"{path}: cohorts.{cohort}"
-    if not isinstance(spec, dict):
-        raise ColumnsError(f"{where}: expected a mapping with format, label and columns")
-    unknown = set(spec) - {"format", "label", "columns"}
-    if unknown:
-        raise ColumnsError(f"{where}: unknown keys {sorted(unknown)} (allowed: format, label, columns)")
-    fmt = spec.get("format")
-    if fmt not in FORMATS:
-        raise ColumnsError(f"{where}.format: expected one of {FORMATS}, got {fmt!r}")
-    label = _check_label(f"{where}.label", spec.get("label"))
-    columns = spec.get("columns")
-    if not isinstance(columns, list) or not columns:
-        raise ColumnsError(f"{where}.columns: expected a non-empty list of columns")
-    checked = [_check_column(f"{where}.columns[{i}]", fmt, column, crosswalks) for i, column in enumerate(columns)]
+    fmt = spec["format"]
+    checked = [_check_column(f"{where}.columns[{i}]", fmt, column, crosswalks) for i, column in enumerate(spec["columns"])]
     names = [column["name"] for column in checked]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise ColumnsError(f"{where}.columns: column names must be unique; repeated: {duplicated}")
-    return {"format": fmt, "label": label, "columns": checked}
+    return {"format": fmt, "label": _label(spec["label"]), "columns": checked}
 
 
-def _check_label(where: str, label: Any) -> dict:
-    if not isinstance(label, dict) or "column" not in label or not isinstance(label.get("map"), dict):
-        raise ColumnsError(f"{where}: expected {{column, map: {{raw code: CN|MCI|DE}}, table?, missing?}}")
-    mapping = {normalise_code(k): str(v) for k, v in label["map"].items()}
-    bad = sorted({v for v in mapping.values() if v not in LABEL_CLASSES})
-    if bad:
-        raise ColumnsError(f"{where}.map: classes must be CN, MCI or DE; got {bad}")
+def _label(label: dict) -> dict:
     return {
         "table": label.get("table"),
         "column": str(label["column"]),
-        "map": mapping,
+        "map": {normalise_code(k): str(v) for k, v in label["map"].items()},
         "missing": [normalise_code(v) for v in label.get("missing", [])],
         "transition_strings": bool(label.get("transition_strings", False)),
     }
 
 
-def _check_column(where: str, fmt: str, column: Any, crosswalks: dict) -> dict:
-    if not isinstance(column, dict):
-        raise ColumnsError(f"{where}: expected a mapping with name, header, type, source")
-    name = column.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ColumnsError(f"{where}: 'name' must be an identifier (letters, digits, _), got {name!r}")
+def _check_column(where: str, fmt: str, column: dict, crosswalks: dict) -> dict:
+    """One column of the schema-checked file, normalised, after the checks that span its keys."""
+    name, kind = column["name"], column["type"]
     where = f"{where} ({name})"
-    unknown = set(column) - COLUMN_KEYS
-    if unknown:
-        raise ColumnsError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(COLUMN_KEYS)})")
-    header = column.get("header")
-    if not isinstance(header, str) or not header.strip():
-        raise ColumnsError(f"{where}: 'header' must be a non-empty text")
-    kind = column.get("type")
-    if kind not in TYPES:
-        raise ColumnsError(f"{where}: 'type' must be one of {TYPES}, got {kind!r}")
-    levels = _check_levels(where, kind, column.get("levels"))
+    levels = _levels(where, kind, column.get("levels"))
     table = column.get("table", FORMAT_TABLES[fmt][0] if len(FORMAT_TABLES[fmt]) == 1 else None)
     if table not in FORMAT_TABLES[fmt]:
         raise ColumnsError(f"{where}: 'table' must be one of {FORMAT_TABLES[fmt]} for format {fmt}, got {table!r}")
-    source = column.get("source")
+    source = column["source"]
     sources = [source] if isinstance(source, str) else source
-    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
-        raise ColumnsError(f"{where}: 'source' must be a native column name or a list of them")
     transform = column.get("transform", "number")
-    if transform not in TRANSFORMS:
-        raise ColumnsError(f"{where}: 'transform' must be one of {TRANSFORMS}, got {transform!r}")
     if transform in ("sum", "count_equal") and len(sources) < 2:
         raise ColumnsError(f"{where}: transform {transform} needs a list of at least two source columns")
     if transform not in ("sum", "count_equal") and len(sources) != 1:
         raise ColumnsError(f"{where}: transform {transform} takes exactly one source column")
-    if transform == "count_equal" and "value" not in column:
-        raise ColumnsError(f"{where}: transform count_equal needs 'value' (the code to count)")
     mapping = column.get("map")
     if mapping is not None:
-        if kind != "categorical" or not isinstance(mapping, dict):
+        if kind != "categorical":
             raise ColumnsError(f"{where}: 'map' (raw code -> level) is for categorical columns only")
         mapping = {normalise_code(k): str(v) for k, v in mapping.items()}
         unknown_levels = sorted(set(mapping.values()) - set(levels))
         if unknown_levels:
             raise ColumnsError(f"{where}: 'map' names levels {unknown_levels} that are not in 'levels' {list(levels)}")
     value_range = column.get("range")
-    if value_range is not None and (
-        not isinstance(value_range, list) or len(value_range) != 2 or not value_range[0] <= value_range[1]
-    ):
+    if value_range is not None and not value_range[0] <= value_range[1]:
         raise ColumnsError(f"{where}: 'range' must be [low, high] with low <= high, got {value_range!r}")
     fallback = column.get("fallback")
     if fallback is not None:
-        if not isinstance(fallback, dict) or not isinstance(fallback.get("source"), str):
-            raise ColumnsError(f"{where}: 'fallback' must be {{source, missing?, crosswalk?}}")
         crosswalk = fallback.get("crosswalk")
         if crosswalk is not None and crosswalk not in crosswalks:
             raise ColumnsError(f"{where}: fallback crosswalk '{crosswalk}' is not defined under 'crosswalks:'")
@@ -256,7 +227,7 @@ def _check_column(where: str, fmt: str, column: Any, crosswalks: dict) -> dict:
     _check_missing_codes(where, fmt, kind, transform, missing, ranged, fallback)
     return {
         "name": name,
-        "header": header.strip(),
+        "header": column["header"].strip(),
         "type": kind,
         "levels": levels,
         "table": table,
@@ -314,16 +285,16 @@ def _as_number(code: str) -> float | None:
         return None
 
 
-def _check_levels(where: str, kind: str, levels: Any) -> dict[str, int] | None:
+def _levels(where: str, kind: str, levels: list | dict | None) -> dict[str, int] | None:
+    """``{normalised level: integer code}`` of a categorical column (the schema made sure it has
+    levels), ``None`` for a continuous one."""
     if kind == "continuous":
         if levels is not None:
             raise ColumnsError(f"{where}: 'levels' is for categorical columns only")
         return None
-    if isinstance(levels, list) and levels:
+    if isinstance(levels, list):
         return {normalise_code(level): code for code, level in enumerate(levels)}
-    if isinstance(levels, dict) and levels and all(isinstance(code, int) for code in levels.values()):
-        codes = list(levels.values())
-        if len(set(codes)) != len(codes):
-            raise ColumnsError(f"{where}: 'levels' codes must be distinct integers, got {codes}")
-        return {normalise_code(level): code for level, code in levels.items()}
-    raise ColumnsError(f"{where}: a categorical column needs 'levels' (a list, or a mapping level -> integer code)")
+    codes = list(levels.values())
+    if len(set(codes)) != len(codes):
+        raise ColumnsError(f"{where}: 'levels' codes must be distinct integers, got {codes}")
+    return {normalise_code(level): code for level, code in levels.items()}
