@@ -1,5 +1,6 @@
 """Training loops: pretraining (DDP; CITab across tables, the self-supervised baselines per cohort),
-per-cohort fine-tuning, prediction.
+per-cohort fine-tuning, prediction. Processes and devices: :mod:`model.distributed`; weights and
+resume points: :mod:`model.checkpoints`.
 
 Design choices (see docs/interfaces.md section 6):
 
@@ -11,54 +12,45 @@ Design choices (see docs/interfaces.md section 6):
   by (seed, epoch, row) in the datasets. The "scheduler and RNG state" of a resume point is
   therefore its epoch number, and a resumed CPU run ends with exactly the weights of an
   uninterrupted one.
-* Resume points live in ``<run>/checkpoints/`` (not a Snakemake output, so a failed or killed job's
-  partial progress survives Snakemake's clean-up of its outputs): ``resume.safetensors`` (model and
-  optimizer tensors) + ``resume.json`` (epoch, history, best score, the settings fingerprint). A
-  resume point of other settings is ignored (logged), never reused. Nothing is ever unpickled.
+* A resume point (epoch, history, model and optimizer tensors, settings fingerprint) is written
+  every ``checkpoint_every`` epochs and restored only for the same settings.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from model.checkpoints import (
+    RESUME_STATE,
+    RESUME_WEIGHTS,
+    ResumePoint,
+    load_resume_point,
+    load_weights,
+    save_resume_point,
+    save_weights,
+    state_dict_tensors,
+)
+from model.distributed import Distributed, autocast, mean_over_processes, seed_epoch
 from model.metrics import SELECTION_RULES, classification_metrics, selection_score
 
 log = logging.getLogger(__name__)
-
-RESUME_WEIGHTS = "resume.safetensors"
-RESUME_STATE = "resume.json"
-MODEL_PREFIX = "model."
-OPTIMIZER_PREFIX = "optimizer."
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable or does not fit the model (the message names it)."""
-
-
-class DeviceError(RuntimeError):
-    """The requested devices are not available."""
-
 
 # --- settings -------------------------------------------------------------------------------------
 
@@ -110,206 +102,9 @@ def learning_rate(epoch: int, base_lr: float, warmup_epochs: int | None, max_epo
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * (epoch - start) / span))
 
 
-# --- processes and devices ------------------------------------------------------------------------
-
-
-@dataclass
-class Distributed:
-    """This process's place in the (possibly single-process) group."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def resolve_device(gpus: int, where: str) -> torch.device:
-    """``cuda`` when ``gpus`` > 0 (failing clearly without a GPU), else ``cpu``.
-
-    ``where`` names the setting that asked for GPUs, for the error message.
-    """
-    if gpus > 0:
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                f"{where} asks for {gpus} GPU(s), but torch sees no GPU on this machine "
-                f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}). "
-                f"Set {where}: 0 to run on CPU, or install a CUDA build of torch."
-            )
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def setup_processes(gpus: int, where: str, threads: int) -> Distributed:
-    """Join the torchrun group when launched by torchrun, pick the device, set CPU determinism.
-
-    Args:
-        gpus: GPUs requested for the job (0 = CPU).
-        where: the config key of that request (for errors).
-        threads: CPU threads per process.
-    """
-    device = resolve_device(gpus, where)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise DeviceError(f"process {local_rank} has no GPU: only {torch.cuda.device_count()} visible")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(max(1, threads))
-        torch.use_deterministic_algorithms(True)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
-
-
-def teardown_processes(processes: Distributed) -> None:
-    """Leave the process group (when one was joined)."""
-    if processes.enabled and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Seed torch's generators for one epoch of one process (model-side draws: ITM negatives)."""
-    torch.manual_seed(int(np.random.default_rng([seed, epoch, rank]).integers(2**62)))
-
-
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on GPU when enabled; a no-op on CPU."""
-    if device.type == "cuda" and bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def progress(iterable, enabled: bool, description: str):
     """A tqdm bar on an interactive console (main process only), the bare iterable otherwise."""
     return tqdm(iterable, desc=description, leave=False, disable=not (enabled and sys.stderr.isatty()))
-
-
-# --- checkpoints ----------------------------------------------------------------------------------
-
-
-def state_dict_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``module``'s state as independent contiguous CPU tensors (safetensors refuses shared storage)."""
-    return {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in module.state_dict().items()}
-
-
-def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write ``tensors`` to a safetensors file atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    save_file(tensors, str(temporary), metadata={key: str(value) for key, value in metadata.items()})
-    os.replace(temporary, path)
-
-
-def load_weights(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file (tensors and metadata); never unpickles.
-
-    Raises CheckpointError naming ``path`` and ``what`` it should be when it is missing or corrupt.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} '{path}' does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{what} '{path}' is not a readable safetensors file ({error}); delete it and rerun the rule that writes it") from None
-    return tensors, metadata
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer's state into tensors (``optimizer.<param>.<key>``) and JSON scalars."""
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for param_id, param_state in state["state"].items():
-        for key, value in param_state.items():
-            if torch.is_tensor(value):
-                tensors[f"{OPTIMIZER_PREFIX}{param_id}.{key}"] = value.detach().to("cpu").contiguous().clone()
-            else:
-                scalars.setdefault(str(param_id), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], layout: dict) -> None:
-    """Inverse of :func:`optimizer_tensors`."""
-    state: dict[int, dict] = {}
-    for name, tensor in tensors.items():
-        if name.startswith(OPTIMIZER_PREFIX):
-            param_id, key = name[len(OPTIMIZER_PREFIX):].split(".", 1)
-            state.setdefault(int(param_id), {})[key] = tensor
-    for param_id, values in layout["scalars"].items():
-        state.setdefault(int(param_id), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": layout["param_groups"]})
-
-
-@dataclass
-class ResumePoint:
-    """What a resume point restores besides the tensors."""
-
-    epoch: int  # epochs completed
-    history: list[dict]
-    extra: dict
-
-
-def save_resume_point(
-    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, point: ResumePoint, settings_hash: str
-) -> None:
-    """Write ``resume.safetensors`` then ``resume.json`` into ``directory`` (each atomically)."""
-    optimizer_state, optimizer_layout = optimizer_tensors(optimizer)
-    tensors = {MODEL_PREFIX + name: tensor for name, tensor in state_dict_tensors(model).items()}
-    tensors.update(optimizer_state)
-    save_weights(directory / RESUME_WEIGHTS, tensors, {"epoch": point.epoch, "fingerprint": settings_hash})
-    document = {**asdict(point), "fingerprint": settings_hash, "optimizer": optimizer_layout}
-    temporary = directory / (RESUME_STATE + ".partial")
-    temporary.write_text(json.dumps(document))
-    os.replace(temporary, directory / RESUME_STATE)
-
-
-def load_resume_point(
-    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, settings_hash: str
-) -> ResumePoint | None:
-    """Restore model and optimizer from ``directory`` when it holds a resume point of these settings.
-
-    Returns None (and logs why) when there is none or it belongs to other settings; raises
-    CheckpointError when the files are corrupt or inconsistent with each other.
-    """
-    state_path, weights_path = directory / RESUME_STATE, directory / RESUME_WEIGHTS
-    if not state_path.exists():
-        return None
-    try:
-        document = json.loads(state_path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"resume state '{state_path}' is not valid JSON ({error}); delete {directory} to start over") from None
-    if document.get("fingerprint") != settings_hash:
-        log.warning("ignoring resume point %s: it was written with other settings", directory)
-        return None
-    tensors, metadata = load_weights(weights_path, "resume checkpoint")
-    if metadata.get("epoch") != str(document["epoch"]):
-        raise CheckpointError(
-            f"resume checkpoint '{weights_path}' (epoch {metadata.get('epoch')}) does not match '{state_path}' "
-            f"(epoch {document['epoch']}); delete {directory} to start over"
-        )
-    model_state = {name[len(MODEL_PREFIX):]: t for name, t in tensors.items() if name.startswith(MODEL_PREFIX)}
-    try:
-        model.load_state_dict(model_state)
-        restore_optimizer(optimizer, tensors, document["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"resume checkpoint '{weights_path}' does not fit this model ({error}); delete {directory}") from None
-    return ResumePoint(epoch=int(document["epoch"]), history=document["history"], extra=document.get("extra", {}))
 
 
 def write_metrics_csv(path: str | Path, history: list[dict]) -> None:
@@ -425,17 +220,10 @@ class LossAverages:
             keys = list(dict.fromkeys(key for process_keys in gathered for key in process_keys))
         keys.sort(key=lambda key: key != "loss")  # stable: "loss", then the model's order
         totals = torch.tensor([self.sums.get(key, 0.0) for key in keys] + [float(self.batches)], dtype=torch.float64)
-        totals = _mean_over_processes(totals, processes)
+        totals = mean_over_processes(totals, processes)
         if totals[-1] == 0:
             return {}
         return {f"{prefix}{key}": float(totals[i] / totals[-1]) for i, key in enumerate(keys)}
-
-
-def _mean_over_processes(sums: torch.Tensor, processes: Distributed) -> torch.Tensor:
-    if processes.enabled:
-        sums = sums.to(processes.device)
-        dist.all_reduce(sums)
-    return sums.cpu()
 
 
 def parameter_checksum(model: nn.Module) -> float:

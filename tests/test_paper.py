@@ -19,6 +19,7 @@ from model.data import CohortRows, ImageTableDataset, SampleSettings
 from model.augment import AugmentSettings
 from model.registry import build_model
 from workflow import figures, paths
+from workflow.paper import resolve_layer
 from workflow.report import Uncertainty, write_header_similarity, write_results_table
 from workflow.smk import REPO_ROOT
 
@@ -58,7 +59,7 @@ def cohort_rows(cohort: str, count: int, folder: Path | None = None, shape=(12, 
 
 def test_figure3_shares_are_the_argmax_counts_of_the_routing_weights(small_citab) -> None:
     cohorts = {cohort: cohort_rows(cohort, 17) for cohort in COHORTS}
-    layer = figures.resolve_layer(-1, 2)
+    layer = resolve_layer(-1, 2)
     data = figures.figure3_data(small_citab, cohorts, "ADNI", "age", layer)
     # The routing of the whole model's forward pass (image included), computed here.
     adni = cohorts["ADNI"]
@@ -115,14 +116,15 @@ def test_figure5_embeds_the_fused_cls_of_every_cohort_per_panel(small_citab, tmp
 
 
 def test_a_layer_outside_the_model_is_named() -> None:
-    assert figures.resolve_layer(-1, 4) == 3 and figures.resolve_layer(0, 4) == 0
+    assert resolve_layer(-1, 4) == 3 and resolve_layer(0, 4) == 0
     with pytest.raises(ValueError, match="P-MoLin layer 4 does not exist"):
-        figures.resolve_layer(4, 4)
+        resolve_layer(4, 4)
 
 
 def test_a_variant_without_itm_logs_its_pretraining_losses() -> None:
     """w/o ITM returns no ITM loss: the pretraining loop logs the losses it has instead of failing."""
-    from model.training import Distributed, LossAverages
+    from model.distributed import Distributed
+    from model.training import LossAverages
 
     torch.manual_seed(0)
     model = build_model("citab_no_itm", torch.randn(len(HEADERS), 12), stage="pretrain", resnet_depth=10,
@@ -292,7 +294,7 @@ def test_figure_files_from_weights_tables_and_header_bank(tmp_path: Path, monkey
     fine-tuned weights, the small training inputs of test_train_helpers; PNG + PDF + the data."""
     from test_train_helpers import ENCODER, write_training_inputs
 
-    from model.training import save_weights, state_dict_tensors
+    from model.checkpoints import save_weights, state_dict_tensors
     from workflow.train import build, load_checked_header_bank
 
     write_training_inputs(tmp_path)

@@ -26,7 +26,7 @@ from test_train_helpers import ENCODER, write_training_inputs
 
 from model import TableSpec, build_model, list_variants, variant_info
 from model.ssl_baselines.tip import masked_reconstruction_loss
-from model.training import CheckpointError
+from model.checkpoints import CheckpointError
 from model.ssl_baselines.vita import sincos_positions
 from workflow import paths, train
 

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, run_snakemake
+from conftest import run_snakemake
 from test_intake import COLUMNS_YAML, adni_row, nacc_visit, write_adni, write_aibl, write_nacc
 from workflow import paths
 from workflow.intake import intake_cohort, read_cohort

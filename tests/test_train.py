@@ -27,7 +27,9 @@ from test_train_helpers import ENCODER, write_training_inputs
 
 from model.data import DataError, ImageTableDataset, SampleSettings, corrupt_row, load_cohort_rows
 from model.metrics import classification_metrics
-from model.training import CheckpointError, DeviceError, learning_rate, resolve_device
+from model.checkpoints import CheckpointError
+from model.distributed import DeviceError, resolve_device
+from model.training import learning_rate
 from workflow import paths, train
 
 VENV_PATH = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

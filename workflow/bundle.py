@@ -97,7 +97,7 @@ def export_bundle(
         The manifest written to ``outputs["manifest"]``.
     """
     from model.header_bank import load_header_bank
-    from model.training import load_weights
+    from model.checkpoints import load_weights
     from workflow.provenance import file_sha256
     from workflow.train import load_checked_header_bank
 

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 # The run and layer a figure shows are planned with the DAG (workflow.paper, without torch).
-from workflow.paper import FigureWeights, resolve_layer
+from workflow.paper import FigureWeights
 
 log = logging.getLogger(__name__)
 

@@ -311,7 +311,8 @@ def classify(bundle, subjects: pd.DataFrame, gpus: int, threads: int) -> np.ndar
     """Class probabilities [N, K] of ``subjects`` (rows: ``subject, session, volume`` and the
     harmonised column values), through the evaluation stage's own code."""
     from model.data import CohortRows
-    from model.training import predict, setup_processes
+    from model.distributed import setup_processes
+    from model.training import predict
     from workflow.tables import MISSING_PREFIX, encode
     from workflow.train import evaluation_dataset, load_checked_header_bank, load_fine_tuned
 
@@ -458,7 +459,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m workflow.predict``; a refused request ends with one line and exit code 1."""
-    from model.training import CheckpointError
+    from model.checkpoints import CheckpointError
     from workflow.bundle import BundleError
     from workflow.logs import log_to
 

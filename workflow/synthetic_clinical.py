@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from statistics import NormalDist
 from pathlib import Path
 

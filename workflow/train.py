@@ -13,7 +13,7 @@ cohort's fine-tuning starts from its own cohort's weights.
 Outputs (docs/interfaces.md section 6): ``paths.PRETRAINED_WEIGHTS`` or
 ``paths.COHORT_PRETRAINED_WEIGHTS`` + ``metrics.csv`` beside it; ``paths.FINETUNED_WEIGHTS`` +
 ``metrics.csv``; ``paths.EVAL_METRICS`` and ``paths.EVAL_PREDICTIONS``.
-Each run keeps its resume point in ``<run folder>/checkpoints/`` (see :mod:`model.training`).
+Each run keeps its resume point in ``<run folder>/checkpoints/`` (see :mod:`model.checkpoints`).
 
 Module-level imports stay light (no torch): the rule files import this module to build params.
 """
@@ -272,7 +272,8 @@ def run_pretrain(
 
     from model.data import ImageTableDataset, read_columns
     from model.registry import variant_info
-    from model.training import LoopSettings, pretrain, setup_processes, teardown_processes
+    from model.distributed import setup_processes, teardown_processes
+    from model.training import LoopSettings, pretrain
 
     info = variant_info(variant)
     if info.pretrains_per_cohort and len(cohorts) != 1:
@@ -347,7 +348,9 @@ def run_finetune(
     import torch
 
     from model.data import ImageTableDataset, read_columns
-    from model.training import CheckpointError, LoopSettings, finetune, load_weights, setup_processes
+    from model.checkpoints import CheckpointError, load_weights
+    from model.distributed import setup_processes
+    from model.training import LoopSettings, finetune
 
     processes = setup_processes(gpus, "finetune.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
@@ -439,7 +442,8 @@ def run_evaluate(
 
     from model.data import read_columns
     from model.metrics import classification_metrics
-    from model.training import predict, setup_processes
+    from model.distributed import setup_processes
+    from model.training import predict
 
     processes = setup_processes(gpus, "evaluate.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
@@ -495,7 +499,7 @@ def load_fine_tuned(weights: str | Path, bank, settings: dict, columns: list[dic
 
     Raises CheckpointError naming the file when the weights do not fit the configured architecture.
     """
-    from model.training import CheckpointError, load_weights
+    from model.checkpoints import CheckpointError, load_weights
 
     state, metadata = load_weights(weights, "fine-tuned weights")
     model = build(settings["model_variant"], bank, settings, "finetune", columns)
