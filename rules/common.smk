@@ -32,6 +32,12 @@ wildcard_constraints:
 COHORT_FORMAT = lookup(dpath="cohorts/{cohort}/format", within=config)
 
 
+def preprocess_intermediate(path):
+    """A per-image intermediate that preprocess.keep_intermediates: false lets Snakemake delete once
+    its consumers ran."""
+    return path if config["preprocess"]["keep_intermediates"] else temp(path)
+
+
 def synthetic_cohort_settings(wildcards):
     """The synthesis settings of one cohort (its subject count and class mix)."""
     return cohort_settings(config["synthetic"], wildcards.cohort)

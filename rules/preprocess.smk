@@ -95,8 +95,8 @@ rule preprocess_n4:
     input:
         t1=preprocess_stage.native_t1_input(checkpoints),
     output:
-        n4=PREPROCESS_FILES["n4"],
-        bias=PREPROCESS_FILES["bias"],
+        n4=preprocess_intermediate(PREPROCESS_FILES["n4"]),
+        bias=preprocess_intermediate(PREPROCESS_FILES["bias"]),
     params:
         code=code_fingerprint("workflow/scripts/preprocess_n4.py"),
         n4=PREPROCESS["n4"],

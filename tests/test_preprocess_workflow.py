@@ -24,6 +24,8 @@ COHORT = "ADNI"
 # The tiny config reads ADNI as a synthetic raw download; here its images are given directly, with
 # their ground truth, so the cohort is declared synthetic: ground-truth QC (pose error, Dice) applies.
 SYNTHETIC_COHORT = {"cohorts": {COHORT: {"source": "synthetic"}}}
+# and the native-space N4 files go once registration has read them (preprocess.keep_intermediates)
+WITHOUT_INTERMEDIATES = {**SYNTHETIC_COHORT, "preprocess": {"keep_intermediates": False}}
 
 
 def write_inputs(workdir: Path) -> tuple[Path, dict[str, str]]:
@@ -88,7 +90,7 @@ def test_preprocess_rules_run_and_exclude_bad_images(snakemake_workdir: Path) ->
     images, expected = write_inputs(snakemake_workdir)
     snakefile = write_snakefile(snakemake_workdir, images)
     target = paths.PREPROCESS_QC.format(cohort=COHORT)
-    config = tiny_config_with(SYNTHETIC_COHORT, snakemake_workdir)
+    config = tiny_config_with(WITHOUT_INTERMEDIATES, snakemake_workdir)
     process = run_snakemake(snakemake_workdir, "--snakefile", str(snakefile), "--cores", "2", target, timeout=600,
                             configfiles=(config,))
     assert "preprocess_n4" in process.stdout
@@ -109,11 +111,16 @@ def test_preprocess_rules_run_and_exclude_bad_images(snakemake_workdir: Path) ->
     assert sorted(exclusions["subject"]) == sorted(expected)
     for subject, word in expected.items():
         assert word in exclusions.loc[exclusions["subject"] == subject, "reason"].item()
-    # rejected inputs never reached N4
-    n4 = pp.session_files(2.0)["n4"]
-    assert not (snakemake_workdir / n4.format(cohort=COHORT, subject="ZEROS", session="M000")).exists()
+    # rejected inputs never reached N4; accepted ones' N4 output and bias field were deleted after use
+    files = pp.session_files(2.0)
+    assert not (snakemake_workdir / files["n4"].format(cohort=COHORT, subject="ZEROS", session="M000")).exists()
+    for subject in ("S1", "S2"):
+        key = dict(cohort=COHORT, subject=subject, session="M000")
+        assert not (snakemake_workdir / files["n4"].format(**key)).exists()
+        assert not (snakemake_workdir / files["bias"].format(**key)).exists()
+        assert (snakemake_workdir / files["crop"].format(**key)).exists()
 
-    # a second run has nothing to do
+    # a second run has nothing to do (deleted intermediates are not missing outputs)
     again = run_snakemake(snakemake_workdir, "--snakefile", str(snakefile), "--cores", "2", target, "-n",
                           configfiles=(config,))
     assert "Nothing to be done" in again.stdout, again.stdout[-3000:]
