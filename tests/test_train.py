@@ -25,7 +25,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from test_train_helpers import ENCODER, write_training_inputs
 
-from model.data import DataError, ImageTableDataset, SampleSettings, corrupt_row, load_cohort_rows
+from model.data import DataError, ImageTableDataset, SampleSettings, corrupt_row
+from workflow.training_rows import load_cohort_rows
 from model.metrics import classification_metrics
 from model.checkpoints import CheckpointError
 from model.distributed import DeviceError, resolve_device

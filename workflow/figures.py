@@ -50,7 +50,7 @@ def load_model(weights: FigureWeights, header_bank: str, encoder: str, settings:
 
     ``settings`` is the evaluate rule's settings (``workflow.train.evaluate_settings``, decoded).
     """
-    from model.data import read_columns
+    from workflow.training_rows import read_columns
     from workflow.train import load_checked_header_bank, load_fine_tuned
 
     bank = load_checked_header_bank(header_bank, encoder)

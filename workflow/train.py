@@ -194,7 +194,7 @@ def load_checked_header_bank(path: str | Path, encoder: str):
 
 
 def load_rows(cohort: str, table: str, columns: str, bank, split: str):
-    from model.data import load_cohort_rows
+    from workflow.training_rows import load_cohort_rows
 
     header_ids = {text: row for row, text in enumerate(bank.headers)}
     return load_cohort_rows(cohort, table, columns, header_ids, split)
@@ -270,7 +270,8 @@ def run_pretrain(
     """
     import torch
 
-    from model.data import ImageTableDataset, read_columns
+    from model.data import ImageTableDataset
+    from workflow.training_rows import read_columns
     from model.registry import variant_info
     from model.distributed import setup_processes, teardown_processes
     from model.training import LoopSettings, pretrain
@@ -347,7 +348,8 @@ def run_finetune(
     """
     import torch
 
-    from model.data import ImageTableDataset, read_columns
+    from model.data import ImageTableDataset
+    from workflow.training_rows import read_columns
     from model.checkpoints import CheckpointError, load_weights
     from model.distributed import setup_processes
     from model.training import LoopSettings, finetune
@@ -440,7 +442,7 @@ def run_evaluate(
     """
     import pandas as pd
 
-    from model.data import read_columns
+    from workflow.training_rows import read_columns
     from model.metrics import classification_metrics
     from model.distributed import setup_processes
     from model.training import predict
