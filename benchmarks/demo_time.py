@@ -10,6 +10,11 @@ per rule, and the median wall time of a job.
 
     .venv/bin/python benchmarks/demo_time.py                       # clone into a temporary folder
     .venv/bin/python benchmarks/demo_time.py --workdir /tmp/demo --keep
+    .venv/bin/python benchmarks/demo_time.py --workdir /tmp/demo --paper-only   # then `make demo-paper` there
+
+``--paper`` also times ``make demo-paper`` (the reduced Tables 2-3 and Figures 3-5 on the demo's
+cohorts) right after the demo in the same clone; ``--paper-only`` times it in a clone of an earlier
+``--keep`` run whose demo has finished (the two steps then need not share one sitting).
 
 Run it on a quiet machine: the demo uses every core, and anything else running slows it.
 """
@@ -97,11 +102,13 @@ def timed(command: list[str], cwd: Path, log: Path, sample_snakemake: bool = Fal
     return wall, cpu, sampler.cpu_seconds
 
 
-def rule_sums(benchmarks: Path) -> pd.DataFrame:
+def rule_sums(benchmarks: Path, since: float = 0.0) -> pd.DataFrame:
     """Per rule: jobs, summed wall and CPU seconds, median wall seconds of a job (from the rules'
-    ``benchmark:`` files), most wall time first."""
+    ``benchmark:`` files written after ``since``, a POSIX time), most wall time first."""
     rows = []
     for path in benchmarks.rglob("*.tsv"):
+        if path.stat().st_mtime < since:
+            continue
         table = pd.read_csv(path, sep="\t")
         rule = path.relative_to(benchmarks).parts[0]
         for _, record in table.iterrows():
@@ -114,13 +121,45 @@ def rule_sums(benchmarks: Path) -> pd.DataFrame:
     return summary.sort_values("wall_s", ascending=False)
 
 
+def print_rule_sums(clone: Path, since: float = 0.0) -> None:
+    summary = rule_sums(clone / "results" / "benchmarks", since)
+    with pd.option_context("display.width", 120, "display.max_rows", 200, "display.float_format", "{:.1f}".format):
+        print("\nper rule, from results/benchmarks (seconds):")
+        print(summary.to_string())
+
+
+def time_demo_paper(clone: Path, workdir: Path, make: str) -> None:
+    """``make demo-paper`` in ``clone`` (whose demo has run): wall, CPU, Snakemake's share, per rule."""
+    if not (clone / "results" / "report" / "table1.md").is_file():
+        raise SystemExit(f"{clone} has no finished demo (results/report/table1.md); run the demo there first")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    print(f"make demo-paper in {clone} (commit {commit}), after its demo")
+    started = time.time()
+    wall, cpu, snakemake_cpu = timed([make, "demo-paper"], clone, workdir / "demo-paper.log", sample_snakemake=True)
+    print(f"make demo-paper: wall {wall / 60:6.1f} min   CPU {cpu / 60:6.1f} min ({cpu / wall:.0%} of one core)")
+    print(f"Snakemake's own process: CPU {snakemake_cpu / 60:.1f} min = {snakemake_cpu / cpu:.1%} of the run's CPU time")
+    print_rule_sums(clone, since=started)
+    for table in ("table2.md", "table3.md"):
+        print(f"\n{table} of this run:\n{(clone / 'results' / 'report' / table).read_text()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="empty folder to clone into (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the clone and its results")
     parser.add_argument("--make", default="make", help="make program (default: make)")
+    parser.add_argument("--paper", action="store_true", help="then time `make demo-paper` in the same clone")
+    parser.add_argument("--paper-only", action="store_true",
+                        help="only time `make demo-paper` in --workdir's clone, whose demo has run")
     args = parser.parse_args()
 
+    if args.paper_only:
+        if args.workdir is None:
+            raise SystemExit("--paper-only needs the --workdir of a kept demo run")
+        print(machine())
+        time_demo_paper(args.workdir / "citab", args.workdir, args.make)
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="citab-demo-"))
     clone = workdir / "citab"
     if clone.exists():
@@ -140,13 +179,12 @@ def main() -> None:
     print(f"make demo (set-up included): wall {(setup_wall + dag_wall) / 60:.1f} min")
     print(f"Snakemake's own process: CPU {snakemake_cpu / 60:.1f} min = {snakemake_cpu / dag_wall:.0%} of one core "
           f"over the DAG's wall time, {snakemake_cpu / dag_cpu:.1%} of the DAG's CPU time")
-
-    summary = rule_sums(clone / "results" / "benchmarks")
-    with pd.option_context("display.width", 120, "display.max_rows", 200, "display.float_format", "{:.1f}".format):
-        print("\nper rule, from results/benchmarks (seconds):")
-        print(summary.to_string())
+    print_rule_sums(clone)
     table1 = clone / "results" / "report" / "table1.md"
     print(f"\nTable 1 of this run ({table1}):\n{table1.read_text()}")
+    if args.paper:
+        print()
+        time_demo_paper(clone, workdir, args.make)
     if not args.keep and args.workdir is None:
         shutil.rmtree(workdir)
 
