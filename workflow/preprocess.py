@@ -443,6 +443,45 @@ def prepare_template(
 
 
 # --- 2. N4 ----------------------------------------------------------------------------------------
+# The parts of antspyx the chain calls: image I/O, N4 (ops) and registration, with their helpers.
+ANTS_PARTS = ("core", "utils", "ops", "registration")
+
+
+def import_ants():
+    """antspyx with only :data:`ANTS_PARTS` loaded, as the ``ants`` module.
+
+    ``import ants`` runs every subpackage: plotting (matplotlib), learn and math (statsmodels,
+    scipy.stats) and deeplearn (scikit-learn), about 2 s of CPU in each N4 and registration job that
+    the chain never uses (0.5 s this way; benchmarks/preprocess.py, rule benchmarks). The same
+    compiled ANTs runs either way. Where ``ants`` is already imported (whole or like this) that
+    module is returned; a later ``import ants`` in the process gets these parts only.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "ants" in sys.modules:
+        return sys.modules["ants"]
+    spec = importlib.util.find_spec("ants")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("antspyx is not installed in this environment (envs/preprocess.yaml lists it)")
+    package = types.ModuleType("ants")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__, package.__file__ = spec, spec.origin
+    sys.modules["ants"] = package
+    try:
+        for part in ANTS_PARTS:
+            module = importlib.import_module(f"ants.{part}")
+            names = getattr(module, "__all__", [name for name in vars(module) if not name.startswith("_")])
+            vars(package).update({name: getattr(module, name) for name in names})
+    except BaseException:
+        for name in [name for name in sys.modules if name == "ants" or name.startswith("ants.")]:
+            del sys.modules[name]
+        raise
+    return package
+
+
 def set_threads(threads: int) -> None:
     """Give ITK (antspyx) and torch the rule's ``threads:``; call before importing ants."""
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
@@ -460,7 +499,7 @@ def bias_correct(
     to get both, with identical results). Both are written in the native space of ``t1_path``.
     """
     set_threads(threads)
-    import ants
+    ants = import_ants()
 
     image = ants.image_read(str(t1_path)).clone("float")
     bias = ants.n4_bias_field_correction(
@@ -507,8 +546,9 @@ def register_to_template(
     field would mean a non-linear registration, which Clinica's --use-antspy runs by mistake).
     """
     set_threads(threads)
-    import ants
     import nibabel as nib
+
+    ants = import_ants()
 
     from workflow.preprocess_qc import masked_ncc
 
