@@ -30,9 +30,12 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads only where a cohort table is read: not in the per-image jobs
+    import pandas as pd
 
 from workflow import paths
 
@@ -136,6 +139,8 @@ def check_user_files(settings: dict) -> None:
 # --- the intake images table and the accepted list -----------------------------------------------
 def read_images_table(images_tsv: str | Path) -> pd.DataFrame:
     """Read intake's ``images.tsv`` (columns ``IMAGE_COLUMNS``) as strings; errors name the file."""
+    import pandas as pd
+
     table = pd.read_csv(images_tsv, sep="\t", dtype=str, keep_default_na=False)
     missing = [c for c in IMAGE_COLUMNS if c not in table.columns]
     if missing:
@@ -179,6 +184,8 @@ def native_t1_path(images_tsv: str | Path, subject: str, session: str) -> str:
 
 def read_accepted(accepted_tsv: str | Path) -> list[tuple[str, str]]:
     """``(subject, session)`` of the images that passed ``check_t1`` (the checkpoint's table)."""
+    import pandas as pd
+
     table = pd.read_csv(accepted_tsv, sep="\t", dtype=str, keep_default_na=False)
     return list(zip(table["subject"], table["session"]))
 

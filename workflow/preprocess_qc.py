@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads only where a cohort table is read: not in the per-image jobs
+    import pandas as pd
 
 from workflow import paths
 from workflow.preprocess import read_images_table
@@ -216,6 +219,8 @@ def cohort_qc(
         qc_paths: ``image_qc`` JSONs of the images that passed the check.
         thresholds: see ``failed_thresholds``.
     """
+    import pandas as pd
+
     images = read_images_table(images_tsv)
     verdicts = {(v["subject"], v["session"]): v for v in map(_read_json, verdict_paths)}
     metrics = {(m["subject"], m["session"]): m for m in map(_read_json, qc_paths)}
