@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -73,7 +74,7 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_s
     fitted = np.asarray(nib.load(str(out["bias.nii.gz"])).dataobj)
     bias_correlation = float(np.corrcoef(np.log(volume.bias_field[brain]), np.log(fitted[brain]))[0, 1])
     timed("registration", pp.register_to_template, out["n4.nii.gz"], template["head"], template["brainmask"],
-          out["affine.mat"], out["crop.nii.gz"], voxel_size_mm, seed=0, attempts=3, retry_below_ncc=0.4,
+          out["affine.mat"], out["crop.nii.gz"], voxel_size_mm, seed=1, attempts=3, retry_below_ncc=0.4,
           threads=threads)
     timed("skullstrip", skullstrip.skull_strip, out["crop.nii.gz"], out["mask.nii.gz"], out["brain.nii.gz"],
           method=method, threads=threads)
@@ -112,7 +113,13 @@ def main() -> None:
                 child = context.Process(target=run_subject,
                                         args=(voxel, seed, args.threads, args.method, shrink, workdir, queue))
                 child.start()
-                row = queue.get()
+                row = None
+                while row is None:  # a child that fails puts nothing: stop instead of waiting forever
+                    try:
+                        row = queue.get(timeout=5)
+                    except Empty:
+                        if not child.is_alive():
+                            raise SystemExit(f"the {voxel:g} mm subject {seed} failed (exit code {child.exitcode})")
                 child.join()
                 rows.append(row)
                 print(f"{voxel:g} mm N4 shrink {shrink} seed {seed} native {row['native_shape']}: "
