@@ -83,14 +83,14 @@ rule table3:
     params:
         code=code_fingerprint("workflow/scripts/paper_table.py"),
         table_name="Table 3",
-        caption="Number E of P-MoLin experts per tabular layer (E = 5: CITab), per cohort and on average.",
+        caption="Number E of P-MoLin experts per tabular layer (E = 5 is CITab), per cohort and on average.",
         latex_label="tab:table3",
         variants=REPORT["table3"]["variants"],
         reference=REPORT["table3"]["reference"],
         unavailable=paper_stage.unavailable_rows(config, REPORT["table3"]["variants"]),
         average_column=True,
         cohorts=COHORTS,
-        method_names=REPORT["method_names"],
+        method_names={**REPORT["method_names"], **REPORT["table3"]["method_names"]},
         decimals=REPORT["decimals"],
         uncertainty=UNCERTAINTY,
     log:
