@@ -94,7 +94,7 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
-def mean_over_processes(sums: torch.Tensor, processes: Distributed) -> torch.Tensor:
+def sum_over_processes(sums: torch.Tensor, processes: Distributed) -> torch.Tensor:
     """``sums`` summed over every process of the group (unchanged in a single process), on CPU."""
     if processes.enabled:
         sums = sums.to(processes.device)

@@ -47,7 +47,7 @@ from model.checkpoints import (
     save_weights,
     state_dict_tensors,
 )
-from model.distributed import Distributed, autocast, mean_over_processes, seed_epoch
+from model.distributed import Distributed, autocast, seed_epoch, sum_over_processes
 from model.metrics import SELECTION_RULES, classification_metrics, selection_score
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class LossAverages:
             keys = list(dict.fromkeys(key for process_keys in gathered for key in process_keys))
         keys.sort(key=lambda key: key != "loss")  # stable: "loss", then the model's order
         totals = torch.tensor([self.sums.get(key, 0.0) for key in keys] + [float(self.batches)], dtype=torch.float64)
-        totals = mean_over_processes(totals, processes)
+        totals = sum_over_processes(totals, processes)
         if totals[-1] == 0:
             return {}
         return {f"{prefix}{key}": float(totals[i] / totals[-1]) for i, key in enumerate(keys)}

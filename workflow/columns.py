@@ -14,6 +14,7 @@ reader or the YAML parser made of them.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -103,22 +104,29 @@ def load_columns(path: str | Path) -> dict:
     return {"crosswalks": crosswalks, "cohorts": cohorts}
 
 
+@functools.cache
+def _schema_validator():
+    """The validator of :data:`SCHEMA`, built once per process (the file is loaded many times)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text()))
+
+
 def _check_shape(path: Path, document: Any) -> None:
     """The file against :data:`SCHEMA`; the first error names its place, e.g.
     ``cohorts.ADNI.columns[3] (mmse).type``, what was found and what is expected."""
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA.read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    error = jsonschema.exceptions.best_match(_schema_validator().iter_errors(document))
     if error is None:
         return
+    parts = list(error.absolute_path)
     where = ""
-    for position, part in enumerate(error.absolute_path):
+    for position, part in enumerate(parts):
         where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
-        parent = list(error.absolute_path)[position - 1] if position else None
-        if parent == "columns" and isinstance(part, int):
-            name = document["cohorts"][error.absolute_path[1]]["columns"][part]
-            where += f" ({name.get('name')})" if isinstance(name, dict) else ""
+        if position and parts[position - 1] == "columns" and isinstance(part, int):
+            column = document["cohorts"][parts[1]]["columns"][part]
+            where += f" ({column.get('name')})" if isinstance(column, dict) else ""
     expected = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
     raise ColumnsError(f"{path}: {where or 'top level'}: {error.message}" + (f" (expected: {expected.strip()})" if expected else ""))
 

@@ -458,9 +458,9 @@ def import_ants():
     """antspyx with only :data:`ANTS_PARTS` loaded, as the ``ants`` module.
 
     ``import ants`` runs every subpackage: plotting (matplotlib), learn and math (statsmodels,
-    scipy.stats) and deeplearn (scikit-learn), about 2 s of CPU in each N4 and registration job that
-    the chain never uses (0.5 s this way; benchmarks/preprocess.py, rule benchmarks). The same
-    compiled ANTs runs either way. Where ``ants`` is already imported (whole or like this) that
+    scipy.stats) and deeplearn (scikit-learn), which the chain never uses: 3.3 CPU-s in each N4 and
+    registration job against 0.8 this way (benchmarks/import_cost.py). The same compiled ANTs runs
+    either way. Where ``ants`` is already imported (whole or like this) that
     module is returned; a later ``import ants`` in the process gets these parts only.
     """
     import importlib

@@ -247,14 +247,13 @@ TABLE1_CAPTION = "Classification on the test sets (mean ± SD over fine-tuning s
 
 
 def _latex_symbols(text: str) -> str:
-    """The table's plain-text symbols as LaTeX math, once the text is escaped."""
+    """The table's plain-text symbols as LaTeX math, once the text (cells, caption, notes) is escaped."""
     return text.replace(" ± ", r" $\pm$ ").replace(PARTIAL_AUC_MARK, r"$^\dagger$")
 
 
 def _latex_text(text: str) -> str:
     """Caption or note text, escaped as pandas escapes the cells (Styler leaves them as given)."""
-    escaped = re.sub(r"[\\&%$#_{}]", lambda m: r"\textbackslash{}" if m[0] == "\\" else "\\" + m[0], text)
-    return _latex_symbols(escaped)
+    return re.sub(r"[\\&%$#_{}]", lambda m: r"\textbackslash{}" if m[0] == "\\" else "\\" + m[0], text)
 
 
 def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], note: str,

@@ -271,10 +271,10 @@ def run_pretrain(
     import torch
 
     from model.data import ImageTableDataset
-    from workflow.training_rows import read_columns
-    from model.registry import variant_info
     from model.distributed import setup_processes, teardown_processes
+    from model.registry import variant_info
     from model.training import LoopSettings, pretrain
+    from workflow.training_rows import read_columns
 
     info = variant_info(variant)
     if info.pretrains_per_cohort and len(cohorts) != 1:
@@ -348,11 +348,11 @@ def run_finetune(
     """
     import torch
 
-    from model.data import ImageTableDataset
-    from workflow.training_rows import read_columns
     from model.checkpoints import CheckpointError, load_weights
+    from model.data import ImageTableDataset
     from model.distributed import setup_processes
     from model.training import LoopSettings, finetune
+    from workflow.training_rows import read_columns
 
     processes = setup_processes(gpus, "finetune.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
@@ -442,10 +442,10 @@ def run_evaluate(
     """
     import pandas as pd
 
-    from workflow.training_rows import read_columns
-    from model.metrics import classification_metrics
     from model.distributed import setup_processes
+    from model.metrics import classification_metrics
     from model.training import predict
+    from workflow.training_rows import read_columns
 
     processes = setup_processes(gpus, "evaluate.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
