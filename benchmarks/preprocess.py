@@ -8,9 +8,10 @@ CPU / threads estimates the wall time of a quiet one); nothing is asserted.
 
     .venv/bin/python benchmarks/preprocess.py --voxel-sizes 1 2 --subjects 3 --threads 2
     .venv/bin/python benchmarks/preprocess.py --voxel-sizes 1 --n4-shrink-factors 4 6   # Clinica vs fast N4
+    .venv/bin/python benchmarks/preprocess.py --voxel-sizes 1 --fit-voxel-sizes none 2  # affine fitted at 1 vs 2 mm
 
 The 1 mm case takes minutes per subject on 2 cores; run it on a quiet machine. With several N4 shrink
-factors every subject runs once per factor, and each line also gives the correlation of the fitted
+factors (or registration fit voxel sizes) every subject runs once per combination, and each line also gives the correlation of the fitted
 log bias field with the applied one inside the brain (how well N4 recovers the truth).
 """
 
@@ -27,14 +28,16 @@ import time
 from pathlib import Path
 from queue import Empty
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 MODEL_SHAPE = {1.0: (160, 208, 176), 2.0: (80, 104, 88)}
 
 
-def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_shrink_factor: int, workdir: str,
-                queue) -> None:
+def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_shrink_factor: int,
+                fit_voxel_size_mm: float | None, workdir: str, queue) -> None:
     """Child process: the whole chain on one synthetic subject; puts a dict of timings and metrics."""
     start = time.perf_counter()
     import nibabel as nib
@@ -44,7 +47,7 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_s
     from workflow import preprocess_qc as qc
     from workflow import skullstrip, synthetic_mri
 
-    folder = Path(workdir) / f"v{voxel_size_mm:g}_s{seed}_n4shrink{n4_shrink_factor}"
+    folder = Path(workdir) / f"v{voxel_size_mm:g}_s{seed}_n4shrink{n4_shrink_factor}_fit{fit_voxel_size_mm}"
     folder.mkdir(parents=True)
     volume = synthetic_mri.synthesize_volume(voxel_size_mm, 0.5, np.random.default_rng(seed))
     files = {name: folder / name for name in ("t1.nii.gz", "truth_mask.nii.gz", "truth.json")}
@@ -75,7 +78,7 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_s
     bias_correlation = float(np.corrcoef(np.log(volume.bias_field[brain]), np.log(fitted[brain]))[0, 1])
     timed("registration", pp.register_to_template, out["n4.nii.gz"], template["head"], template["brainmask"],
           out["affine.mat"], out["crop.nii.gz"], voxel_size_mm, seed=1, attempts=3, retry_below_ncc=0.4,
-          threads=threads)
+          fit_voxel_size_mm=fit_voxel_size_mm, threads=threads)
     timed("skullstrip", skullstrip.skull_strip, out["crop.nii.gz"], out["mask.nii.gz"], out["brain.nii.gz"],
           method=method, threads=threads)
     timed("model_ready", pp.make_model_ready, out["crop.nii.gz"], out["mask.nii.gz"], out["volume.npy"],
@@ -93,25 +96,36 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_s
     })
 
 
+def fit_voxel_size(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voxel-sizes", type=float, nargs="+", default=[2.0, 1.0])
     parser.add_argument("--subjects", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--method", choices=["deepbet", "synthstrip"], default="deepbet")
-    parser.add_argument("--n4-shrink-factors", type=int, nargs="+", default=[4],
-                        help="N4 shrink factors to compare (4 = Clinica / ANTs default)")
+    configured = yaml.safe_load((REPO / "config.yaml").read_text())["preprocess"]
+    parser.add_argument("--n4-shrink-factors", type=int, nargs="+", default=[configured["n4"]["shrink_factor"]],
+                        help="N4 shrink factors to compare (default: config.yaml's; 4 = Clinica / ANTs default)")
+    parser.add_argument("--fit-voxel-sizes", type=fit_voxel_size, nargs="+",
+                        default=[configured["registration"]["fit_voxel_size_mm"]],
+                        help="voxel sizes (mm) the affine is fitted at (default: config.yaml's); "
+                             "none = the working grid, as Clinica")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     columns = ["n4", "registration", "skullstrip", "model_ready", "qc", "chain_s", "n4_cpu", "registration_cpu",
                "skullstrip_cpu", "chain_cpu_s", "peak_rss_mb", "pose_error_mm", "dice_truth", "n4_bias_correlation"]
     with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as workdir:
-        for voxel, shrink in ((v, s) for v in args.voxel_sizes for s in args.n4_shrink_factors):
+        for voxel, shrink, fit in ((v, s, f) for v in args.voxel_sizes for s in args.n4_shrink_factors
+                                   for f in args.fit_voxel_sizes):
+            setting = f"{voxel:g} mm N4 shrink {shrink} fit {'grid' if fit is None else f'{fit:g} mm'}"
             rows = []
             for seed in range(1, args.subjects + 1):
                 queue = context.Queue()
                 child = context.Process(target=run_subject,
-                                        args=(voxel, seed, args.threads, args.method, shrink, workdir, queue))
+                                        args=(voxel, seed, args.threads, args.method, shrink, fit, workdir, queue))
                 child.start()
                 row = None
                 while row is None:  # a child that fails puts nothing: stop instead of waiting forever
@@ -122,9 +136,9 @@ def main() -> None:
                             raise SystemExit(f"the {voxel:g} mm subject {seed} failed (exit code {child.exitcode})")
                 child.join()
                 rows.append(row)
-                print(f"{voxel:g} mm N4 shrink {shrink} seed {seed} native {row['native_shape']}: "
+                print(f"{setting} seed {seed} native {row['native_shape']}: "
                       + ", ".join(f"{c} {row[c]:.2f}" for c in columns), flush=True)
-            print(f"== {voxel:g} mm, N4 shrink {shrink}, {len(rows)} subjects, {args.threads} threads, {args.method}: median "
+            print(f"== {setting}, {len(rows)} subjects, {args.threads} threads, {args.method}: median "
                   + ", ".join(f"{c} {statistics.median(r[c] for r in rows):.2f}" for c in columns)
                   + f"; max pose error {max(r['pose_error_max_mm'] for r in rows):.2f} mm", flush=True)
 

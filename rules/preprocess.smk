@@ -129,6 +129,7 @@ rule preprocess_register:
         type_of_transform=PREPROCESS["registration"]["type_of_transform"],
         attempts=PREPROCESS["registration"]["attempts"],
         retry_below_ncc=PREPROCESS["registration"]["retry_below_ncc"],
+        fit_voxel_size_mm=PREPROCESS["registration"]["fit_voxel_size_mm"],
     log:
         "results/logs/preprocess_register/{cohort}/{subject}_{session}.log",
     benchmark:

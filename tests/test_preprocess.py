@@ -69,6 +69,41 @@ def test_registration_recovers_the_true_pose(chain: dict) -> None:
     assert metrics["ncc_template"] > 0.6, metrics
 
 
+def _pose_error(chain: dict, affine: Path) -> float:
+    truth = json.loads(chain["subject"]["truth"].read_text())
+    crop = nib.load(str(chain["out"]["crop"]))
+    template_mask = np.asarray(nib.load(str(chain["template"]["brainmask"])).dataobj) > 0
+    points = qc.voxel_world_points(template_mask, crop.affine, step=2)
+    return qc.pose_error_mm(qc.read_itk_affine(affine), np.asarray(truth["template_to_subject"]), points)[0]
+
+
+def test_an_affine_fitted_on_coarser_copies_recovers_the_pose_and_keeps_the_grid(chain: dict, tmp_path: Path) -> None:
+    """fit_voxel_size_mm: the affine comes from 2.5 mm copies of the 2 mm images (as 1 mm heads are
+    fitted on 2 mm copies) and resamples the 2 mm image: the same crop grid, the pose recovered."""
+    out, template = chain["out"], chain["template"]
+    ncc = pp.register_to_template(out["n4"], template["head"], template["brainmask"], tmp_path / "a.mat",
+                                  tmp_path / "crop.nii.gz", VOXEL_MM, seed=1, fit_voxel_size_mm=2.5, threads=2)
+    crop, reference = nib.load(str(tmp_path / "crop.nii.gz")), nib.load(str(out["crop"]))
+    assert crop.shape == reference.shape and np.allclose(crop.affine, reference.affine)
+    error = _pose_error(chain, tmp_path / "a.mat")
+    assert error < 1.2 and ncc > chain["metrics"]["ncc_template"] - 0.05, (error, ncc, chain["metrics"])
+
+
+def test_a_retry_fits_at_the_working_grid_when_coarse_copies_miss(chain: dict, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """4 mm copies of a 2 mm head leave the coarsest level 8 voxels wide: the fit misses the pose
+    (NCC about 0.1); the retry fits the 2 mm images and finds it."""
+    out, template = chain["out"], chain["template"]
+    with caplog.at_level(logging.INFO, logger="workflow.preprocess"):
+        ncc = pp.register_to_template(out["n4"], template["head"], template["brainmask"], tmp_path / "a.mat",
+                                      tmp_path / "crop.nii.gz", VOXEL_MM, seed=1, attempts=2, retry_below_ncc=0.4,
+                                      fit_voxel_size_mm=4.0, threads=2)
+    attempts = [record.getMessage() for record in caplog.records if record.getMessage().startswith("registration attempt")]
+    assert len(attempts) == 2 and "fitted at 4x4x4 mm" in attempts[0] and "fitted at 2x2x2 mm" in attempts[1], attempts
+    assert float(attempts[0].rsplit(" ", 1)[1]) < 0.4 <= ncc
+    assert _pose_error(chain, tmp_path / "a.mat") < 1.2
+
+
 def test_registration_writes_one_affine_and_clinica_crop(chain: dict) -> None:
     matrix = qc.read_itk_affine(chain["out"]["affine"])
     assert matrix.shape == (4, 4) and np.allclose(matrix[3], [0, 0, 0, 1])

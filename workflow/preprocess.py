@@ -526,7 +526,7 @@ def register_to_template(
     n4_path: str | Path, template_head_path: str | Path, template_brainmask_path: str | Path,
     affine_path: str | Path, crop_path: str | Path, voxel_size_mm: float, seed: int = 1,
     type_of_transform: str = "antsRegistrationSyNQuick[a]", attempts: int = 1, retry_below_ncc: float = 0.0,
-    threads: int = 1,
+    fit_voxel_size_mm: float | None = None, threads: int = 1,
 ) -> float:
     """Affine registration of the N4 image to the template, then Clinica's crop.
 
@@ -545,6 +545,13 @@ def register_to_template(
             mask is below ``retry_below_ncc``. With a brain-only template a head can land in a
             "skull fitted onto the brain edge" optimum; another seed usually escapes it. The first
             attempt is Clinica's run with ``--random_seed seed``.
+        fit_voxel_size_mm: the first attempt fits the affine on copies of both images resampled to
+            this voxel size (never finer than an image's own spacing), then resamples the
+            full-resolution image with it; retries fit on the images as they are. None always fits
+            on the images as they are, as Clinica does. The preset's pyramid ends with a level at
+            full resolution that costs most of the time at 1 mm, and 2 mm copies of 1 mm heads
+            give the same pose error (``benchmarks/preprocess.py``); copies of 3 mm or coarser
+            leave the coarsest level too few voxels and can miss the pose entirely.
     Returns the NCC of the kept registration.
 
     Raises ``ValueError`` for a seed below 1.
@@ -566,15 +573,20 @@ def register_to_template(
                          "for 0, and the registration would differ from run to run")
     fixed = ants.image_read(str(template_head_path))
     moving = ants.image_read(str(n4_path))
+    coarse = (fixed, moving)
+    if fit_voxel_size_mm is not None:
+        coarse = tuple(_coarsened(ants, image, float(fit_voxel_size_mm)) for image in (fixed, moving))
     slices = crop_slices(voxel_size_mm)
     template_crop = fixed.numpy()[slices]
     brainmask = np.asarray(nib.load(str(template_brainmask_path)).dataobj)
     best: tuple[float, int, np.ndarray, bytes] | None = None
     for attempt in range(max(1, int(attempts))):
+        # a retry fits at the working grid: a poor first fit may come from too coarse copies
+        fit_fixed, fit_moving = coarse if attempt == 0 else (fixed, moving)
         # antspyx takes the seed from its config, not from a keyword (a keyword would be silently ignored).
         ants.config._random_seed = int(seed) + attempt
         with tempfile.TemporaryDirectory(prefix="preprocess_reg_") as scratch:
-            result = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
+            result = ants.registration(fixed=fit_fixed, moving=fit_moving, type_of_transform=type_of_transform,
                                        outprefix=str(Path(scratch) / "reg_"))
             transforms = list(result["fwdtransforms"])
             leftovers = sorted(p.name for p in Path(scratch).iterdir() if "Warp" in p.name)
@@ -582,10 +594,15 @@ def register_to_template(
                 raise RuntimeError(f"registration of {n4_path} returned {transforms} (+ {leftovers}): expected "
                                    "exactly one affine transform and no deformation field")
             transform_bytes = Path(transforms[0]).read_bytes()
-        cropped = result["warpedmovout"].numpy().astype(np.float32)[slices]
+            registered = result["warpedmovout"]
+            if fit_fixed is not fixed or fit_moving is not moving:
+                # the same linear resampling antsRegistration applies to its own output
+                registered = ants.apply_transforms(fixed, moving, transforms, interpolator="linear")
+        cropped = registered.numpy().astype(np.float32)[slices]
         ncc = masked_ncc(cropped, template_crop, brainmask)
-        log.info("registration attempt %d of %s (%s, seed %d): NCC with the template %.3f", attempt + 1, n4_path,
-                 type_of_transform, int(seed) + attempt, ncc)
+        log.info("registration attempt %d of %s (%s, seed %d, fitted at %s mm): NCC with the template %.3f",
+                 attempt + 1, n4_path, type_of_transform, int(seed) + attempt,
+                 "x".join(f"{spacing:g}" for spacing in fit_moving.spacing), ncc)
         if best is None or ncc > best[0]:
             best = (ncc, int(seed) + attempt, cropped, transform_bytes)
         if best[0] >= retry_below_ncc:
@@ -599,6 +616,14 @@ def register_to_template(
     nib.save(nib.Nifti1Image(cropped, crop_affine(template_affine, slices)), str(crop_path))
     log.info("registered %s to %s: kept seed %d (NCC %.3f)", n4_path, template_head_path, used_seed, ncc)
     return ncc
+
+
+def _coarsened(ants, image, voxel_size_mm: float):
+    """``image`` resampled (linearly) so that no axis is finer than ``voxel_size_mm``; itself if none is."""
+    spacing = tuple(max(float(own), voxel_size_mm) for own in image.spacing)
+    if np.allclose(spacing, image.spacing):
+        return image
+    return ants.resample_image(image, spacing, use_voxels=False, interp_type=0)
 
 
 # --- 4. model-ready volume ------------------------------------------------------------------------

@@ -15,5 +15,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         type_of_transform=snakemake.params.type_of_transform,  # noqa: F821
         attempts=snakemake.params.attempts,  # noqa: F821
         retry_below_ncc=snakemake.params.retry_below_ncc,  # noqa: F821
+        fit_voxel_size_mm=snakemake.params.fit_voxel_size_mm,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
     )
