@@ -10,9 +10,11 @@ docs/model.md 2.2 step 1 is done once when a volume is loaded (``resize_volume``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torchio as tio
+if TYPE_CHECKING:  # torch and torchio load on first use: the settings layer imports AugmentSettings at DAG build
+    import torch
+    import torchio as tio
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class AugmentSettings:
 
 def build_augmentation(settings: AugmentSettings) -> tio.Compose:
     """The random part of the docs/model.md 2.2 pipeline as one torchio transform (input [1, X, Y, Z])."""
+    import torchio as tio
+
     angle = settings.max_rotation_deg
     transforms: list[tio.Transform] = []
     if settings.flip_axes and settings.flip_probability > 0:
@@ -65,6 +69,8 @@ def augment_volume(volume: torch.Tensor, augmentation: tio.Compose) -> torch.Ten
 
     The random draws come from torch's global generator, so callers seed it for reproducibility.
     """
+    import torch
+
     return augmentation(volume).to(torch.float32)
 
 
@@ -73,6 +79,9 @@ def resize_volume(volume: torch.Tensor, shape: tuple[int, int, int]) -> torch.Te
 
     Returns the input unchanged when it already has that shape.
     """
+    import torch
+    import torchio as tio
+
     if tuple(volume.shape[1:]) == tuple(shape):
         return volume
     return tio.Resize(tuple(shape), image_interpolation="linear")(volume).to(torch.float32)

@@ -226,6 +226,66 @@ class LossAverages:
         return {f"{prefix}{key}": float(totals[i] / totals[-1]) for i, key in enumerate(keys)}
 
 
+# --- the epoch loop both stages share -------------------------------------------------------------
+
+
+def run_epochs(
+    name: str,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    sampler: DistributedSampler,
+    settings: LoopSettings,
+    processes: Distributed,
+    start: int,
+    history: list[dict],
+    batch_losses: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None],
+    epoch_row: Callable[[int, float, LossAverages], dict],
+    after_epoch: Callable[[int, list[dict]], None],
+) -> list[dict]:
+    """Train epochs ``start`` .. ``settings.epochs - 1``; what differs between stages comes in as functions.
+
+    Each epoch: set its learning rate (:func:`learning_rate`), seed its draws by (seed, epoch,
+    rank), fix the loader's order, train ``module`` on every batch, then build the epoch's metrics
+    row, time it, append it to ``history`` and let the stage write what it keeps.
+
+    Args:
+        name: the stage's name in logs and progress bars.
+        module: what ``batch_losses`` runs (put in training mode each epoch; DDP-wrapped when distributed).
+        batch_losses: a batch already on the device -> losses (0-dim tensors, ``"loss"`` backpropagated;
+            all of them averaged for the row), or None to skip the batch.
+        epoch_row: (epoch, its learning rate, the train losses' averages) -> the epoch's metrics row,
+            validation included; the loop adds ``seconds``.
+        after_epoch: (epoch, history) -> None: metrics file, weights, resume point.
+
+    Returns ``history`` with one row per trained epoch appended.
+    """
+    for epoch in range(start, settings.epochs):
+        started = time.time()
+        lr = learning_rate(epoch, settings.lr, settings.warmup_epochs, settings.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        seed_epoch(settings.seed, epoch, processes.rank)
+        set_epoch(loader, sampler, epoch)
+        module.train()
+        averages = LossAverages()
+        for batch in progress(loader, processes.is_main, f"{name} {epoch + 1}/{settings.epochs}"):
+            losses = batch_losses(to_device(batch, processes.device))
+            if losses is None:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            averages.add(losses)
+        row = epoch_row(epoch, lr, averages)
+        row["seconds"] = round(time.time() - started, 3)
+        history.append(row)
+        log.info("%s epoch %d/%d %s", name, epoch + 1, settings.epochs,
+                 {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+        after_epoch(epoch, history)
+    return history
+
+
 def parameter_checksum(model: nn.Module) -> float:
     """Sum of every parameter in float64: equal on every process when DDP kept them in step."""
     with torch.no_grad():
@@ -292,39 +352,31 @@ def pretrain(
     val_loader = None
     if val_set is not None and len(val_set) >= 2 * processes.world_size:
         val_loader, val_sampler = make_loader(val_set, settings.batch_size, processes, settings.seed, False, True, settings.num_workers)
-    for epoch in range(start, settings.epochs):
-        started = time.time()
-        lr = learning_rate(epoch, settings.lr, settings.warmup_epochs, settings.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        seed_epoch(settings.seed, epoch, processes.rank)
-        set_epoch(loader, sampler, epoch)
-        step_module.train()
-        averages = LossAverages()
-        for batch in progress(loader, processes.is_main, f"pretrain {epoch + 1}/{settings.epochs}"):
-            batch = to_device(batch, processes.device)
-            if batch["image"].shape[0] < 2:
-                continue  # contrastive losses need a negative
-            with autocast(processes.device, settings.bf16):
-                losses = step_module(*pretrain_inputs(model, batch))
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
-            averages.add(losses)
-        row = {"epoch": epoch + 1, "lr": lr, **averages.means(processes, "train_")}
+    def batch_losses(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        if batch["image"].shape[0] < 2:
+            return None  # contrastive losses need a negative
+        with autocast(processes.device, settings.bf16):
+            return step_module(*pretrain_inputs(model, batch))
+
+    def epoch_row(epoch: int, lr: float, train: LossAverages) -> dict:
+        row = {"epoch": epoch + 1, "lr": lr, **train.means(processes, "train_")}
         if val_loader is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == settings.epochs):
             row.update(_validate_pretraining(model, val_loader, val_sampler, epoch, processes, settings.bf16))
-        row["seconds"] = round(time.time() - started, 3)
-        history.append(row)
-        log.info("pretrain epoch %d/%d %s", epoch + 1, settings.epochs, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+        return row
+
+    def after_epoch(epoch: int, history: list[dict]) -> None:
         if processes.is_main:
             write_metrics_csv(metrics_path, history)
             if snapshot_every and (epoch + 1) % snapshot_every == 0:
-                save_weights(checkpoint_dir / f"epoch-{epoch + 1:04d}.safetensors", state_dict_tensors(model), {**(metadata or {}), "epoch": epoch + 1})
+                save_weights(checkpoint_dir / f"epoch-{epoch + 1:04d}.safetensors", state_dict_tensors(model),
+                             {**(metadata or {}), "epoch": epoch + 1})
             if (epoch + 1) % settings.checkpoint_every == 0 or epoch + 1 == settings.epochs:
                 save_resume_point(checkpoint_dir, model, optimizer, ResumePoint(epoch + 1, history, {}), settings_hash)
         if processes.enabled:
             dist.barrier()
+
+    run_epochs("pretrain", step_module, optimizer, loader, sampler, settings, processes, start, history,
+               batch_losses, epoch_row, after_epoch)
     checksum = parameter_checksum(model)
     checksums = [checksum]
     if processes.enabled:
@@ -436,35 +488,28 @@ def finetune(
                                   settings.drop_last, settings.num_workers)
     weight = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32, device=device)
     loss_function = nn.CrossEntropyLoss(weight=weight)
-    for epoch in range(start, settings.epochs):
-        started = time.time()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(epoch, settings.lr, settings.warmup_epochs, settings.epochs)
-        seed_epoch(settings.seed, epoch, 0)
-        set_epoch(loader, sampler, epoch)
-        model.train()
-        loss_sum, batches = 0.0, 0
-        for batch in progress(loader, True, f"finetune {epoch + 1}/{settings.epochs}"):
-            batch = to_device(batch, device)
-            with autocast(device, settings.bf16):
-                logits = classify(model, batch)
-            loss = loss_function(logits.float(), batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum, batches = loss_sum + float(loss.detach()), batches + 1
+    last_validation: dict = {}
+
+    def batch_losses(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with autocast(device, settings.bf16):
+            logits = classify(model, batch)
+        return {"loss": loss_function(logits.float(), batch["label"])}
+
+    def epoch_row(epoch: int, lr: float, train: LossAverages) -> dict:
         labels, probabilities, _ = predict(model, val_set, settings.batch_size, device, settings.bf16, settings.num_workers)
-        val = classification_metrics(labels, probabilities)
-        score = selection_score(val, selection)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(batches, 1), "val_accuracy": val["accuracy"],
-               "val_auc": val["auc"], "val_f1": val["f1"], "val_balanced_accuracy": val["balanced_accuracy"],
-               "val_score": score, "seconds": round(time.time() - started, 3)}
-        history.append(row)
-        log.info("finetune epoch %d/%d %s", epoch + 1, settings.epochs, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+        last_validation.update(classification_metrics(labels, probabilities))
+        val = last_validation
+        return {"epoch": epoch + 1, "train_loss": train.means(processes, "train_").get("train_loss", 0.0),
+                "val_accuracy": val["accuracy"], "val_auc": val["auc"], "val_f1": val["f1"],
+                "val_balanced_accuracy": val["balanced_accuracy"], "val_score": selection_score(val, selection)}
+
+    def after_epoch(epoch: int, history: list[dict]) -> None:
+        nonlocal best
+        score = history[-1]["val_score"]
         # Strictly better than the best so far (initial best 0), as the official evaluator.
         if score > best["best_score"]:
             best = {"best_epoch": epoch + 1, "best_score": score,
-                    "best_val": {k: val[k] for k in ("accuracy", "auc", "f1", "balanced_accuracy", "auc_complete")},
+                    "best_val": {k: last_validation[k] for k in ("accuracy", "auc", "f1", "balanced_accuracy", "auc_complete")},
                     "best_file": f"best-{epoch + 1:04d}.safetensors"}
             save_weights(checkpoint_dir / best["best_file"], state_dict_tensors(model), {**(metadata or {}), "epoch": epoch + 1})
         write_metrics_csv(metrics_path, history)
@@ -473,6 +518,9 @@ def finetune(
             for stale in checkpoint_dir.glob("best-*.safetensors"):
                 if stale.name != best["best_file"]:
                     stale.unlink()
+
+    run_epochs("finetune", model, optimizer, loader, sampler, settings, processes, start, history,
+               batch_losses, epoch_row, after_epoch)
     if best["best_file"] is None:
         # No epoch beat a score of 0 (possible only on a degenerate validation set): keep the last one.
         log.warning("no epoch improved on a validation score of 0: keeping the last epoch's weights")

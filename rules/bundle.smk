@@ -33,8 +33,8 @@ rule export_bundle:
     params:
         code=code_fingerprint("workflow/scripts/export_bundle.py"),
         encoder=train_stage.configured_encoder(config),
-        model=evaluate_settings,
-        finetune=finetune_settings,
+        model=evaluate_settings_params,
+        finetune=finetune_settings_params,
         preprocess=bundle_stage.preprocessing_settings(config),
         tables=config["tables"],
     log:

@@ -4,6 +4,7 @@ import sys
 
 from workflow import paths
 from workflow import preprocess as preprocess_stage
+from workflow import settings as settings_stage
 from workflow import train as train_stage
 from workflow.config_checks import validate_config
 from workflow.convert import intake_folders, intake_inputs, raw_folders, raw_inputs
@@ -94,7 +95,7 @@ def variant_encoder(wildcards):
 
 def variant_model(wildcards):
     """The registered model a row trains (an encoder row's own variant)."""
-    return train_stage.resolve_variant(wildcards.variant, config)[0]
+    return settings_stage.resolve_variant(wildcards.variant, config)[0]
 
 
 def torchrun_processes(wildcards, resources):
@@ -102,16 +103,21 @@ def torchrun_processes(wildcards, resources):
     return resources.gpu or config["pretrain"]["cpu_processes"]
 
 
-def cohort_pretrain_settings(wildcards):
-    return train_stage.cohort_pretrain_settings(config, wildcards.variant, wildcards.cohort)
+# A job's settings as plain builtins: Snakemake compares params by repr and ignores other objects.
+def pretrain_settings_params(wildcards):
+    return settings_stage.pretrain_settings(config).as_params()
 
 
-def finetune_settings(wildcards):
-    return train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort)
+def cohort_pretrain_settings_params(wildcards):
+    return settings_stage.cohort_pretrain_settings(config, wildcards.variant, wildcards.cohort).as_params()
 
 
-def evaluate_settings(wildcards):
-    return train_stage.evaluate_settings(config, wildcards.variant)
+def finetune_settings_params(wildcards):
+    return settings_stage.finetune_settings(config, wildcards.variant, wildcards.cohort).as_params()
+
+
+def evaluate_settings_params(wildcards):
+    return settings_stage.evaluate_settings(config, wildcards.variant).as_params()
 
 
 def pretrained_weights(wildcards):

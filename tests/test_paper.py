@@ -21,6 +21,7 @@ from model.registry import build_model
 from workflow import figures, paths
 from workflow.paper import resolve_layer
 from workflow.report import Uncertainty, write_header_similarity, write_results_table
+from workflow.settings import EvaluateSettings
 from workflow.smk import REPO_ROOT
 
 COHORTS = ["ADNI", "AIBL", "NACC"]
@@ -299,10 +300,10 @@ def test_figure_files_from_weights_tables_and_header_bank(tmp_path: Path, monkey
 
     write_training_inputs(tmp_path)
     monkeypatch.chdir(tmp_path)
-    settings = {"architecture": {"resnet_depth": 10, "resnet_widths": [4, 4, 8, 8], "embed_dim": 16, "num_layers": 2,
+    settings = EvaluateSettings.from_params({"model": {"resnet_depth": 10, "resnet_widths": [4, 4, 8, 8], "embed_dim": 16, "num_layers": 2,
                                  "fusion_layers": 1, "num_heads": 2, "projection_dim": 8, "num_classes": 3},
                 "class_names": ["CN", "MCI", "DE"], "model_variant": "citab", "image_shape": [16, 16, 16],
-                "cache_volumes": False, "batch_size": 4, "bf16": False}
+                "cache_volumes": False, "batch_size": 4, "bf16": False})
     bank_path = paths.HEADER_BANK.format(encoder=ENCODER)
     torch.manual_seed(0)
     model = build("citab", load_checked_header_bank(bank_path, ENCODER), settings, "finetune")

@@ -80,6 +80,7 @@ def test_finetune_hyperparameter_reruns_finetune_evaluate_and_table(tiny_full_ru
     new_lr = float(config["finetune"]["lr"]) * 2
     jobs = planned_jobs(tiny_full_run, configfiles=(tiny_config_with({"finetune": {"lr": new_lr}}, tmp_path),))
     assert rules_of(jobs) == Counter({
+        "finetune_settings": jobs_in_run(tiny_full_run, "finetune"),  # each job's settings file, rewritten
         "finetune": jobs_in_run(tiny_full_run, "finetune"),
         "evaluate": jobs_in_run(tiny_full_run, "evaluate"),
         "results_table": 1,
@@ -91,8 +92,8 @@ def test_a_baselines_own_setting_reruns_only_that_baseline(tiny_full_run: Path, 
     changed = tiny_config_with({"finetune": {"variant_settings": {"daft": {"epochs": 3}}}}, tmp_path)
     jobs = planned_jobs(tiny_full_run, configfiles=(changed,))
     cohorts = list(yaml.safe_load(TINY_CONFIG.read_text())["cohorts"])
-    assert rules_of(jobs) == Counter({"finetune": len(cohorts), "evaluate": len(cohorts), "export_bundle": len(cohorts),
-                                      "results_table": 1})
+    assert rules_of(jobs) == Counter({"finetune_settings": len(cohorts), "finetune": len(cohorts),
+                                      "evaluate": len(cohorts), "export_bundle": len(cohorts), "results_table": 1})
     assert {wildcards["variant"] for rule, wildcards in jobs if rule != "results_table"} == {"daft"}
 
 

@@ -32,6 +32,7 @@ from model.checkpoints import CheckpointError
 from model.distributed import DeviceError, resolve_device
 from model.training import learning_rate
 from workflow import paths, train
+from workflow import settings as settings_stage
 
 VENV_PATH = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 TINY = yaml.safe_load(TINY_CONFIG.read_text())
@@ -87,25 +88,30 @@ def test_finetune_setting_change_reruns_only_finetune_evaluate_table(trained: Pa
     changed = write_config(tmp_path / "lr.yaml", {**TEST_OVERRIDES, "finetune": {**TEST_OVERRIDES["finetune"], "lr": 5e-4}})
     dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(TINY_CONFIG, changed), env=VENV_PATH)
     runs = 3 * len(TINY["report"]["variants"])  # DAFT takes the shared learning rate too
-    assert job_counts(dry.stdout) == {"finetune": runs, "evaluate": runs, "results_table": 1}
+    # each job's settings file is rewritten (local rule), then the job reruns
+    assert job_counts(dry.stdout) == {"finetune_settings": runs, "finetune": runs, "evaluate": runs, "results_table": 1}
     # A per-cohort setting reruns that cohort only (DAFT has corruption rates of its own).
     adni = write_config(tmp_path / "adni.yaml", {**TEST_OVERRIDES, "finetune": {
         **TEST_OVERRIDES["finetune"], "corruption_rate": {"default": 0.0, "ADNI": 0.5, "AIBL": 0.3, "NACC": 0.0}}})
     dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", configfiles=(TINY_CONFIG, adni), env=VENV_PATH)
-    assert job_counts(dry.stdout) == {"finetune": 1, "evaluate": 1, "results_table": 1}
+    assert job_counts(dry.stdout) == {"finetune_settings": 1, "finetune": 1, "evaluate": 1, "results_table": 1}
     # The "w/o multi-modal SSL" row is a config switch: fine-tuning from scratch, no pretraining.
     scratch = write_config(tmp_path / "scratch.yaml", {
         **TEST_OVERRIDES, "finetune": {**TEST_OVERRIDES["finetune"], "scratch_variants": {"citab_no_ssl": "citab"}},
         "report": {"variants": ["citab", "citab_no_ssl"]}})
     dry = run_snakemake(trained, paths.TABLE1.format(ext="md"), "-n", "-p", configfiles=(TINY_CONFIG, scratch), env=VENV_PATH)
-    assert job_counts(dry.stdout) == {"finetune": 3, "evaluate": 3, "results_table": 1}
+    assert job_counts(dry.stdout) == {"finetune_settings": 3, "evaluate_settings": 3, "finetune": 3, "evaluate": 3,
+                                      "results_table": 1}
     no_ssl_commands = [line for line in dry.stdout.splitlines() if "workflow.train finetune --variant citab_no_ssl" in line]
     assert len(no_ssl_commands) == 3 and all("--pretrained" not in line for line in no_ssl_commands)
 
 
-def _cli(workdir: Path, job: str, settings: dict, *extra: str) -> list[str]:
+def _cli(workdir: Path, job: str, settings, *extra: str) -> list[str]:
+    """The job's command line, its settings file written as the rule's settings rule writes it."""
+    settings_file = workdir / "settings" / f"{job}.json"
+    settings.write(settings_file)
     common = ["--variant", "citab", "--header-bank", paths.HEADER_BANK.format(encoder=ENCODER), "--encoder", ENCODER,
-              "--settings", json.dumps(settings), "--threads", "1"]
+              "--settings", str(settings_file), "--threads", "1"]
     return [sys.executable, "-m", "workflow.train", job, *common, *extra]
 
 
@@ -114,7 +120,7 @@ def _pretrain_command(workdir: Path, epochs: int) -> list[str]:
               "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"], "epochs": epochs, "checkpoint_every": 1}}
     _fill_defaults(config)
     cohorts = COHORTS
-    return _cli(workdir, "pretrain", json.loads(train.pretrain_settings(config)),
+    return _cli(workdir, "pretrain", settings_stage.pretrain_settings(config),
                 "--cohorts", *cohorts, "--tables", *(paths.TABLE.format(cohort=c) for c in cohorts),
                 "--columns", *(paths.TABLE_COLUMNS.format(cohort=c) for c in cohorts),
                 "--weights", paths.PRETRAINED_WEIGHTS.format(variant="citab"),
@@ -166,15 +172,15 @@ def test_pretraining_killed_then_rerun_ends_with_the_uninterrupted_weights(tmp_p
     assert drop_seconds(straight_metrics) == drop_seconds(resumed_metrics)
 
 
-def _finetune_settings() -> dict:
+def _finetune_settings() -> settings_stage.FinetuneSettings:
     config = {"model": TINY["model"], "headers": {"encoder": ENCODER},
               "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"]},
               "finetune": {**TINY["finetune"], **TEST_OVERRIDES["finetune"], "epochs": 3}}
     _fill_defaults(config)
-    return json.loads(train.finetune_settings(config, "citab", "ADNI"))
+    return settings_stage.finetune_settings(config, "citab", "ADNI")
 
 
-def _run_finetune(workdir: Path, settings: dict, pretrained: str | None = None) -> dict:
+def _run_finetune(workdir: Path, settings: settings_stage.FinetuneSettings, pretrained: str | None = None) -> dict:
     return train.run_finetune(
         variant="citab", cohort="ADNI", seed=1, table=str(workdir / paths.TABLE.format(cohort="ADNI")),
         columns=str(workdir / paths.TABLE_COLUMNS.format(cohort="ADNI")),
@@ -323,10 +329,10 @@ def test_baseline_trains_from_scratch_and_evaluates_with_its_own_settings(inputs
               "finetune": {**TINY["finetune"], **TEST_OVERRIDES["finetune"], "variant_settings": {variant: own}},
               "evaluate": {}}
     _fill_defaults(config)
-    assert train.resolve_variant(variant, config) == (variant, False)
+    assert settings_stage.resolve_variant(variant, config) == (variant, False)
     assert train.pretrained_input(variant, config) == []
-    settings = json.loads(train.finetune_settings(config, variant, "ADNI"))
-    assert settings["selection"] == own["selection"] and settings["epochs"] == 2
+    settings = settings_stage.finetune_settings(config, variant, "ADNI")
+    assert settings.selection == own["selection"] and settings.epochs == 2
     common = dict(variant=variant, cohort="ADNI", seed=1, table=paths.TABLE.format(cohort="ADNI"),
                   columns=paths.TABLE_COLUMNS.format(cohort="ADNI"), header_bank=paths.HEADER_BANK.format(encoder=ENCODER),
                   encoder=ENCODER, gpus=0, threads=1)
@@ -334,7 +340,7 @@ def test_baseline_trains_from_scratch_and_evaluates_with_its_own_settings(inputs
     result = train.run_finetune(settings=settings, pretrained=None, best=str(best), metrics=str(best.parent / "metrics.csv"),
                                 **common)
     assert result["selection"] == own["selection"] and 1 <= result["best_epoch"] <= 2
-    evaluation = train.run_evaluate(settings=json.loads(train.evaluate_settings(config, variant)), weights=str(best),
+    evaluation = train.run_evaluate(settings=settings_stage.evaluate_settings(config, variant), weights=str(best),
                                     metrics_json=str(inputs / "eval.json"), predictions=str(inputs / "pred.tsv"), **common)
     assert evaluation["selection"] == own["selection"] and evaluation["n"] == 6
     predictions = pd.read_csv(inputs / "pred.tsv", sep="\t")

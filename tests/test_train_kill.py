@@ -23,20 +23,22 @@ import yaml
 from conftest import REPO, TINY_CONFIG
 from test_train_helpers import ENCODER, write_training_inputs
 
-from workflow import paths, train
+from workflow import paths
+from workflow import settings as settings_stage
 
 COHORTS = ["ADNI", "AIBL"]
 PRETRAIN = {"epochs": 500, "batch_size": 8, "image_shape": [16, 16, 16], "checkpoint_every": 1}
 
 
-def settings_json() -> str:
-    """The pretrain rule's settings param for the tiny config with a long run (killed long before its end)."""
+def write_settings_file(path: Path) -> Path:
+    """The pretrain rule's settings file for the tiny config with a long run (killed long before its end)."""
     from snakemake.utils import validate
 
     tiny = yaml.safe_load(TINY_CONFIG.read_text())
     config = {"model": tiny["model"], "pretrain": {**tiny["pretrain"], **PRETRAIN}}
     validate(config["pretrain"], str(REPO / "workflow" / "schemas" / "pretrain.schema.yaml"), set_default=True)
-    return train.pretrain_settings(config)
+    settings_stage.pretrain_settings(config).write(path)
+    return path
 
 
 def rule_command(run_dir: Path) -> str:
@@ -47,7 +49,8 @@ def rule_command(run_dir: Path) -> str:
         "--tables", *(paths.TABLE.format(cohort=c) for c in COHORTS),
         "--columns", *(paths.TABLE_COLUMNS.format(cohort=c) for c in COHORTS),
         "--header-bank", paths.HEADER_BANK.format(encoder=ENCODER), "--encoder", ENCODER,
-        "--settings", settings_json(), "--weights", str(run_dir / "model.safetensors"),
+        "--settings", str(write_settings_file(run_dir.parent / "settings.json")),
+        "--weights", str(run_dir / "model.safetensors"),
         "--metrics", str(run_dir / "metrics.csv"), "--gpus", "0", "--threads", "2",
     ]
     log = run_dir.parent / "pretrain.log"

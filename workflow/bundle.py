@@ -30,7 +30,7 @@ from model.hashing import fingerprint
 log = logging.getLogger(__name__)
 
 # Raised when a bundle's layout changes in a way an older reader would misread.
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: model settings' sizes under "model" (was "architecture"); registration.fit_voxel_size_mm
 # The files of a bundle, by role; bundle.json (the manifest) is written last, so a folder with a
 # manifest is a complete bundle.
 BUNDLE_FILES = {
@@ -88,7 +88,7 @@ def export_bundle(
         table_columns / stats: the cohort's ``columns.yaml`` and ``stats.json`` from the tables stage.
         header_bank: the header bank the model was fine-tuned on.
         template: ``head``, ``crop``, ``brainmask``: the registration target the volumes were made with.
-        model_settings: what evaluation built the model from (``workflow.train.evaluate_settings``).
+        model_settings: what evaluation built the model from (``workflow.settings.EvaluateSettings.as_params()``).
         finetune_settings / preprocess_settings / tables_settings: the settings of the run (recorded,
             and hashed into ``settings_hash``).
         encoder: the configured header encoder (``headers.encoder``).

@@ -35,6 +35,7 @@ import torch
 
 # The run and layer a figure shows are planned with the DAG (workflow.paper, without torch).
 from workflow.paper import FigureWeights
+from workflow.settings import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,10 @@ DIAGNOSIS_MARKERS = ("o", "^", "s", "D", "v", "P")
 # --- inputs -----------------------------------------------------------------------------------------------
 
 
-def load_model(weights: FigureWeights, header_bank: str, encoder: str, settings: dict, columns: str):
+def load_model(weights: FigureWeights, header_bank: str, encoder: str, settings: EvaluateSettings, columns: str):
     """The fine-tuned CITab of ``weights`` in eval mode, on the header bank it was trained with.
 
-    ``settings`` is the evaluate rule's settings (``workflow.train.evaluate_settings``, decoded).
+    ``settings`` is the evaluate rule's settings (``workflow.settings.evaluate_settings``).
     """
     from workflow.training_rows import read_columns
     from workflow.train import load_checked_header_bank, load_fine_tuned
@@ -200,7 +201,7 @@ def figure3_data(model, cohorts: dict, feature_cohort: str, shared_feature: str,
 
 
 def figure3(
-    weights: FigureWeights, header_bank: str, encoder: str, settings: dict, tables: dict[str, tuple[str, str]],
+    weights: FigureWeights, header_bank: str, encoder: str, settings: EvaluateSettings, tables: dict[str, tuple[str, str]],
     feature_cohort: str, shared_feature: str, layer: int, split: str, max_rows: int, seed: int, dpi: int,
     png: str, pdf: str, data: str,
 ) -> pd.DataFrame:
@@ -209,7 +210,7 @@ def figure3(
     Args:
         weights: the fine-tuned run shown.
         header_bank / encoder: the header bank it was trained on and its encoder name.
-        settings: ``workflow.train.evaluate_settings`` of the run's variant, decoded.
+        settings: ``workflow.settings.evaluate_settings`` of the run's variant.
         tables: cohort -> (table.tsv, columns.yaml), in figure order.
         layer: 0-based P-MoLin layer; split / max_rows / seed: which rows (:func:`load_cohort`).
         png / pdf / data: outputs (``data``: :func:`figure3_data`'s table as TSV).
@@ -284,7 +285,7 @@ def figure4_data(model, rows, layer: int, perplexity: float, seed: int) -> pd.Da
 
 
 def figure4(
-    weights: FigureWeights, header_bank: str, encoder: str, settings: dict, table: str, columns: str, cohort: str,
+    weights: FigureWeights, header_bank: str, encoder: str, settings: EvaluateSettings, table: str, columns: str, cohort: str,
     layer: int, split: str, max_rows: int, perplexity: float, seed: int, dpi: int, png: str, pdf: str, data: str,
 ) -> pd.DataFrame:
     """Figure 4: t-SNE of ``cohort``'s feature tokens at P-MoLin layer ``layer`` with its prototypes.
@@ -347,7 +348,7 @@ def figure5_data(panels: dict, class_names: list[str], perplexity: float, seed: 
 
 
 def figure5(
-    panels: dict[str, FigureWeights], header_banks: dict[str, str], encoder: str, settings: dict[str, dict],
+    panels: dict[str, FigureWeights], header_banks: dict[str, str], encoder: str, settings: dict[str, EvaluateSettings],
     tables: dict[str, tuple[str, str]], class_names: list[str], split: str, max_rows: int, perplexity: float,
     seed: int, dpi: int, png: str, pdf: str, data: str,
 ) -> pd.DataFrame:
@@ -362,12 +363,12 @@ def figure5(
     Writes ``data`` (:func:`figure5_data`'s table) and the plot; returns the data.
     """
     from model.data import ImageTableDataset
-    from workflow.train import _NO_AUGMENT, sample_settings
+    from workflow.train import sample_settings
 
     loaded = {}
     for title, weights in panels.items():
         model, bank = load_model(weights, header_banks[title], encoder, settings[title], tables[weights.cohort][1])
-        images = sample_settings({**settings[title], "augment": _NO_AUGMENT}, seed, 0.0)
+        images = sample_settings(settings[title], seed, 0.0)
         loaded[title] = (model, {cohort: ImageTableDataset([load_cohort(cohort, table, columns, bank, split, max_rows, seed)],
                                                            images)
                                  for cohort, (table, columns) in tables.items()})

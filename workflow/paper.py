@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from workflow import paths
 from workflow.header_encoders import encoder_supplied
-from workflow.train import configured_encoder, encoder_rows
+from workflow.settings import encoder_rows
+from workflow.train import configured_encoder
 
 ENCODER_NOT_SUPPLIED = "encoder not supplied"
 

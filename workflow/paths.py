@@ -76,6 +76,11 @@ PRETRAIN_PROVENANCE = f"{PRETRAIN_DIR}/{PROVENANCE_NAME}"
 COHORT_PRETRAIN_PROVENANCE = f"{COHORT_PRETRAIN_DIR}/{PROVENANCE_NAME}"
 FINETUNE_PROVENANCE = f"{FINETUNE_DIR}/{PROVENANCE_NAME}"
 EVAL_PROVENANCE = f"results/eval/{{variant}}/{{cohort}}/seed-{{seed}}/{PROVENANCE_NAME}"
+# Each training job's settings (workflow.settings), written from its rule's params before it runs.
+PRETRAIN_SETTINGS = f"{PRETRAIN_DIR}/settings.json"
+COHORT_PRETRAIN_SETTINGS = f"{COHORT_PRETRAIN_DIR}/settings.json"
+FINETUNE_SETTINGS = f"{FINETUNE_DIR}/settings.json"
+EVAL_SETTINGS = "results/eval/{variant}/{cohort}/seed-{seed}/settings.json"
 
 # --- report ---------------------------------------------------------------------------------------
 TABLE1 = "results/report/table1.{ext}"

@@ -147,7 +147,7 @@ def preprocess_image(bundle, subject: str, session: str, t1_path: str, work_dir:
         register_to_template(files["n4"], bundle.path("template_head"), bundle.path("template_brainmask"),
                              files["affine"], files["crop"], settings["voxel_size_mm"], settings["random_seed"],
                              registration["type_of_transform"], registration["attempts"],
-                             registration["retry_below_ncc"], threads)
+                             registration["retry_below_ncc"], registration["fit_voxel_size_mm"], threads)
         step = "skull strip"
         strip = settings["skullstrip"]
         skull_strip(files["crop"], files["mask"], files["brain"], method=strip["method"], device=device,
@@ -314,9 +314,10 @@ def classify(bundle, subjects: pd.DataFrame, gpus: int, threads: int) -> np.ndar
     from model.distributed import setup_processes
     from model.training import predict
     from workflow.tables import MISSING_PREFIX, encode
+    from workflow.settings import EvaluateSettings
     from workflow.train import evaluation_dataset, load_checked_header_bank, load_fine_tuned
 
-    settings = bundle.model_settings
+    settings = EvaluateSettings.from_params(bundle.model_settings, source=f"{bundle.folder} model settings")
     processes = setup_processes(gpus, "predict --gpus", threads)
     bank = load_checked_header_bank(bundle.path("header_bank"), bundle.encoder)
     header_ids = {text: row for row, text in enumerate(bank.headers)}
@@ -335,7 +336,7 @@ def classify(bundle, subjects: pd.DataFrame, gpus: int, threads: int) -> np.ndar
     )
     model, _ = load_fine_tuned(bundle.path("weights"), bank, settings, columns, processes.device)
     dataset = evaluation_dataset(rows, settings, bundle.manifest["seed"], model)
-    _, probabilities, indices = predict(model, dataset, settings["batch_size"], processes.device, settings["bf16"])
+    _, probabilities, indices = predict(model, dataset, settings.batch_size, processes.device, settings.bf16)
     ordered = np.empty_like(probabilities)
     ordered[indices] = probabilities
     return ordered

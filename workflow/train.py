@@ -1,10 +1,9 @@
 """Training stage: pretraining, per-cohort fine-tuning and test-set evaluation.
 
 Rules run it as a command line (``python -m workflow.train pretrain|finetune|evaluate ...``) so that
-pretraining can be launched by ``torchrun`` and every job by ``workflow.gpu_slots``. The settings
-arrive as one JSON string built from the config by :func:`pretrain_settings`,
-:func:`cohort_pretrain_settings`, :func:`finetune_settings` and :func:`evaluate_settings` (the rules'
-``params``), so that a changed setting reruns exactly the jobs it affects.
+pretraining can be launched by ``torchrun`` and every job by ``workflow.gpu_slots``. Each job reads
+its settings file (``--settings``: a :mod:`workflow.settings` object, written from the rule's
+``params`` by a local rule), so that a changed setting reruns exactly the jobs it affects.
 
 CITab variants pretrain once on every cohort together (rule ``pretrain``); the self-supervised
 Table 1 baselines (MMCL, TIP, ViTa) pretrain once per cohort (rule ``pretrain_cohort``) and each
@@ -28,9 +27,13 @@ import os
 import sys
 from pathlib import Path
 
+from model.augment import AugmentSettings
 from model.hashing import fingerprint
 from workflow import paths
 from workflow.provenance import file_sha256, write_record
+from workflow.settings import (
+    SETTINGS_TYPES, EvaluateSettings, FinetuneSettings, PretrainSettings, encoder_rows, resolve_variant, variant_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +42,11 @@ PRETRAIN_METRICS = f"{paths.PRETRAIN_DIR}/metrics.csv"
 COHORT_PRETRAIN_METRICS = f"{paths.COHORT_PRETRAIN_DIR}/metrics.csv"
 FINETUNE_METRICS = f"{paths.FINETUNE_DIR}/metrics.csv"
 
-# Settings that only say how a job runs, not what it computes, are kept out of the params JSON.
-PRETRAIN_RUNTIME_KEYS = ("gpus", "cpu_processes", "threads", "mem_mb")
-# pretrain.variant_settings only concerns the per-cohort jobs of the variants it names
-PRETRAIN_PER_VARIANT_KEY = "variant_settings"
-FINETUNE_RUNTIME_KEYS = ("gpus", "threads", "mem_mb", "seeds", "pretrained", "scratch_variants",
-                         "augment_probability", "corruption_rate", "variant_settings")
-SHARED_FROM_PRETRAIN = ("image_shape", "augment", "cache_volumes")
 # Set by torchrun in the environment of each worker it starts (and not in its own).
 TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
 
 
-# --- config -> rule params (called by rules/train.smk) --------------------------------------------
-
-
-def encoder_rows(config: dict) -> dict[str, dict]:
-    """``headers.encoder_variants``: table rows that train a registered variant on another header
-    encoder's bank (row name -> ``{variant, encoder}``, e.g. Table 2's BioBERT row)."""
-    return config["headers"].get("encoder_variants", {})
+# --- config -> rule inputs (called by rules/train.smk) --------------------------------------------
 
 
 def configured_encoder(config: dict, variant: str | None = None) -> str:
@@ -70,89 +60,6 @@ def header_bank_path(config: dict, variant: str | None = None) -> str:
     return paths.HEADER_BANK.format(encoder=configured_encoder(config, variant))
 
 
-def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
-    """(registered model variant, start from pretrained encoders?) of a ``{variant}`` wildcard.
-
-    ``finetune.scratch_variants`` maps a table-row name to the variant it fine-tunes from scratch
-    (the "w/o multi-modal SSL" ablation); ``headers.encoder_variants`` maps one to a variant
-    trained on another header encoder's bank (the BioBERT row); a supervised baseline always
-    trains from scratch (it is bound to one cohort's columns and has no pretraining stage);
-    otherwise (CITab, pretrained across tables, and the self-supervised baselines, pretrained per
-    cohort) ``finetune.pretrained`` decides.
-    """
-    scratch = config["finetune"]["scratch_variants"]
-    if variant in scratch:
-        return scratch[variant], False
-    model_variant = encoder_rows(config).get(variant, {}).get("variant", variant)
-    info = _variant_info(model_variant)
-    has_pretraining = info.pretrains_across_tables or info.pretrains_per_cohort
-    return model_variant, bool(config["finetune"]["pretrained"]) and has_pretraining
-
-
-def _variant_info(model_variant: str):
-    from model.registry import variant_info
-
-    return variant_info(model_variant)
-
-
-def pretrain_settings(config: dict) -> str:
-    """JSON of every setting that changes the cross-table pretraining (CITab variants)."""
-    excluded = (*PRETRAIN_RUNTIME_KEYS, PRETRAIN_PER_VARIANT_KEY)
-    section = {k: v for k, v in config["pretrain"].items() if k not in excluded}
-    section["architecture"] = config["model"]
-    return json.dumps(section, sort_keys=True)
-
-
-def variant_pretrain_section(config: dict, model_variant: str) -> dict:
-    """The ``pretrain`` section as it applies to ``model_variant``: its ``variant_settings`` entry
-    (a self-supervised baseline's own optimiser, epochs and corruption rates) over the shared settings."""
-    section = config["pretrain"]
-    return {**section, **section.get(PRETRAIN_PER_VARIANT_KEY, {}).get(model_variant, {})}
-
-
-def cohort_pretrain_settings(config: dict, variant: str, cohort: str) -> str:
-    """JSON of every setting that changes one cohort's pretraining of a self-supervised baseline
-    (only that cohort's corruption rate: a change to another cohort's leaves this job alone)."""
-    section = variant_pretrain_section(config, variant)
-    excluded = (*PRETRAIN_RUNTIME_KEYS, PRETRAIN_PER_VARIANT_KEY)
-    settings = {k: v for k, v in section.items() if k not in excluded}
-    settings["corruption_rate"] = _per_cohort(section.get("corruption_rate", {"default": 0.0}), cohort)
-    settings["architecture"] = config["model"]
-    return json.dumps(settings, sort_keys=True)
-
-
-def variant_finetune_section(config: dict, model_variant: str) -> dict:
-    """The ``finetune`` section as it applies to ``model_variant``: its ``variant_settings`` entry
-    (a baseline's own training settings, e.g. the selection rule or augmentation rates) over the
-    shared settings."""
-    section = config["finetune"]
-    return {**section, **section["variant_settings"].get(model_variant, {})}
-
-
-def finetune_settings(config: dict, variant: str, cohort: str) -> str:
-    """JSON of every setting that changes one cohort's fine-tuning (only that cohort's rates)."""
-    model_variant, pretrained = resolve_variant(variant, config)
-    section = variant_finetune_section(config, model_variant)
-    settings = {k: v for k, v in section.items() if k not in FINETUNE_RUNTIME_KEYS}
-    settings.update({k: config["pretrain"][k] for k in SHARED_FROM_PRETRAIN})
-    settings["architecture"] = config["model"]
-    settings["augment_probability"] = _per_cohort(section["augment_probability"], cohort)
-    settings["corruption_rate"] = _per_cohort(section["corruption_rate"], cohort)
-    settings["model_variant"], settings["pretrained"] = model_variant, pretrained
-    return json.dumps(settings, sort_keys=True)
-
-
-def evaluate_settings(config: dict, variant: str) -> str:
-    """JSON of the settings evaluation needs (architecture and input shape must match training)."""
-    settings = {k: config["pretrain"][k] for k in ("image_shape", "cache_volumes")}
-    settings["architecture"] = config["model"]
-    settings.update({k: config["finetune"][k] for k in ("class_names",)})
-    settings["batch_size"] = config["evaluate"]["batch_size"]
-    settings["bf16"] = config["evaluate"]["bf16"]
-    settings["model_variant"] = resolve_variant(variant, config)[0]
-    return json.dumps(settings, sort_keys=True)
-
-
 def pretrained_input(variant: str, config: dict, cohort: str | None = None) -> list[str]:
     """The pretrained weights the fine-tuning job of ``variant`` on ``cohort`` reads ([] when it
     starts from scratch): the cross-table weights of a CITab variant, or the weights of that cohort
@@ -160,17 +67,13 @@ def pretrained_input(variant: str, config: dict, cohort: str | None = None) -> l
     model_variant, pretrained = resolve_variant(variant, config)
     if not pretrained:
         return []
-    if _variant_info(model_variant).pretrains_per_cohort:
+    if variant_info(model_variant).pretrains_per_cohort:
         if cohort is None:
             raise ValueError(f"variant {model_variant!r} is pretrained per cohort: pretrained_input needs the cohort")
         return [paths.COHORT_PRETRAINED_WEIGHTS.format(variant=model_variant, cohort=cohort)]
     # A row on another header encoder is pretrained on that encoder's bank: a pretraining run of its own.
     run = variant if variant in encoder_rows(config) else model_variant
     return [paths.PRETRAINED_WEIGHTS.format(variant=run)]
-
-
-def _per_cohort(values: dict, cohort: str) -> float:
-    return float(values.get(cohort, values["default"]))
 
 
 # --- shared loading -------------------------------------------------------------------------------
@@ -200,39 +103,44 @@ def load_rows(cohort: str, table: str, columns: str, bank, split: str):
     return load_cohort_rows(cohort, table, columns, header_ids, split)
 
 
-def sample_settings(settings: dict, seed: int, augment_probability: float, corruption_rate: float = 0.0,
-                    load_images: bool = True, corrupt_every_row: bool = False):
-    from model.augment import AugmentSettings
+# Evaluation never augments; the augmentation settings only need to be valid.
+NO_AUGMENT = AugmentSettings(flip_axes=(), flip_probability=0.0, max_rotation_deg=0.0, scale_range=0.0,
+                             isotropic_scale=False, gamma_log_range=0.0, gamma_probability=0.0)
+
+
+def sample_settings(settings: PretrainSettings | FinetuneSettings | EvaluateSettings, seed: int,
+                    augment_probability: float, corruption_rate: float = 0.0, load_images: bool = True,
+                    corrupt_every_row: bool = False):
+    """How a job's dataset draws samples; evaluation settings carry no augmentation (none is applied)."""
     from model.data import SampleSettings
 
-    augment = dict(settings["augment"])
-    augment["flip_axes"] = tuple(augment["flip_axes"])
     return SampleSettings(
-        image_shape=tuple(settings["image_shape"]), augment_probability=augment_probability,
-        corruption_rate=corruption_rate, augment=AugmentSettings(**augment), seed=seed,
-        cache_volumes=settings["cache_volumes"], load_images=load_images, corrupt_every_row=corrupt_every_row,
+        image_shape=settings.image_shape, augment_probability=augment_probability,
+        corruption_rate=corruption_rate, augment=getattr(settings, "augment", NO_AUGMENT), seed=seed,
+        cache_volumes=settings.cache_volumes, load_images=load_images, corrupt_every_row=corrupt_every_row,
     )
 
 
-def build(model_variant: str, bank, settings: dict, stage: str, columns: list[dict] | None = None):
+def build(model_variant: str, bank, settings: PretrainSettings | FinetuneSettings | EvaluateSettings, stage: str,
+          columns: list[dict] | None = None):
     """A fresh model of ``model_variant`` for ``stage`` ("pretrain" | "finetune") with the config's
-    sizes (``settings["architecture"]``, the ``model`` section) on the header bank's vectors; a
+    sizes (``settings.model``, the ``model`` section) on the header bank's vectors; a
     supervised baseline also gets its cohort's column layout from ``columns`` (the column entries
     of a cohort's columns.yaml). Checks the class names against the model's classes."""
     from model.registry import build_model
     from model.table_spec import TableSpec
 
     table = TableSpec.from_columns(columns) if columns else None
-    model = build_model(model_variant, bank.embeddings, table=table, **settings["architecture"], stage=stage)
-    classes = model.config.get("num_classes")
-    if "class_names" in settings and classes != len(settings["class_names"]):
-        raise ValueError(f"finetune.class_names lists {len(settings['class_names'])} classes but model.num_classes is {classes}")
+    model = build_model(model_variant, bank.embeddings, table=table, **settings.model, stage=stage)
+    classes, class_names = model.config.get("num_classes"), getattr(settings, "class_names", None)
+    if class_names is not None and classes != len(class_names):
+        raise ValueError(f"finetune.class_names lists {len(class_names)} classes but model.num_classes is {classes}")
     return model
 
 
-def preload(datasets: list, settings: dict) -> None:
+def preload(datasets: list, settings: PretrainSettings | FinetuneSettings) -> None:
     """With ``cache_volumes``, load every volume before the loaders start (forked workers share them)."""
-    if settings["cache_volumes"]:
+    if settings.cache_volumes:
         for dataset in datasets:
             if dataset is not None:
                 dataset.preload()
@@ -248,7 +156,7 @@ def worker_count(threads: int, processes: int, on_gpu: bool) -> int:
 
 def run_pretrain(
     variant: str, cohorts: list[str], tables: list[str], columns: list[str], header_bank: str, encoder: str,
-    settings: dict, weights: str, metrics: str, gpus: int, threads: int, provenance: str | None = None,
+    settings: PretrainSettings, weights: str, metrics: str, gpus: int, threads: int, provenance: str | None = None,
     code: str | None = None,
 ) -> dict:
     """Pretrain ``variant`` on the training rows of ``cohorts`` (one process of the group).
@@ -261,8 +169,8 @@ def run_pretrain(
         variant: registered model variant.
         cohorts / tables / columns: cohort names and their ``table.tsv`` / ``columns.yaml``, aligned.
         header_bank: the header bank file; ``encoder``: the encoder the config asks for.
-        settings: :func:`pretrain_settings` (CITab) or :func:`cohort_pretrain_settings` (a
-            baseline) decoded: the ``pretrain`` section (workflow/schemas/pretrain.schema.yaml).
+        settings: ``workflow.settings.pretrain_settings`` (CITab) or ``cohort_pretrain_settings``
+            (a baseline).
         weights / metrics: output files.
         gpus: GPUs per job (0 = CPU); threads: CPU threads of the whole job.
         provenance: where the main process writes the job's record (``workflow.provenance``);
@@ -286,14 +194,14 @@ def run_pretrain(
     if not processes.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     bank = load_checked_header_bank(header_bank, encoder)
-    seed = int(settings["seed"])
+    seed = settings.seed
     train_rows = [load_rows(c, t, k, bank, "train") for c, t, k in zip(cohorts, tables, columns)]
     val_rows = [load_rows(c, t, k, bank, "val") for c, t, k in zip(cohorts, tables, columns)]
     c_max = max(len(rows.col_ids) for rows in train_rows)
-    # CITab's settings set no corruption; a baseline's contrastive view corrupts every row
-    corruption = float(settings.get("corruption_rate", 0.0))
+    # CITab's corruption rate is 0; a baseline's contrastive view corrupts every row
     train_set = ImageTableDataset(
-        train_rows, sample_settings(settings, seed, settings["augment_probability"], corruption, corrupt_every_row=True),
+        train_rows,
+        sample_settings(settings, seed, settings.augment_probability, settings.corruption_rate, corrupt_every_row=True),
         corruption_pools=[(rows.values, rows.missing) for rows in train_rows], c_max=c_max,
     )
     val_rows = [rows for rows in val_rows if len(rows)]
@@ -304,18 +212,18 @@ def run_pretrain(
              len(val_set) if val_set else 0, processes.world_size, processes.device)
     torch.manual_seed(seed)  # the same initial weights in every process
     model = build(variant, bank, settings, "pretrain", read_columns(columns[0]) if info.pretrains_per_cohort else None)
-    run_hash = fingerprint({"variant": variant, "settings": settings, "world_size": processes.world_size,
+    run_hash = fingerprint({"variant": variant, "settings": settings.as_params(), "world_size": processes.world_size,
                             "inputs": [file_sha256(p) for p in [*tables, *columns, header_bank]]})
     workers = worker_count(threads, processes.world_size, processes.device.type == "cuda")
     loop = LoopSettings(
-        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-        weight_decay=settings["weight_decay"], warmup_epochs=settings["warmup_epochs"], seed=seed,
-        checkpoint_every=settings["checkpoint_every"], num_workers=workers, bf16=settings["bf16"],
+        epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
+        warmup_epochs=settings.warmup_epochs, seed=seed, checkpoint_every=settings.checkpoint_every,
+        num_workers=workers, bf16=settings.bf16,
     )
     try:
         summary = pretrain(
             model, train_set, val_set, loop, processes, Path(weights).parent, Path(weights), Path(metrics), run_hash,
-            val_every=settings["val_every"], snapshot_every=settings["checkpoint_every"],
+            val_every=settings.val_every, snapshot_every=settings.checkpoint_every,
             metadata={"variant": variant, "cohorts": json.dumps(cohorts), "model_config": json.dumps(model.config),
                       "encoder": encoder},
         )
@@ -325,7 +233,7 @@ def run_pretrain(
         if provenance and processes.is_main:
             write_record(
                 provenance, stage="pretrain_cohort" if info.pretrains_per_cohort else "pretrain",
-                identity={"variant": variant, "cohorts": list(cohorts)}, settings=settings, run_hash=run_hash,
+                identity={"variant": variant, "cohorts": list(cohorts)}, settings=settings.as_params(), run_hash=run_hash,
                 inputs={**{f"table_{c}": t for c, t in zip(cohorts, tables)},
                         **{f"columns_{c}": k for c, k in zip(cohorts, columns)}, "header_bank": header_bank},
                 outputs={"weights": weights, "metrics": metrics}, code_fingerprint=code)
@@ -336,13 +244,13 @@ def run_pretrain(
 
 def run_finetune(
     variant: str, cohort: str, seed: int, table: str, columns: str, header_bank: str, encoder: str,
-    settings: dict, pretrained: str | None, best: str, metrics: str, gpus: int, threads: int,
+    settings: FinetuneSettings, pretrained: str | None, best: str, metrics: str, gpus: int, threads: int,
     split: str | None = None, provenance: str | None = None, code: str | None = None,
 ) -> dict:
     """Fine-tune one cohort with one seed, from ``pretrained`` encoders (or from scratch when None).
 
-    ``settings`` is :func:`finetune_settings`'s JSON, decoded. Writes ``best`` (weights of the epoch
-    with the best validation score under ``settings["selection"]``) and ``metrics`` (per-epoch CSV),
+    ``settings``: ``workflow.settings.finetune_settings``. Writes ``best`` (weights of the epoch
+    with the best validation score under ``settings.selection``) and ``metrics`` (per-epoch CSV),
     then the job's record at ``provenance`` (``workflow.provenance``: ``split`` is the cohort's split
     file, recorded with the table; ``code`` the rule's code fingerprint).
     """
@@ -362,21 +270,21 @@ def run_finetune(
         raise ValueError(f"{table}: cohort {cohort} needs training and validation rows "
                          f"(has {len(train_rows)} train, {len(val_rows)} val)")
     torch.manual_seed(seed)
-    model = build(settings["model_variant"], bank, settings, "finetune", read_columns(columns))
+    model = build(settings.model_variant, bank, settings, "finetune", read_columns(columns))
     with_images = "image" in model.input_names
     train_set = ImageTableDataset(
         [train_rows],
-        sample_settings(settings, seed, settings["augment_probability"], settings["corruption_rate"], with_images),
+        sample_settings(settings, seed, settings.augment_probability, settings.corruption_rate, with_images),
         corruption_pools=[(train_rows.values, train_rows.missing)],
     )
     val_set = ImageTableDataset([val_rows], sample_settings(settings, seed, 0.0, load_images=with_images))
     preload([train_set, val_set], settings)
     if hasattr(model, "prepare_from_training_rows"):
         # HyperFusion's first stage: a tabular prior network and the weight generators' initialisation.
-        if "tabular_prior" not in settings:
-            raise ValueError(f"{settings['model_variant']} needs finetune.variant_settings."
-                             f"{settings['model_variant']}.tabular_prior (epochs, lr, class_weights)")
-        prior = settings["tabular_prior"]
+        prior = settings.tabular_prior
+        if prior is None:
+            raise ValueError(f"{settings.model_variant} needs finetune.variant_settings."
+                             f"{settings.model_variant}.tabular_prior (epochs, lr, class_weights)")
         model.prepare_from_training_rows(
             torch.from_numpy(train_rows.values), torch.from_numpy(train_rows.missing),
             torch.from_numpy(train_rows.labels), epochs=prior["epochs"], lr=prior["lr"], seed=seed,
@@ -386,43 +294,43 @@ def run_finetune(
     if pretrained:
         state, stored = load_weights(pretrained, "pretrained weights")
         pretrained_on = json.loads(stored.get("cohorts", "[]"))
-        if _variant_info(settings["model_variant"]).pretrains_per_cohort and pretrained_on != [cohort]:
+        if variant_info(settings.model_variant).pretrains_per_cohort and pretrained_on != [cohort]:
             # bound to one cohort's columns: another cohort's weights can fit by shape and still be wrong
             raise CheckpointError(f"pretrained weights '{pretrained}' were pretrained on {pretrained_on}, "
                                   f"not on cohort {cohort} alone")
         try:
             report = model.load_pretrained_encoders(state)
         except RuntimeError as error:
-            raise CheckpointError(f"pretrained weights '{pretrained}' do not fit variant {settings['model_variant']} "
+            raise CheckpointError(f"pretrained weights '{pretrained}' do not fit variant {settings.model_variant} "
                                   f"with the configured model sizes ({error})") from None
         log.info("loaded pretrained encoders from %s (skipped: %s)", pretrained, report.unexpected)
         inputs.append(pretrained)
     else:
-        log.info("no pretrained weights: fine-tuning %s from scratch (w/o multi-modal SSL)", settings["model_variant"])
-    if settings["strategy"] == "frozen":
+        log.info("no pretrained weights: fine-tuning %s from scratch (w/o multi-modal SSL)", settings.model_variant)
+    if settings.strategy == "frozen":
         if not hasattr(model, "freeze_encoders"):
-            raise ValueError(f"finetune.strategy 'frozen' needs pretrained encoders; {settings['model_variant']} "
+            raise ValueError(f"finetune.strategy 'frozen' needs pretrained encoders; {settings.model_variant} "
                              "trains from scratch (set strategy: trainable for it under finetune.variant_settings)")
         model.freeze_encoders()
     loop = LoopSettings(
-        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-        weight_decay=settings["weight_decay"], warmup_epochs=None, seed=seed,
-        checkpoint_every=settings["checkpoint_every"], num_workers=worker_count(threads, 1, processes.device.type == "cuda"),
-        bf16=settings["bf16"], shuffle=settings["shuffle"], drop_last=settings["drop_last"],
+        epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
+        warmup_epochs=None, seed=seed, checkpoint_every=settings.checkpoint_every,
+        num_workers=worker_count(threads, 1, processes.device.type == "cuda"), bf16=settings.bf16,
+        shuffle=settings.shuffle, drop_last=settings.drop_last,
     )
-    run_hash = fingerprint({"variant": variant, "cohort": cohort, "seed": seed, "settings": settings,
+    run_hash = fingerprint({"variant": variant, "cohort": cohort, "seed": seed, "settings": settings.as_params(),
                             "inputs": [file_sha256(p) for p in inputs]})
     log.info("fine-tuning %s on %s (seed %d): %d train, %d val rows on %s", variant, cohort, seed,
              len(train_set), len(val_set), processes.device)
     result = finetune(
         model, train_set, val_set, loop, processes.device, Path(best).parent, Path(best), Path(metrics), run_hash,
         metadata={"variant": variant, "cohort": cohort, "seed": seed, "model_config": json.dumps(model.config)},
-        selection=settings["selection"], class_weights=settings["class_weights"],
+        selection=settings.selection, class_weights=settings.class_weights,
     )
     log.info("best epoch %d: validation %s", result["best_epoch"], result["best_val"])
     if provenance:
         write_record(provenance, stage="finetune", identity={"variant": variant, "cohort": cohort, "seed": seed},
-                     settings=settings, run_hash=run_hash,
+                     settings=settings.as_params(), run_hash=run_hash,
                      inputs={"table": table, "split": split, "columns": columns, "header_bank": header_bank,
                              "pretrained": pretrained},
                      outputs={"weights": best, "metrics": metrics}, code_fingerprint=code)
@@ -431,7 +339,7 @@ def run_finetune(
 
 def run_evaluate(
     variant: str, cohort: str, seed: int, table: str, columns: str, header_bank: str, encoder: str,
-    settings: dict, weights: str, metrics_json: str, predictions: str, gpus: int, threads: int,
+    settings: EvaluateSettings, weights: str, metrics_json: str, predictions: str, gpus: int, threads: int,
     provenance: str | None = None, code: str | None = None,
 ) -> dict:
     """Evaluate the best fine-tuned weights on the cohort's test split.
@@ -449,15 +357,15 @@ def run_evaluate(
 
     processes = setup_processes(gpus, "evaluate.gpus", threads)
     bank = load_checked_header_bank(header_bank, encoder)
-    class_names = list(settings["class_names"])
-    run_hash = fingerprint({"variant": variant, "cohort": cohort, "seed": seed, "settings": settings,
+    class_names = list(settings.class_names)
+    run_hash = fingerprint({"variant": variant, "cohort": cohort, "seed": seed, "settings": settings.as_params(),
                             "inputs": [file_sha256(p) for p in (table, columns, header_bank, weights)]})
     test_rows = load_rows(cohort, table, columns, bank, "test")
     if len(test_rows) == 0:
         raise ValueError(f"{table}: cohort {cohort} has no test rows to evaluate")
     model, metadata = load_fine_tuned(weights, bank, settings, read_columns(columns), processes.device)
     test_set = evaluation_dataset(test_rows, settings, seed, model)
-    labels, probabilities, indices = predict(model, test_set, settings["batch_size"], processes.device, settings["bf16"])
+    labels, probabilities, indices = predict(model, test_set, settings.batch_size, processes.device, settings.bf16)
     metrics = classification_metrics(labels, probabilities)
     present = sorted(set(labels.tolist()))
     result = {
@@ -482,7 +390,7 @@ def run_evaluate(
     frame.to_csv(predictions, sep="\t", index=False)
     if provenance:
         write_record(provenance, stage="evaluate", identity={"variant": variant, "cohort": cohort, "seed": seed},
-                     settings=settings, run_hash=run_hash,
+                     settings=settings.as_params(), run_hash=run_hash,
                      inputs={"table": table, "columns": columns, "header_bank": header_bank, "weights": weights},
                      outputs={"metrics": metrics_json, "predictions": predictions}, code_fingerprint=code)
     log.info("%s %s seed %d test: acc %.3f auc %.3f f1 %.3f (n=%d)%s", variant, cohort, seed, metrics["accuracy"],
@@ -490,13 +398,8 @@ def run_evaluate(
     return result
 
 
-# Evaluation never augments; the augmentation settings only need to be valid.
-_NO_AUGMENT = {"flip_axes": [], "flip_probability": 0.0, "max_rotation_deg": 0.0, "scale_range": 0.0,
-               "isotropic_scale": False, "gamma_log_range": 0.0, "gamma_probability": 0.0}
-
-
-def load_fine_tuned(weights: str | Path, bank, settings: dict, columns: list[dict], device):
-    """The fine-tuned model of ``settings["model_variant"]`` with the weights at ``weights``, on
+def load_fine_tuned(weights: str | Path, bank, settings: EvaluateSettings, columns: list[dict], device):
+    """The fine-tuned model of ``settings.model_variant`` with the weights at ``weights``, on
     ``device``, and the weights' metadata (evaluation and prediction from a bundle share this).
 
     Raises CheckpointError naming the file when the weights do not fit the configured architecture.
@@ -504,22 +407,22 @@ def load_fine_tuned(weights: str | Path, bank, settings: dict, columns: list[dic
     from model.checkpoints import CheckpointError, load_weights
 
     state, metadata = load_weights(weights, "fine-tuned weights")
-    model = build(settings["model_variant"], bank, settings, "finetune", columns)
+    model = build(settings.model_variant, bank, settings, "finetune", columns)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise CheckpointError(f"fine-tuned weights '{weights}' do not fit variant {settings['model_variant']} "
+        raise CheckpointError(f"fine-tuned weights '{weights}' do not fit variant {settings.model_variant} "
                               f"with the configured architecture ({error})") from None
     return model.to(device), metadata
 
 
-def evaluation_dataset(rows, settings: dict, seed: int, model):
+def evaluation_dataset(rows, settings: EvaluateSettings, seed: int, model):
     """The un-augmented dataset that evaluation (and prediction from a bundle) feeds ``model``:
     ``rows`` (:class:`model.data.CohortRows`) at the configured input shape, volumes read only when
     the model takes images."""
     from model.data import ImageTableDataset
 
-    sampling = sample_settings({**settings, "augment": _NO_AUGMENT}, seed, 0.0, load_images="image" in model.input_names)
+    sampling = sample_settings(settings, seed, 0.0, load_images="image" in model.input_names)
     return ImageTableDataset([rows], sampling)
 
 
@@ -545,7 +448,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--variant", required=True)
         sub.add_argument("--header-bank", required=True)
         sub.add_argument("--encoder", required=True)
-        sub.add_argument("--settings", required=True, help="JSON settings (the rule's params)")
+        sub.add_argument("--settings", required=True, help="the job's settings file (workflow.settings)")
         sub.add_argument("--gpus", type=int, default=0)
         sub.add_argument("--threads", type=int, default=1)
         sub.add_argument("--provenance", default=None, help="where to write the job's record (workflow.provenance)")
@@ -583,11 +486,12 @@ def main(argv: list[str] | None = None) -> int:
         # them. Without this, a worker whose torchrun was SIGKILLed trains on and writes checkpoints.
         exit_with_parent()
     args = _parser().parse_args(argv)
-    settings = json.loads(args.settings)
-    common = dict(variant=args.variant, header_bank=args.header_bank, encoder=args.encoder, settings=settings,
+    common = dict(variant=args.variant, header_bank=args.header_bank, encoder=args.encoder,
                   gpus=args.gpus, threads=args.threads, provenance=args.provenance, code=args.code_fingerprint)
     with log_to(None):
         try:
+            settings = SETTINGS_TYPES[args.job].read(args.settings)
+            common["settings"] = settings
             if args.job == "pretrain":
                 if not (len(args.cohorts) == len(args.tables) == len(args.columns)):
                     raise ValueError("--cohorts, --tables and --columns must list the same number of items")

@@ -1,0 +1,112 @@
+"""The typed settings layer (workflow.settings): built once from the validated config, carried by
+a rule's params as plain builtins, read back by the job from its settings file with every key
+checked."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from model.augment import AugmentSettings
+from workflow import config_checks
+from workflow import settings as settings_stage
+from workflow.settings import EvaluateSettings, FinetuneSettings, PretrainSettings, SettingsError
+
+
+@pytest.fixture(scope="module")
+def paper_config() -> dict:
+    """config.yaml, validated with its defaults filled (the real-data folder check skipped)."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    original = config_checks.check_real_cohort_paths
+    config_checks.check_real_cohort_paths = lambda config: None
+    try:
+        config_checks.validate_config(config)
+    finally:
+        config_checks.check_real_cohort_paths = original
+    return config
+
+
+def schema_keys(section: str) -> set[str]:
+    schema = yaml.safe_load(config_checks.section_schema(section).read_text())
+    return set(schema["properties"])
+
+
+@pytest.mark.parametrize("section, cls, other_keys", [
+    ("pretrain", PretrainSettings, settings_stage.PRETRAIN_RUNTIME_KEYS + settings_stage.PRETRAIN_PLAN_KEYS),
+    ("finetune", FinetuneSettings, settings_stage.FINETUNE_RUNTIME_KEYS + settings_stage.FINETUNE_PLAN_KEYS),
+])
+def test_every_schema_key_is_a_field_or_a_runtime_or_plan_key(section, cls, other_keys) -> None:
+    fields = {field.name for field in dataclasses.fields(cls)}
+    assert schema_keys(section) - fields - set(other_keys) == set()
+
+
+def test_evaluate_schema_keys_are_fields_or_runtime_keys() -> None:
+    fields = {field.name for field in dataclasses.fields(EvaluateSettings)}
+    assert schema_keys("evaluate") - fields == {"gpus", "threads", "mem_mb"}
+
+
+def test_a_config_key_no_field_carries_is_an_error(paper_config: dict) -> None:
+    config = copy.deepcopy(paper_config)
+    config["finetune"]["label_smoothing"] = 0.1  # as if added to the schema but not to FinetuneSettings
+    with pytest.raises(SettingsError, match=r"'finetune' has keys \['label_smoothing'\] that FinetuneSettings"):
+        settings_stage.finetune_settings(config, "citab", "ADNI")
+
+
+def test_objects_are_typed_and_per_cohort_values_resolved(paper_config: dict) -> None:
+    citab = settings_stage.pretrain_settings(paper_config)
+    assert isinstance(citab.augment, AugmentSettings) and citab.augment.flip_axes == (0, 1, 2)
+    assert citab.image_shape == (160, 208, 176) and citab.corruption_rate == 0.0
+    mmcl = {cohort: settings_stage.cohort_pretrain_settings(paper_config, "mmcl", cohort) for cohort in ("ADNI", "NACC")}
+    assert (mmcl["ADNI"].corruption_rate, mmcl["NACC"].corruption_rate, mmcl["ADNI"].epochs) == (0.3, 0.0, 500)
+    aibl = settings_stage.finetune_settings(paper_config, "citab", "AIBL")
+    assert (aibl.augment_probability, aibl.corruption_rate, aibl.pretrained, aibl.tabular_prior) == (0.0, 0.3, True, None)
+    assert aibl.class_names == ("CN", "MCI", "DE")
+    hyperfusion = settings_stage.finetune_settings(paper_config, "hyperfusion", "ADNI")
+    assert hyperfusion.tabular_prior["epochs"] > 0 and hyperfusion.pretrained is False
+    evaluate = settings_stage.evaluate_settings(paper_config, "citab_no_ssl")
+    assert evaluate.model_variant == "citab" and evaluate.model == paper_config["model"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        evaluate.batch_size = 1
+
+
+def test_params_are_builtins_that_snakemake_compares(paper_config: dict) -> None:
+    """Snakemake compares params by the repr of builtin values and skips other objects: the params
+    entry must be plain, and a changed setting must change its repr."""
+    params = settings_stage.finetune_settings(paper_config, "citab", "ADNI").as_params()
+    assert json.loads(json.dumps(params)) == params  # only JSON types
+    changed = copy.deepcopy(paper_config)
+    changed["finetune"]["lr"] = 2e-4
+    assert repr(settings_stage.finetune_settings(changed, "citab", "ADNI").as_params()) != repr(params)
+    changed["finetune"]["corruption_rate"]["NACC"] = 0.5  # another cohort's rate: this job's params stay
+    assert settings_stage.finetune_settings(changed, "citab", "ADNI").as_params()["corruption_rate"] == 0.3
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "finetune", "evaluate"])
+def test_settings_file_round_trip(paper_config: dict, kind: str, tmp_path: Path) -> None:
+    built = {"pretrain": lambda: settings_stage.pretrain_settings(paper_config),
+             "finetune": lambda: settings_stage.finetune_settings(paper_config, "daft", "NACC"),
+             "evaluate": lambda: settings_stage.evaluate_settings(paper_config, "daft")}[kind]()
+    path = tmp_path / "settings.json"
+    settings_stage.write_settings(kind, built.as_params(), path, tmp_path / "log.txt")
+    assert settings_stage.SETTINGS_TYPES[kind].read(path) == built
+    assert "settings" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_wrong_settings_file_names_the_file_and_keys(paper_config: dict, tmp_path: Path) -> None:
+    values = settings_stage.finetune_settings(paper_config, "citab", "ADNI").as_params()
+    del values["lr"]
+    values["learning_rate"] = 1e-4
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(SettingsError, match=rf"{path}: not finetune settings \(missing keys \['lr'\], "
+                                            r"unknown keys \['learning_rate'\]\)"):
+        FinetuneSettings.read(path)
+    path.write_text("{not json")
+    with pytest.raises(SettingsError, match=rf"{path}: cannot read evaluate settings"):
+        EvaluateSettings.read(path)

@@ -1,0 +1,307 @@
+"""Typed settings of the training stages, built once from the validated config.
+
+One frozen object per job kind: :class:`PretrainSettings` (CITab across tables, or one
+self-supervised baseline on one cohort), :class:`FinetuneSettings` and :class:`EvaluateSettings`.
+The builders (:func:`pretrain_settings`, :func:`cohort_pretrain_settings`,
+:func:`finetune_settings`, :func:`evaluate_settings`) read the config and keep exactly what
+changes a job's result: threads, GPUs and memory stay out, and a per-cohort rate is resolved
+for the job's cohort, so a changed setting reruns exactly the jobs it affects.
+
+How a job gets its settings: the rule's ``params:`` entry holds :meth:`as_params` (plain builtins,
+JSON-ready), a local rule writes that to the job's ``settings.json``, and the job reads it back with
+:meth:`read`, every key checked. The object itself never goes into ``params:``: Snakemake compares
+params by the ``repr`` of builtin values and skips any other object, so a changed dataclass there
+would never trigger a rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from model.augment import AugmentSettings
+
+# Keys of a config section that say how a job runs, not what it computes.
+PRETRAIN_RUNTIME_KEYS = ("gpus", "cpu_processes", "threads", "mem_mb")
+FINETUNE_RUNTIME_KEYS = ("gpus", "threads", "mem_mb", "seeds")
+# Keys that choose which jobs exist (or override others per variant), not one job's settings.
+PRETRAIN_PLAN_KEYS = ("variant_settings",)
+FINETUNE_PLAN_KEYS = ("pretrained", "scratch_variants", "variant_settings")
+
+
+class SettingsError(ValueError):
+    """A settings file or mapping that does not match its settings type."""
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Conversion shared by the settings types: plain mapping <-> typed object."""
+
+    kind: ClassVar[str] = ""
+
+    def as_params(self) -> dict[str, Any]:
+        """The settings as JSON-ready builtins with sorted keys (a rule's ``params:`` entry)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True))
+
+    def write(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.as_params(), indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_params(cls, values: dict[str, Any], source: str = "settings"):
+        """The object of ``values`` (an :meth:`as_params` mapping); ``source`` names it in errors.
+
+        Raises SettingsError naming the missing and unknown keys.
+        """
+        names = {field.name for field in dataclasses.fields(cls)}
+        missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
+        if missing or unknown:
+            raise SettingsError(f"{source}: not {cls.kind} settings (missing keys {missing}, unknown keys {unknown})")
+        return cls(**{name: _typed(name, value) for name, value in values.items()})
+
+    @classmethod
+    def read(cls, path: str | Path):
+        """The settings in the JSON file at ``path`` (written by :meth:`write`)."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise SettingsError(f"{path}: cannot read {cls.kind} settings ({error})") from None
+        if not isinstance(values, dict):
+            raise SettingsError(f"{path}: {cls.kind} settings must be a JSON object")
+        return cls.from_params(values, source=str(path))
+
+
+def _typed(name: str, value: Any) -> Any:
+    """The typed form of one field read from JSON (tuples for shapes and names, nested types)."""
+    if name == "augment":
+        return AugmentSettings(**{**value, "flip_axes": tuple(value["flip_axes"])})
+    if name in ("image_shape", "class_names") or (name == "class_weights" and value is not None):
+        return tuple(value)
+    return value
+
+
+@dataclass(frozen=True)
+class PretrainSettings(_Settings):
+    """What one pretraining job computes with (config ``pretrain``, plus a self-supervised
+    baseline's ``pretrain.variant_settings`` entry, plus the ``model`` section).
+
+    Attributes:
+        epochs, warmup_epochs: epochs; linear warm-up epochs before the cosine decay.
+        batch_size: samples per process and step. lr, weight_decay: Adam's.
+        seed: initial weights, data order and every random draw.
+        augment_probability: share of augmented training images; augment: their strengths.
+        image_shape: model input (X, Y, Z).
+        checkpoint_every, val_every: epochs between resume points; between validation passes.
+        bf16: bfloat16 autocast on GPU. cache_volumes: keep volumes in memory.
+        corruption_rate: share of columns replaced in the corrupted contrastive view of a
+            self-supervised baseline, for the job's cohort (0 for CITab).
+        model: the ``model`` section (sizes; each variant's constructor takes its keys).
+    """
+
+    kind: ClassVar[str] = "pretrain"
+
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    augment_probability: float
+    augment: AugmentSettings
+    image_shape: tuple[int, int, int]
+    checkpoint_every: int
+    val_every: int
+    bf16: bool
+    cache_volumes: bool
+    corruption_rate: float
+    model: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FinetuneSettings(_Settings):
+    """What one fine-tuning job (variant, cohort, seed) computes with.
+
+    Attributes:
+        model_variant: the registered variant the row trains; pretrained: whether it starts from
+            pretrained encoders.
+        epochs, batch_size, lr, weight_decay: the loop's (constant learning rate).
+        strategy: "trainable" (everything learns) or "frozen" (the classifier only).
+        shuffle, drop_last: the training loader's.
+        augment_probability, corruption_rate: the job's cohort's rates (docs/model.md 6.3).
+        selection: rule that picks the best epoch; class_weights: cross-entropy weights or None.
+        class_names: label 0, 1, ... names. checkpoint_every: epochs between resume points.
+        bf16: bfloat16 autocast on GPU.
+        tabular_prior: HyperFusion's first stage (``epochs``, ``lr``, ``class_weights``); None otherwise.
+        image_shape, augment, cache_volumes: shared with pretraining (``pretrain`` section).
+        model: the ``model`` section.
+    """
+
+    kind: ClassVar[str] = "finetune"
+
+    model_variant: str
+    pretrained: bool
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    strategy: str
+    shuffle: bool
+    drop_last: bool
+    augment_probability: float
+    corruption_rate: float
+    selection: str
+    class_weights: tuple[float, ...] | None
+    class_names: tuple[str, ...]
+    checkpoint_every: int
+    bf16: bool
+    tabular_prior: dict[str, Any] | None
+    image_shape: tuple[int, int, int]
+    augment: AugmentSettings
+    cache_volumes: bool
+    model: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(_Settings):
+    """What evaluation (and prediction from a bundle) builds and feeds the fine-tuned model with.
+
+    Attributes:
+        model_variant: the registered variant; model: the ``model`` section (must match
+            training's). image_shape, cache_volumes: as in training. class_names: label names.
+        batch_size: test samples per step; bf16: bfloat16 autocast on GPU.
+    """
+
+    kind: ClassVar[str] = "evaluate"
+
+    model_variant: str
+    model: dict[str, Any]
+    image_shape: tuple[int, int, int]
+    cache_volumes: bool
+    class_names: tuple[str, ...]
+    batch_size: int
+    bf16: bool
+
+
+SETTINGS_TYPES: dict[str, type[_Settings]] = {
+    cls.kind: cls for cls in (PretrainSettings, FinetuneSettings, EvaluateSettings)
+}
+
+
+# --- which variant a table row trains ---------------------------------------------------------------
+
+
+def encoder_rows(config: dict) -> dict[str, dict]:
+    """``headers.encoder_variants``: table rows that train a registered variant on another header
+    encoder's bank (row name -> ``{variant, encoder}``, e.g. Table 2's BioBERT row)."""
+    return config["headers"].get("encoder_variants", {})
+
+
+def variant_info(model_variant: str):
+    from model.registry import variant_info as registered
+
+    return registered(model_variant)
+
+
+def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
+    """(registered model variant, start from pretrained encoders?) of a ``{variant}`` wildcard.
+
+    ``finetune.scratch_variants`` maps a table-row name to the variant it fine-tunes from scratch
+    (the "w/o multi-modal SSL" ablation); ``headers.encoder_variants`` maps one to a variant
+    trained on another header encoder's bank (the BioBERT row); a supervised baseline always
+    trains from scratch (it is bound to one cohort's columns and has no pretraining stage);
+    otherwise (CITab, pretrained across tables, and the self-supervised baselines, pretrained per
+    cohort) ``finetune.pretrained`` decides.
+    """
+    scratch = config["finetune"]["scratch_variants"]
+    if variant in scratch:
+        return scratch[variant], False
+    model_variant = encoder_rows(config).get(variant, {}).get("variant", variant)
+    info = variant_info(model_variant)
+    has_pretraining = info.pretrains_across_tables or info.pretrains_per_cohort
+    return model_variant, bool(config["finetune"]["pretrained"]) and has_pretraining
+
+
+# --- config -> settings ---------------------------------------------------------------------------
+
+
+def pretrain_settings(config: dict) -> PretrainSettings:
+    """The cross-table pretraining settings of the CITab variants."""
+    return _pretrain(config["pretrain"], config, corruption_rate=0.0)
+
+
+def cohort_pretrain_settings(config: dict, variant: str, cohort: str) -> PretrainSettings:
+    """One cohort's pretraining settings of a self-supervised baseline: its
+    ``pretrain.variant_settings`` entry over the shared settings, with that cohort's corruption
+    rate only (a change to another cohort's leaves this job alone)."""
+    shared = config["pretrain"]
+    section = {**shared, **shared["variant_settings"].get(variant, {})}
+    rate = _per_cohort(section.get("corruption_rate", {"default": 0.0}), cohort)
+    return _pretrain(section, config, corruption_rate=rate)
+
+
+def finetune_settings(config: dict, variant: str, cohort: str) -> FinetuneSettings:
+    """One cohort's fine-tuning settings of the row ``variant``: the variant's
+    ``finetune.variant_settings`` entry over the shared settings, that cohort's rates only."""
+    model_variant, pretrained = resolve_variant(variant, config)
+    shared = config["finetune"]
+    section = {**shared, **shared["variant_settings"].get(model_variant, {})}
+    _check_known(shared, FinetuneSettings, FINETUNE_RUNTIME_KEYS + FINETUNE_PLAN_KEYS, "finetune")
+    values = {name: section[name] for name in _field_names(FinetuneSettings) if name in shared}
+    values.update(
+        model_variant=model_variant, pretrained=pretrained, tabular_prior=section.get("tabular_prior"),
+        augment_probability=_per_cohort(section["augment_probability"], cohort),
+        corruption_rate=_per_cohort(section["corruption_rate"], cohort),
+        **{name: config["pretrain"][name] for name in ("image_shape", "augment", "cache_volumes")},
+        model=config["model"],
+    )
+    return FinetuneSettings.from_params(_plain(values), source=f"finetune settings of {variant} on {cohort}")
+
+
+def evaluate_settings(config: dict, variant: str) -> EvaluateSettings:
+    """The evaluation settings of the row ``variant`` (architecture and input shape as in training)."""
+    values = {
+        "model_variant": resolve_variant(variant, config)[0], "model": config["model"],
+        "image_shape": config["pretrain"]["image_shape"], "cache_volumes": config["pretrain"]["cache_volumes"],
+        "class_names": config["finetune"]["class_names"], **config["evaluate"],
+    }
+    values = {name: values[name] for name in _field_names(EvaluateSettings)}
+    return EvaluateSettings.from_params(_plain(values), source=f"evaluate settings of {variant}")
+
+
+def _pretrain(section: dict, config: dict, corruption_rate: float) -> PretrainSettings:
+    _check_known(config["pretrain"], PretrainSettings, PRETRAIN_RUNTIME_KEYS + PRETRAIN_PLAN_KEYS, "pretrain")
+    values = {name: section[name] for name in _field_names(PretrainSettings) if name in config["pretrain"]}
+    values.update(corruption_rate=corruption_rate, model=config["model"])
+    return PretrainSettings.from_params(_plain(values), source="pretrain settings")
+
+
+def _check_known(section: dict, cls: type[_Settings], other_keys: tuple[str, ...], name: str) -> None:
+    """A config key that no settings field and no runtime or plan key takes would be silently
+    ignored: a schema key added without its field here."""
+    unknown = sorted(set(section) - set(_field_names(cls)) - set(other_keys))
+    if unknown:
+        raise SettingsError(f"config section {name!r} has keys {unknown} that {cls.__name__} does not carry")
+
+
+def _field_names(cls: type[_Settings]) -> list[str]:
+    return [field.name for field in dataclasses.fields(cls)]
+
+
+def _per_cohort(values: dict, cohort: str) -> float:
+    return float(values.get(cohort, values["default"]))
+
+
+def _plain(values: dict) -> dict:
+    return json.loads(json.dumps(values))
+
+
+def write_settings(kind: str, values: dict[str, Any], path: str | Path, log_path: str | Path) -> None:
+    """Write a job's settings file from its rule's params (``kind``: "pretrain", "finetune" or
+    "evaluate"), checked against its type; ``log_path`` gets one line naming the file."""
+    settings = SETTINGS_TYPES[kind].from_params(values, source=f"params of {path}")
+    settings.write(path)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(log_path).write_text(f"wrote {kind} settings to {path}\n")
