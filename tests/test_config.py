@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -103,8 +104,7 @@ def test_the_paper_config_plans_every_table1_row_for_every_cohort(snakemake_work
         for cohort in ("ADNI", "AIBL", "NACC"):
             (command,) = [c for c in pretraining if f"--variant {variant} --cohorts {cohort} " in c]
             assert f"--weights results/pretrain/{variant}/{cohort}/model.safetensors" in command
-            assert '"epochs": 500' in command
-            assert f'"corruption_rate": {0.0 if variant == "vita" or cohort == "NACC" else 0.3}' in command
+            assert f"--settings results/pretrain/{variant}/{cohort}/settings.json" in command
     commands = [line for line in process.stdout.splitlines() if "workflow.train finetune" in line]
     for variant in rows:
         for cohort in ("ADNI", "AIBL", "NACC"):
@@ -113,8 +113,22 @@ def test_the_paper_config_plans_every_table1_row_for_every_cohort(snakemake_work
             own_cohort = f"--pretrained results/pretrain/{variant}/{cohort}/model.safetensors "
             assert (own_cohort in command) == (variant in self_supervised)
             assert command.count("--pretrained ") == (variant in (*self_supervised, "citab"))
-    daft_aibl = next(c for c in commands if "--variant daft --cohort AIBL " in c)
-    assert '"selection": "auc"' in daft_aibl and '"augment_probability": 0.95' in daft_aibl
-    assert '"corruption_rate": 0.3' in daft_aibl and '"epochs": 100' in daft_aibl
-    hyperfusion = next(c for c in commands if "--variant hyperfusion --cohort NACC " in c)
-    assert '"selection": "balanced_accuracy"' in hyperfusion and '"batch_size": 32' in hyperfusion
+    # Each job's own harness settings: the settings files the local rules write (nothing else runs).
+    seed = config["finetune"]["seeds"][0]
+    files = {(variant, cohort): f"results/pretrain/{variant}/{cohort}/settings.json"
+             for variant in self_supervised for cohort in ("ADNI", "AIBL", "NACC")}
+    files["daft", "AIBL"] = f"results/finetune/daft/AIBL/seed-{seed}/settings.json"
+    files["hyperfusion", "NACC"] = f"results/finetune/hyperfusion/NACC/seed-{seed}/settings.json"
+    assert all(f"--settings {files[key]}" in command for key in [("daft", "AIBL"), ("hyperfusion", "NACC")]
+               for command in commands if f"--variant {key[0]} --cohort {key[1]} " in command)
+    run_snakemake(snakemake_workdir, *files.values(), "--cores", "1", configfiles=())
+    written = {key: json.loads((snakemake_workdir / path).read_text()) for key, path in files.items()}
+    for variant in self_supervised:
+        for cohort in ("ADNI", "AIBL", "NACC"):
+            assert written[variant, cohort]["epochs"] == 500
+            assert written[variant, cohort]["corruption_rate"] == (0.0 if variant == "vita" or cohort == "NACC" else 0.3)
+    daft_aibl = written["daft", "AIBL"]
+    assert (daft_aibl["selection"], daft_aibl["augment_probability"]) == ("auc", 0.95)
+    assert (daft_aibl["corruption_rate"], daft_aibl["epochs"]) == (0.3, 100)
+    hyperfusion = written["hyperfusion", "NACC"]
+    assert (hyperfusion["selection"], hyperfusion["batch_size"]) == ("balanced_accuracy", 32)
