@@ -9,41 +9,14 @@ docs/model.md 2.2 step 1 is done once when a volume is loaded (``resize_volume``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import torch
+import torchio as tio
 
-if TYPE_CHECKING:  # torch and torchio load on first use: the settings layer imports AugmentSettings at DAG build
-    import torch
-    import torchio as tio
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """Augmentation strengths (config section ``pretrain.augment``, shared by fine-tuning).
-
-    Attributes:
-        flip_axes: axes flipped at random, each independently.
-        flip_probability: probability of flipping each axis.
-        max_rotation_deg: rotation angle per axis drawn from U(0, max_rotation_deg).
-        scale_range: isotropic-or-not scale factor drawn from U(1 - scale_range, 1 + scale_range).
-        isotropic_scale: one scale for all axes (True) or one per axis (torchio's default, False).
-        gamma_log_range: log-gamma drawn from U(-gamma_log_range, gamma_log_range).
-        gamma_probability: probability of applying the gamma transform.
-    """
-
-    flip_axes: tuple[int, ...] = (0, 1, 2)
-    flip_probability: float = 0.5
-    max_rotation_deg: float = 45.0
-    scale_range: float = 0.1
-    isotropic_scale: bool = False
-    gamma_log_range: float = 0.3
-    gamma_probability: float = 0.5
+from model.augment_settings import AugmentSettings
 
 
 def build_augmentation(settings: AugmentSettings) -> tio.Compose:
     """The random part of the docs/model.md 2.2 pipeline as one torchio transform (input [1, X, Y, Z])."""
-    import torchio as tio
-
     angle = settings.max_rotation_deg
     transforms: list[tio.Transform] = []
     if settings.flip_axes and settings.flip_probability > 0:
@@ -69,8 +42,6 @@ def augment_volume(volume: torch.Tensor, augmentation: tio.Compose) -> torch.Ten
 
     The random draws come from torch's global generator, so callers seed it for reproducibility.
     """
-    import torch
-
     return augmentation(volume).to(torch.float32)
 
 
@@ -79,9 +50,6 @@ def resize_volume(volume: torch.Tensor, shape: tuple[int, int, int]) -> torch.Te
 
     Returns the input unchanged when it already has that shape.
     """
-    import torch
-    import torchio as tio
-
     if tuple(volume.shape[1:]) == tuple(shape):
         return volume
     return tio.Resize(tuple(shape), image_interpolation="linear")(volume).to(torch.float32)

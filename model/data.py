@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from model.augment import AugmentSettings, augment_volume, build_augmentation, resize_volume
+from model.augment import augment_volume, build_augmentation, resize_volume
+from model.augment_settings import AugmentSettings
 
 
 class DataError(ValueError):

@@ -23,13 +23,7 @@ rule build_table:
         ),
     params:
         code=code_fingerprint("workflow/scripts/build_table.py"),
-        window_days=config["tables"]["window_days"],
-        exact_visit_code=config["tables"]["exact_visit_code"],
-        timepoint=config["tables"]["timepoint"],
-        seed=config["tables"]["seed"],
-        split_fractions=config["tables"]["split_fractions"],
-        stats_scope=config["tables"]["stats_scope"],
-        zscore_categorical=config["tables"]["zscore_categorical"],
+        settings=settings_stage.tables_settings(config).as_params(),
     log:
         "results/logs/build_table/{cohort}.log",
     benchmark:

@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO, markdown_lines, run_snakemake
 
 from model.data import CohortRows, ImageTableDataset, SampleSettings
-from model.augment import AugmentSettings
+from model.augment_settings import AugmentSettings
 from model.registry import build_model
 from workflow import figures, paths
 from workflow.paper import resolve_layer

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from model.augment import AugmentSettings
+from model.augment_settings import AugmentSettings
 from workflow import config_checks
 from workflow import settings as settings_stage
 from workflow.settings import EvaluateSettings, FinetuneSettings, PretrainSettings, SettingsError
@@ -38,6 +38,7 @@ def schema_keys(section: str) -> set[str]:
 
 
 @pytest.mark.parametrize("section, cls, other_keys", [
+    ("tables", settings_stage.TablesSettings, settings_stage.TABLES_INPUT_KEYS),
     ("pretrain", PretrainSettings, settings_stage.PRETRAIN_RUNTIME_KEYS + settings_stage.PRETRAIN_PLAN_KEYS),
     ("finetune", FinetuneSettings, settings_stage.FINETUNE_RUNTIME_KEYS + settings_stage.FINETUNE_PLAN_KEYS),
 ])
@@ -87,9 +88,10 @@ def test_params_are_builtins_that_snakemake_compares(paper_config: dict) -> None
     assert settings_stage.finetune_settings(changed, "citab", "ADNI").as_params()["corruption_rate"] == 0.3
 
 
-@pytest.mark.parametrize("kind", ["pretrain", "finetune", "evaluate"])
+@pytest.mark.parametrize("kind", ["tables", "pretrain", "finetune", "evaluate"])
 def test_settings_file_round_trip(paper_config: dict, kind: str, tmp_path: Path) -> None:
-    built = {"pretrain": lambda: settings_stage.pretrain_settings(paper_config),
+    built = {"tables": lambda: settings_stage.tables_settings(paper_config),
+             "pretrain": lambda: settings_stage.pretrain_settings(paper_config),
              "finetune": lambda: settings_stage.finetune_settings(paper_config, "daft", "NACC"),
              "evaluate": lambda: settings_stage.evaluate_settings(paper_config, "daft")}[kind]()
     path = tmp_path / "settings.json"

@@ -18,6 +18,7 @@ from conftest import run_snakemake
 from test_intake import COLUMNS_YAML, adni_row, nacc_visit, write_adni, write_aibl, write_nacc
 from workflow import paths
 from workflow.intake import intake_cohort, read_cohort
+from workflow.settings import TablesSettings
 from workflow.tables import (
     MISSING_PREFIX,
     SPLITS,
@@ -224,11 +225,13 @@ def run_stage(tmp_path: Path, root: Path, cohort: str, fmt: str, fail_every: int
     outputs = {key: tmp_path / cohort / "tables" / name for key, name in (
         ("table", "table.tsv"), ("columns", "columns.yaml"), ("stats", "stats.json"), ("split", "split.tsv"),
         ("exclusions", "exclusions.tsv"), ("summary", "summary.json"), ("summary_md", "summary.md"))}
-    options = dict(split_table_path=None, window_days=182, exact_visit_code=True, timepoint="first", seed=2022,
+    options = dict(window_days=182, exact_visit_code=True, timepoint="first", seed=2022,
                    split_fractions=FRACTIONS, stats_scope="train_split", zscore_categorical=False)
+    split_table_path = overrides.pop("split_table_path", None)
     options.update(overrides)
     build_table(cohort, str(out["images.tsv"]), str(out["visits.tsv"]), str(out["intake_exclusions.tsv"]),
-                str(out["qc.tsv"]), str(COLUMNS_YAML), outputs={k: str(v) for k, v in outputs.items()}, **options)
+                str(out["qc.tsv"]), str(COLUMNS_YAML), split_table_path, TablesSettings(**options),
+                outputs={k: str(v) for k, v in outputs.items()})
     return {**out, **outputs}
 
 
@@ -354,8 +357,8 @@ def test_qc_table_without_required_columns_stops_the_run(tmp_path):
     pd.read_csv(out["qc.tsv"], sep="\t").drop(columns=["volume"]).to_csv(out["qc.tsv"], sep="\t", index=False)
     with pytest.raises(TableError, match=r"qc.tsv: required column\(s\) \['volume'\] not found"):
         build_table("ADNI", str(out["images.tsv"]), str(out["visits.tsv"]), str(out["intake_exclusions.tsv"]),
-                    str(out["qc.tsv"]), str(COLUMNS_YAML), None, 182, True, "first", 1, FRACTIONS, "train_split",
-                    False, {k: str(out[k]) for k in ("table", "columns", "stats", "split", "exclusions", "summary", "summary_md")})
+                    str(out["qc.tsv"]), str(COLUMNS_YAML), None, TablesSettings(182, True, "first", 1, FRACTIONS, "train_split",
+                    False), {k: str(out[k]) for k in ("table", "columns", "stats", "split", "exclusions", "summary", "summary_md")})
 
 
 def test_empty_split_and_qc_tables_stop_with_the_file_named(tmp_path):
@@ -373,8 +376,8 @@ def test_empty_split_and_qc_tables_stop_with_the_file_named(tmp_path):
     out["qc.tsv"].write_bytes(b"")
     with pytest.raises(TableError, match=rf"^{out['qc.tsv']}: empty file \(0 bytes\); expected the preprocessing QC"):
         build_table("ADNI", str(out["images.tsv"]), str(out["visits.tsv"]), str(out["intake_exclusions.tsv"]),
-                    str(out["qc.tsv"]), str(COLUMNS_YAML), None, 182, True, "first", 1, FRACTIONS, "train_split",
-                    False, {k: str(out[k]) for k in ("table", "columns", "stats", "split", "exclusions", "summary", "summary_md")})
+                    str(out["qc.tsv"]), str(COLUMNS_YAML), None, TablesSettings(182, True, "first", 1, FRACTIONS, "train_split",
+                    False), {k: str(out[k]) for k in ("table", "columns", "stats", "split", "exclusions", "summary", "summary_md")})
 
 
 # --- the rules, through the real Snakemake CLI --------------------------------------------------------

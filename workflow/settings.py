@@ -1,15 +1,17 @@
-"""Typed settings of the training stages, built once from the validated config.
+"""Typed settings of the tables and training stages, built once from the validated config.
 
-One frozen object per job kind: :class:`PretrainSettings` (CITab across tables, or one
-self-supervised baseline on one cohort), :class:`FinetuneSettings` and :class:`EvaluateSettings`.
+One frozen object per job kind: :class:`TablesSettings` (one cohort's model-ready table),
+:class:`PretrainSettings` (CITab across tables, or one self-supervised baseline on one cohort),
+:class:`FinetuneSettings` and :class:`EvaluateSettings`.
 The builders (:func:`pretrain_settings`, :func:`cohort_pretrain_settings`,
 :func:`finetune_settings`, :func:`evaluate_settings`) read the config and keep exactly what
 changes a job's result: threads, GPUs and memory stay out, and a per-cohort rate is resolved
 for the job's cohort, so a changed setting reruns exactly the jobs it affects.
 
 How a job gets its settings: the rule's ``params:`` entry holds :meth:`as_params` (plain builtins,
-JSON-ready), a local rule writes that to the job's ``settings.json``, and the job reads it back with
-:meth:`read`, every key checked. The object itself never goes into ``params:``: Snakemake compares
+JSON-ready). A training job's local rule writes that to the job's ``settings.json`` and the job
+reads it back with :meth:`read`; the tables rule's script gets it back with :meth:`from_params`;
+every key is checked either way. The object itself never goes into ``params:``: Snakemake compares
 params by the ``repr`` of builtin values and skips any other object, so a changed dataclass there
 would never trigger a rerun.
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from model.augment import AugmentSettings
+from model.augment_settings import AugmentSettings
 
 # Keys of a config section that say how a job runs, not what it computes.
 PRETRAIN_RUNTIME_KEYS = ("gpus", "cpu_processes", "threads", "mem_mb")
@@ -30,6 +32,8 @@ FINETUNE_RUNTIME_KEYS = ("gpus", "threads", "mem_mb", "seeds")
 # Keys that choose which jobs exist (or override others per variant), not one job's settings.
 PRETRAIN_PLAN_KEYS = ("variant_settings",)
 FINETUNE_PLAN_KEYS = ("pretrained", "scratch_variants", "variant_settings")
+# Files the tables stage reads (inputs of its rule, not settings).
+TABLES_INPUT_KEYS = ("columns", "split_tables")
 
 
 class SettingsError(ValueError):
@@ -81,6 +85,31 @@ def _typed(name: str, value: Any) -> Any:
     if name in ("image_shape", "class_names") or (name == "class_weights" and value is not None):
         return tuple(value)
     return value
+
+
+@dataclass(frozen=True)
+class TablesSettings(_Settings):
+    """How one cohort's model-ready table is built (config ``tables``, workflow/schemas/tables.schema.yaml).
+
+    Attributes:
+        window_days: largest |visit date - image date| of a pair, in days.
+        exact_visit_code: a visit of the image's own visit code wins before dates are compared.
+        timepoint: which pair per subject is kept ("first", "last" or "random").
+        seed: seed of the split and of the random timepoint.
+        split_fractions: ``{"train", "val", "test"}`` subject fractions (sum 1).
+        stats_scope: rows the encoding statistics come from ("train_split" or "whole_table").
+        zscore_categorical: z-score categorical codes too.
+    """
+
+    kind: ClassVar[str] = "tables"
+
+    window_days: int
+    exact_visit_code: bool
+    timepoint: str
+    seed: int
+    split_fractions: dict[str, float]
+    stats_scope: str
+    zscore_categorical: bool
 
 
 @dataclass(frozen=True)
@@ -186,7 +215,7 @@ class EvaluateSettings(_Settings):
 
 
 SETTINGS_TYPES: dict[str, type[_Settings]] = {
-    cls.kind: cls for cls in (PretrainSettings, FinetuneSettings, EvaluateSettings)
+    cls.kind: cls for cls in (TablesSettings, PretrainSettings, FinetuneSettings, EvaluateSettings)
 }
 
 
@@ -225,6 +254,14 @@ def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
 
 
 # --- config -> settings ---------------------------------------------------------------------------
+
+
+def tables_settings(config: dict) -> TablesSettings:
+    """The tables stage's settings (the same for every cohort)."""
+    section = config["tables"]
+    _check_known(section, TablesSettings, TABLES_INPUT_KEYS, "tables")
+    values = {name: section[name] for name in _field_names(TablesSettings)}
+    return TablesSettings.from_params(_plain(values), source="tables settings")
 
 
 def pretrain_settings(config: dict) -> PretrainSettings:

@@ -31,6 +31,7 @@ import yaml
 from workflow import paths
 from workflow.columns import LABEL_CLASSES, cohort_spec
 from workflow.intake import Exclusions, read_text_table
+from workflow.settings import TablesSettings
 
 log = logging.getLogger(__name__)
 
@@ -392,9 +393,8 @@ def summary_markdown(summary: dict) -> str:
 # --- the rule's one function -----------------------------------------------------------------------
 
 def build_table(cohort: str, images_path: str, visits_path: str, intake_exclusions_path: str, qc_path: str,
-                columns_path: str, split_table_path: str | None, window_days: int, exact_visit_code: bool,
-                timepoint: str, seed: int, split_fractions: Mapping[str, float], stats_scope: str,
-                zscore_categorical: bool, outputs: Mapping[str, str]) -> None:
+                columns_path: str, split_table_path: str | None, settings: TablesSettings,
+                outputs: Mapping[str, str]) -> None:
     """Rule ``build_table``: the model-ready table of one cohort and its companions.
 
     Args:
@@ -403,14 +403,13 @@ def build_table(cohort: str, images_path: str, visits_path: str, intake_exclusio
         qc_path: the preprocessing QC table (``paths.PREPROCESS_QC``).
         columns_path: the column definitions file.
         split_table_path: a user's split table to honour, or None to draw a seeded split.
-        window_days, exact_visit_code, timepoint, seed, split_fractions, stats_scope,
-            zscore_categorical: the ``tables:`` settings (workflow/schemas/tables.schema.yaml).
+        settings: the ``tables:`` settings (``workflow.settings.tables_settings``).
         outputs: paths keyed ``table, columns, stats, split, exclusions, summary, summary_md``.
     Raises:
         TableError: when no subject is left, or an input is malformed.
     """
-    if abs(sum(split_fractions[name] for name in SPLITS) - 1.0) > 1e-6:
-        raise TableError(f"tables.split_fractions must sum to 1, got {dict(split_fractions)}")
+    if abs(sum(settings.split_fractions[name] for name in SPLITS) - 1.0) > 1e-6:
+        raise TableError(f"tables.split_fractions must sum to 1, got {dict(settings.split_fractions)}")
     columns = cohort_spec(columns_path, cohort)["columns"]
     names = [column["name"] for column in columns]
     def read(path: str, what: str) -> pd.DataFrame:
@@ -429,8 +428,9 @@ def build_table(cohort: str, images_path: str, visits_path: str, intake_exclusio
     exclusions = Exclusions("tables", cohort)
 
     candidates = qc_candidates(images, qc, qc_path, exclusions)
-    pairs = align(candidates, fill_static(visits, columns), window_days, exact_visit_code, visits_path, exclusions)
-    chosen = pick_timepoint(pairs, timepoint, seed, exclusions)
+    pairs = align(candidates, fill_static(visits, columns), settings.window_days, settings.exact_visit_code,
+                  visits_path, exclusions)
+    chosen = pick_timepoint(pairs, settings.timepoint, settings.seed, exclusions)
 
     if split_table_path:
         split = read_split_table(split_table_path)
@@ -441,7 +441,7 @@ def build_table(cohort: str, images_path: str, visits_path: str, intake_exclusio
         chosen = chosen[chosen["subject"].isin(split["subject"])]
         split = split[split["subject"].isin(chosen["subject"])].sort_values("subject").reset_index(drop=True)
     else:
-        split = assign_split(chosen[["subject", "label"]], split_fractions, seed)
+        split = assign_split(chosen[["subject", "label"]], settings.split_fractions, settings.seed)
     chosen = chosen.merge(split, on="subject", how="left")
 
     all_exclusions = pd.concat([read(intake_exclusions_path, "intake's exclusions table"), exclusions.frame()],
@@ -451,14 +451,11 @@ def build_table(cohort: str, images_path: str, visits_path: str, intake_exclusio
         raise TableError(f"cohort {cohort}: no usable rows (no image passed QC and matched a labelled visit). "
                          f"Most frequent exclusion reasons: {reasons}; see {intake_exclusions_path} and {qc_path}")
 
-    stats = column_statistics(chosen, columns, stats_scope, zscore_categorical)
+    stats = column_statistics(chosen, columns, settings.stats_scope, settings.zscore_categorical)
     table = chosen.assign(label=chosen["label"].map(LABEL_CLASSES).astype(int), label_name=chosen["label"])
     table = pd.concat([table[TABLE_KEY_COLUMNS].reset_index(drop=True), encode(chosen, stats).reset_index(drop=True)], axis=1)
 
-    settings = {"window_days": window_days, "exact_visit_code": exact_visit_code, "timepoint": timepoint,
-                "seed": seed, "stats_scope": stats_scope, "zscore_categorical": zscore_categorical,
-                "split_table": split_table_path or ""}
-    summary = summarise(cohort, table, columns, all_exclusions, settings)
+    summary = summarise(cohort, table, columns, all_exclusions, {**settings.as_params(), "split_table": split_table_path or ""})
     for out in outputs.values():
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(outputs["table"], sep="\t", index=False, float_format="%.10g")

@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from model.augment import AugmentSettings
+from model.augment_settings import AugmentSettings
 from model.hashing import fingerprint
 from workflow import paths
 from workflow.provenance import file_sha256, write_record

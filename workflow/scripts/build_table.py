@@ -1,6 +1,7 @@
 """Rule build_table: the model-ready clinical table of one cohort and its companions."""
 
 from workflow.logs import log_to
+from workflow.settings import TablesSettings
 from workflow.tables import build_table
 
 with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
@@ -12,12 +13,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         qc_path=snakemake.input.qc,  # noqa: F821
         columns_path=snakemake.input.columns,  # noqa: F821
         split_table_path=snakemake.input.split_table or None,  # noqa: F821
-        window_days=snakemake.params.window_days,  # noqa: F821
-        exact_visit_code=snakemake.params.exact_visit_code,  # noqa: F821
-        timepoint=snakemake.params.timepoint,  # noqa: F821
-        seed=snakemake.params.seed,  # noqa: F821
-        split_fractions=snakemake.params.split_fractions,  # noqa: F821
-        stats_scope=snakemake.params.stats_scope,  # noqa: F821
-        zscore_categorical=snakemake.params.zscore_categorical,  # noqa: F821
+        settings=TablesSettings.from_params(snakemake.params.settings),  # noqa: F821
         outputs=dict(snakemake.output.items()),  # noqa: F821
     )
