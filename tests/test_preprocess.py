@@ -89,18 +89,19 @@ def test_an_affine_fitted_on_coarser_copies_recovers_the_pose_and_keeps_the_grid
     assert error < 1.2 and ncc > chain["metrics"]["ncc_template"] - 0.05, (error, ncc, chain["metrics"])
 
 
-def test_a_retry_fits_at_the_working_grid_when_coarse_copies_miss(chain: dict, tmp_path: Path,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    """4 mm copies of a 2 mm head leave the coarsest level 8 voxels wide: the fit misses the pose
-    (NCC about 0.1); the retry fits the 2 mm images and finds it."""
+def test_a_retry_fits_at_the_working_grid(chain: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Only the first attempt fits on the coarse copies; a retry fits the images as they are. Coarse
+    fits can miss a pose entirely: 4 mm copies of this 2 mm head gave NCC 0.12 in two runs here and
+    0.90 in a third (two threads), hence the retry. An unreachable threshold makes both attempts run."""
     out, template = chain["out"], chain["template"]
     with caplog.at_level(logging.INFO, logger="workflow.preprocess"):
         ncc = pp.register_to_template(out["n4"], template["head"], template["brainmask"], tmp_path / "a.mat",
-                                      tmp_path / "crop.nii.gz", VOXEL_MM, seed=1, attempts=2, retry_below_ncc=0.4,
+                                      tmp_path / "crop.nii.gz", VOXEL_MM, seed=1, attempts=2, retry_below_ncc=1.01,
                                       fit_voxel_size_mm=4.0, threads=2)
     attempts = [record.getMessage() for record in caplog.records if record.getMessage().startswith("registration attempt")]
     assert len(attempts) == 2 and "fitted at 4x4x4 mm" in attempts[0] and "fitted at 2x2x2 mm" in attempts[1], attempts
-    assert float(attempts[0].rsplit(" ", 1)[1]) < 0.4 <= ncc
+    nccs = [float(message.rsplit(" ", 1)[1]) for message in attempts]
+    assert ncc == pytest.approx(max(nccs), abs=5e-4) and ncc >= chain["metrics"]["ncc_template"] - 0.01
     assert _pose_error(chain, tmp_path / "a.mat") < 1.2
 
 
