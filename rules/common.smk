@@ -95,7 +95,7 @@ def variant_encoder(wildcards):
 
 def variant_model(wildcards):
     """The registered model a row trains (an encoder row's own variant)."""
-    return settings_stage.resolve_variant(wildcards.variant, config)[0]
+    return train_stage.resolve_variant(wildcards.variant, config)[0]
 
 
 def torchrun_processes(wildcards, resources):
@@ -105,19 +105,19 @@ def torchrun_processes(wildcards, resources):
 
 # A job's settings as plain builtins: Snakemake compares params by repr and ignores other objects.
 def pretrain_settings_params(wildcards):
-    return settings_stage.pretrain_settings(config).as_params()
+    return train_stage.pretrain_settings(config).as_params()
 
 
 def cohort_pretrain_settings_params(wildcards):
-    return settings_stage.cohort_pretrain_settings(config, wildcards.variant, wildcards.cohort).as_params()
+    return train_stage.cohort_pretrain_settings(config, wildcards.variant, wildcards.cohort).as_params()
 
 
 def finetune_settings_params(wildcards):
-    return settings_stage.finetune_settings(config, wildcards.variant, wildcards.cohort).as_params()
+    return train_stage.finetune_settings(config, wildcards.variant, wildcards.cohort).as_params()
 
 
 def evaluate_settings_params(wildcards):
-    return settings_stage.evaluate_settings(config, wildcards.variant).as_params()
+    return train_stage.evaluate_settings(config, wildcards.variant).as_params()
 
 
 def pretrained_weights(wildcards):

@@ -152,7 +152,7 @@ rule figure3:
         code=code_fingerprint("workflow/scripts/figure3.py"),
         weights=vars(FIGURE_WEIGHTS),
         encoder=paper_stage.figure_encoder(config),
-        settings=settings_stage.evaluate_settings(config, FIGURES["variant"]).as_params(),
+        settings=train_stage.evaluate_settings(config, FIGURES["variant"]).as_params(),
         cohort_tables=COHORT_TABLES,
         feature_cohort=FEATURE_COHORT,
         shared_feature=FIGURES["shared_feature"],
@@ -189,7 +189,7 @@ rule figure4:
         code=code_fingerprint("workflow/scripts/figure4.py"),
         weights=vars(FIGURE_WEIGHTS),
         encoder=paper_stage.figure_encoder(config),
-        settings=settings_stage.evaluate_settings(config, FIGURES["variant"]).as_params(),
+        settings=train_stage.evaluate_settings(config, FIGURES["variant"]).as_params(),
         cohort=FEATURE_COHORT,
         layer=paper_stage.figure_layer(config),
         split=FIGURES["split"],
@@ -230,7 +230,7 @@ rule figure5:
             REPORT["method_names"].get(run.variant, run.variant): {
                 "weights": vars(run),
                 "header_bank": train_stage.header_bank_path(config, run.variant),
-                "settings": settings_stage.evaluate_settings(config, run.variant).as_params(),
+                "settings": train_stage.evaluate_settings(config, run.variant).as_params(),
             }
             for run in (FIGURE_WEIGHTS, NO_HEADER_WEIGHTS)
         },

@@ -16,6 +16,7 @@ from conftest import REPO
 from model.augment_settings import AugmentSettings
 from workflow import config_checks
 from workflow import settings as settings_stage
+from workflow import train
 from workflow.settings import EvaluateSettings, FinetuneSettings, PretrainSettings, SettingsError
 
 
@@ -56,21 +57,21 @@ def test_a_config_key_no_field_carries_is_an_error(paper_config: dict) -> None:
     config = copy.deepcopy(paper_config)
     config["finetune"]["label_smoothing"] = 0.1  # as if added to the schema but not to FinetuneSettings
     with pytest.raises(SettingsError, match=r"'finetune' has keys \['label_smoothing'\] that FinetuneSettings"):
-        settings_stage.finetune_settings(config, "citab", "ADNI")
+        train.finetune_settings(config, "citab", "ADNI")
 
 
 def test_objects_are_typed_and_per_cohort_values_resolved(paper_config: dict) -> None:
-    citab = settings_stage.pretrain_settings(paper_config)
+    citab = train.pretrain_settings(paper_config)
     assert isinstance(citab.augment, AugmentSettings) and citab.augment.flip_axes == (0, 1, 2)
     assert citab.image_shape == (160, 208, 176) and citab.corruption_rate == 0.0
-    mmcl = {cohort: settings_stage.cohort_pretrain_settings(paper_config, "mmcl", cohort) for cohort in ("ADNI", "NACC")}
+    mmcl = {cohort: train.cohort_pretrain_settings(paper_config, "mmcl", cohort) for cohort in ("ADNI", "NACC")}
     assert (mmcl["ADNI"].corruption_rate, mmcl["NACC"].corruption_rate, mmcl["ADNI"].epochs) == (0.3, 0.0, 500)
-    aibl = settings_stage.finetune_settings(paper_config, "citab", "AIBL")
+    aibl = train.finetune_settings(paper_config, "citab", "AIBL")
     assert (aibl.augment_probability, aibl.corruption_rate, aibl.pretrained, aibl.tabular_prior) == (0.0, 0.3, True, None)
     assert aibl.class_names == ("CN", "MCI", "DE")
-    hyperfusion = settings_stage.finetune_settings(paper_config, "hyperfusion", "ADNI")
+    hyperfusion = train.finetune_settings(paper_config, "hyperfusion", "ADNI")
     assert hyperfusion.tabular_prior["epochs"] > 0 and hyperfusion.pretrained is False
-    evaluate = settings_stage.evaluate_settings(paper_config, "citab_no_ssl")
+    evaluate = train.evaluate_settings(paper_config, "citab_no_ssl")
     assert evaluate.model_variant == "citab" and evaluate.model == paper_config["model"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         evaluate.batch_size = 1
@@ -79,21 +80,21 @@ def test_objects_are_typed_and_per_cohort_values_resolved(paper_config: dict) ->
 def test_params_are_builtins_that_snakemake_compares(paper_config: dict) -> None:
     """Snakemake compares params by the repr of builtin values and skips other objects: the params
     entry must be plain, and a changed setting must change its repr."""
-    params = settings_stage.finetune_settings(paper_config, "citab", "ADNI").as_params()
+    params = train.finetune_settings(paper_config, "citab", "ADNI").as_params()
     assert json.loads(json.dumps(params)) == params  # only JSON types
     changed = copy.deepcopy(paper_config)
     changed["finetune"]["lr"] = 2e-4
-    assert repr(settings_stage.finetune_settings(changed, "citab", "ADNI").as_params()) != repr(params)
+    assert repr(train.finetune_settings(changed, "citab", "ADNI").as_params()) != repr(params)
     changed["finetune"]["corruption_rate"]["NACC"] = 0.5  # another cohort's rate: this job's params stay
-    assert settings_stage.finetune_settings(changed, "citab", "ADNI").as_params()["corruption_rate"] == 0.3
+    assert train.finetune_settings(changed, "citab", "ADNI").as_params()["corruption_rate"] == 0.3
 
 
 @pytest.mark.parametrize("kind", ["tables", "pretrain", "finetune", "evaluate"])
 def test_settings_file_round_trip(paper_config: dict, kind: str, tmp_path: Path) -> None:
     built = {"tables": lambda: settings_stage.tables_settings(paper_config),
-             "pretrain": lambda: settings_stage.pretrain_settings(paper_config),
-             "finetune": lambda: settings_stage.finetune_settings(paper_config, "daft", "NACC"),
-             "evaluate": lambda: settings_stage.evaluate_settings(paper_config, "daft")}[kind]()
+             "pretrain": lambda: train.pretrain_settings(paper_config),
+             "finetune": lambda: train.finetune_settings(paper_config, "daft", "NACC"),
+             "evaluate": lambda: train.evaluate_settings(paper_config, "daft")}[kind]()
     path = tmp_path / "settings.json"
     settings_stage.write_settings(kind, built.as_params(), path, tmp_path / "log.txt")
     assert settings_stage.SETTINGS_TYPES[kind].read(path) == built
@@ -101,7 +102,7 @@ def test_settings_file_round_trip(paper_config: dict, kind: str, tmp_path: Path)
 
 
 def test_a_wrong_settings_file_names_the_file_and_keys(paper_config: dict, tmp_path: Path) -> None:
-    values = settings_stage.finetune_settings(paper_config, "citab", "ADNI").as_params()
+    values = train.finetune_settings(paper_config, "citab", "ADNI").as_params()
     del values["lr"]
     values["learning_rate"] = 1e-4
     path = tmp_path / "settings.json"

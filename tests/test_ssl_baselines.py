@@ -328,7 +328,7 @@ def cli_pretrain(config: dict, variant: str, cohort: str) -> list[str]:
     return ["pretrain", "--variant", variant, "--cohorts", cohort, "--tables", paths.TABLE.format(cohort=cohort),
             "--columns", paths.TABLE_COLUMNS.format(cohort=cohort),
             "--header-bank", paths.HEADER_BANK.format(encoder=ENCODER), "--encoder", ENCODER,
-            "--settings", str(settings_file(settings_stage.cohort_pretrain_settings(config, variant, cohort), cohort)),
+            "--settings", str(settings_file(train.cohort_pretrain_settings(config, variant, cohort), cohort)),
             "--weights", paths.COHORT_PRETRAINED_WEIGHTS.format(variant=variant, cohort=cohort),
             "--metrics", train.COHORT_PRETRAIN_METRICS.format(variant=variant, cohort=cohort), "--threads", "1"]
 
@@ -344,7 +344,7 @@ def inputs_dir(tmp_path: Path, monkeypatch) -> Path:
 def test_pretrain_finetune_evaluate_in_process(inputs_dir: Path, variant: str) -> None:
     config = stage_config(variant)
     cohort = "ADNI"
-    assert settings_stage.resolve_variant(variant, config) == (variant, True)
+    assert train.resolve_variant(variant, config) == (variant, True)
     weights = paths.COHORT_PRETRAINED_WEIGHTS.format(variant=variant, cohort=cohort)
     assert train.pretrained_input(variant, config, cohort) == [weights]
     assert train.main(cli_pretrain(config, variant, cohort)) == 0
@@ -355,18 +355,18 @@ def test_pretrain_finetune_evaluate_in_process(inputs_dir: Path, variant: str) -
     common = dict(variant=variant, cohort=cohort, seed=1, table=paths.TABLE.format(cohort=cohort),
                   columns=paths.TABLE_COLUMNS.format(cohort=cohort), header_bank=paths.HEADER_BANK.format(encoder=ENCODER),
                   encoder=ENCODER, gpus=0, threads=1)
-    settings = settings_stage.finetune_settings(config, variant, cohort)
+    settings = train.finetune_settings(config, variant, cohort)
     best = inputs_dir / "ft" / "best.safetensors"
     result = train.run_finetune(settings=settings, pretrained=weights, best=str(best), metrics=str(best.parent / "m.csv"),
                                 **common)
     assert result["selection"] == "auc" and 1 <= result["best_epoch"] <= 2
-    evaluation = train.run_evaluate(settings=settings_stage.evaluate_settings(config, variant), weights=str(best),
+    evaluation = train.run_evaluate(settings=train.evaluate_settings(config, variant), weights=str(best),
                                     metrics_json=str(inputs_dir / "eval.json"), predictions=str(inputs_dir / "p.tsv"),
                                     **common)
     assert evaluation["n"] == 6 and evaluation["selection"] == "auc"
     # another cohort's weights are refused, even where they would fit by shape (MMCL's image encoder)
     with pytest.raises(CheckpointError, match="pretrained on"):
-        train.run_finetune(settings=settings_stage.finetune_settings(config, variant, "NACC"), pretrained=weights,
+        train.run_finetune(settings=train.finetune_settings(config, variant, "NACC"), pretrained=weights,
                            best=str(inputs_dir / "nacc" / "best.safetensors"), metrics=str(inputs_dir / "nacc" / "m.csv"),
                            **{**common, "cohort": "NACC", "table": paths.TABLE.format(cohort="NACC"),
                               "columns": paths.TABLE_COLUMNS.format(cohort="NACC")})
@@ -409,14 +409,14 @@ def test_killed_cohort_pretraining_resumes_to_the_uninterrupted_weights(tmp_path
 
 def test_cohort_pretraining_settings_rerun_only_what_they_change():
     config = stage_config("mmcl")
-    before = {c: settings_stage.cohort_pretrain_settings(config, "mmcl", c) for c in ("ADNI", "AIBL", "NACC")}
-    citab = settings_stage.pretrain_settings(config)
+    before = {c: train.cohort_pretrain_settings(config, "mmcl", c) for c in ("ADNI", "AIBL", "NACC")}
+    citab = train.pretrain_settings(config)
     assert before["ADNI"].corruption_rate == 0.3 and before["NACC"].corruption_rate == 0.0
     config["pretrain"]["variant_settings"]["mmcl"]["corruption_rate"] = {"default": 0.3, "NACC": 0.0, "ADNI": 0.5}
-    after = {c: settings_stage.cohort_pretrain_settings(config, "mmcl", c) for c in ("ADNI", "AIBL", "NACC")}
+    after = {c: train.cohort_pretrain_settings(config, "mmcl", c) for c in ("ADNI", "AIBL", "NACC")}
     # the rule's params (what Snakemake compares) change for ADNI's job only
     assert [c for c in before if repr(before[c].as_params()) != repr(after[c].as_params())] == ["ADNI"]
-    assert settings_stage.pretrain_settings(config) == citab  # CITab's pretraining ignores the baselines' entries
+    assert train.pretrain_settings(config) == citab  # CITab's pretraining ignores the baselines' entries
     # switching pretraining off fine-tunes from scratch: no pretrained input
     config["finetune"]["pretrained"] = False
     assert train.pretrained_input("mmcl", config, "ADNI") == []

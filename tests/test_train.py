@@ -120,7 +120,7 @@ def _pretrain_command(workdir: Path, epochs: int) -> list[str]:
               "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"], "epochs": epochs, "checkpoint_every": 1}}
     _fill_defaults(config)
     cohorts = COHORTS
-    return _cli(workdir, "pretrain", settings_stage.pretrain_settings(config),
+    return _cli(workdir, "pretrain", train.pretrain_settings(config),
                 "--cohorts", *cohorts, "--tables", *(paths.TABLE.format(cohort=c) for c in cohorts),
                 "--columns", *(paths.TABLE_COLUMNS.format(cohort=c) for c in cohorts),
                 "--weights", paths.PRETRAINED_WEIGHTS.format(variant="citab"),
@@ -177,7 +177,7 @@ def _finetune_settings() -> settings_stage.FinetuneSettings:
               "pretrain": {**TINY["pretrain"], **TEST_OVERRIDES["pretrain"]},
               "finetune": {**TINY["finetune"], **TEST_OVERRIDES["finetune"], "epochs": 3}}
     _fill_defaults(config)
-    return settings_stage.finetune_settings(config, "citab", "ADNI")
+    return train.finetune_settings(config, "citab", "ADNI")
 
 
 def _run_finetune(workdir: Path, settings: settings_stage.FinetuneSettings, pretrained: str | None = None) -> dict:
@@ -329,9 +329,9 @@ def test_baseline_trains_from_scratch_and_evaluates_with_its_own_settings(inputs
               "finetune": {**TINY["finetune"], **TEST_OVERRIDES["finetune"], "variant_settings": {variant: own}},
               "evaluate": {}}
     _fill_defaults(config)
-    assert settings_stage.resolve_variant(variant, config) == (variant, False)
+    assert train.resolve_variant(variant, config) == (variant, False)
     assert train.pretrained_input(variant, config) == []
-    settings = settings_stage.finetune_settings(config, variant, "ADNI")
+    settings = train.finetune_settings(config, variant, "ADNI")
     assert settings.selection == own["selection"] and settings.epochs == 2
     common = dict(variant=variant, cohort="ADNI", seed=1, table=paths.TABLE.format(cohort="ADNI"),
                   columns=paths.TABLE_COLUMNS.format(cohort="ADNI"), header_bank=paths.HEADER_BANK.format(encoder=ENCODER),
@@ -340,7 +340,7 @@ def test_baseline_trains_from_scratch_and_evaluates_with_its_own_settings(inputs
     result = train.run_finetune(settings=settings, pretrained=None, best=str(best), metrics=str(best.parent / "metrics.csv"),
                                 **common)
     assert result["selection"] == own["selection"] and 1 <= result["best_epoch"] <= 2
-    evaluation = train.run_evaluate(settings=settings_stage.evaluate_settings(config, variant), weights=str(best),
+    evaluation = train.run_evaluate(settings=train.evaluate_settings(config, variant), weights=str(best),
                                     metrics_json=str(inputs / "eval.json"), predictions=str(inputs / "pred.tsv"), **common)
     assert evaluation["selection"] == own["selection"] and evaluation["n"] == 6
     predictions = pd.read_csv(inputs / "pred.tsv", sep="\t")

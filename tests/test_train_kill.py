@@ -24,7 +24,7 @@ from conftest import REPO, TINY_CONFIG
 from test_train_helpers import ENCODER, write_training_inputs
 
 from workflow import paths
-from workflow import settings as settings_stage
+from workflow import train
 
 COHORTS = ["ADNI", "AIBL"]
 PRETRAIN = {"epochs": 500, "batch_size": 8, "image_shape": [16, 16, 16], "checkpoint_every": 1}
@@ -37,7 +37,7 @@ def write_settings_file(path: Path) -> Path:
     tiny = yaml.safe_load(TINY_CONFIG.read_text())
     config = {"model": tiny["model"], "pretrain": {**tiny["pretrain"], **PRETRAIN}}
     validate(config["pretrain"], str(REPO / "workflow" / "schemas" / "pretrain.schema.yaml"), set_default=True)
-    settings_stage.pretrain_settings(config).write(path)
+    train.pretrain_settings(config).write(path)
     return path
 
 

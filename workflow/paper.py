@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from workflow import paths
 from workflow.header_encoders import encoder_supplied
-from workflow.settings import encoder_rows
-from workflow.train import configured_encoder
+from workflow.train import configured_encoder, encoder_rows
 
 ENCODER_NOT_SUPPLIED = "encoder not supplied"
 

@@ -3,10 +3,11 @@
 One frozen object per job kind: :class:`TablesSettings` (one cohort's model-ready table),
 :class:`PretrainSettings` (CITab across tables, or one self-supervised baseline on one cohort),
 :class:`FinetuneSettings` and :class:`EvaluateSettings`.
-The builders (:func:`pretrain_settings`, :func:`cohort_pretrain_settings`,
-:func:`finetune_settings`, :func:`evaluate_settings`) read the config and keep exactly what
-changes a job's result: threads, GPUs and memory stay out, and a per-cohort rate is resolved
-for the job's cohort, so a changed setting reruns exactly the jobs it affects.
+The builders (:func:`tables_settings` here; the training ones in :mod:`workflow.train`, which know
+the model registry) read the config and keep exactly what changes a job's result: threads, GPUs
+and memory stay out, and a per-cohort rate is resolved for the job's cohort, so a changed setting
+reruns exactly the jobs it affects. This module imports neither torch nor the registry: the tables
+rule's environment has neither.
 
 How a job gets its settings: the rule's ``params:`` entry holds :meth:`as_params` (plain builtins,
 JSON-ready). A training job's local rule writes that to the job's ``settings.json`` and the job
@@ -219,119 +220,34 @@ SETTINGS_TYPES: dict[str, type[_Settings]] = {
 }
 
 
-# --- which variant a table row trains ---------------------------------------------------------------
-
-
-def encoder_rows(config: dict) -> dict[str, dict]:
-    """``headers.encoder_variants``: table rows that train a registered variant on another header
-    encoder's bank (row name -> ``{variant, encoder}``, e.g. Table 2's BioBERT row)."""
-    return config["headers"].get("encoder_variants", {})
-
-
-def variant_info(model_variant: str):
-    from model.registry import variant_info as registered
-
-    return registered(model_variant)
-
-
-def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
-    """(registered model variant, start from pretrained encoders?) of a ``{variant}`` wildcard.
-
-    ``finetune.scratch_variants`` maps a table-row name to the variant it fine-tunes from scratch
-    (the "w/o multi-modal SSL" ablation); ``headers.encoder_variants`` maps one to a variant
-    trained on another header encoder's bank (the BioBERT row); a supervised baseline always
-    trains from scratch (it is bound to one cohort's columns and has no pretraining stage);
-    otherwise (CITab, pretrained across tables, and the self-supervised baselines, pretrained per
-    cohort) ``finetune.pretrained`` decides.
-    """
-    scratch = config["finetune"]["scratch_variants"]
-    if variant in scratch:
-        return scratch[variant], False
-    model_variant = encoder_rows(config).get(variant, {}).get("variant", variant)
-    info = variant_info(model_variant)
-    has_pretraining = info.pretrains_across_tables or info.pretrains_per_cohort
-    return model_variant, bool(config["finetune"]["pretrained"]) and has_pretraining
-
-
 # --- config -> settings ---------------------------------------------------------------------------
 
 
 def tables_settings(config: dict) -> TablesSettings:
     """The tables stage's settings (the same for every cohort)."""
     section = config["tables"]
-    _check_known(section, TablesSettings, TABLES_INPUT_KEYS, "tables")
-    values = {name: section[name] for name in _field_names(TablesSettings)}
-    return TablesSettings.from_params(_plain(values), source="tables settings")
+    check_known(section, TablesSettings, TABLES_INPUT_KEYS, "tables")
+    values = {name: section[name] for name in field_names(TablesSettings)}
+    return TablesSettings.from_params(plain(values), source="tables settings")
 
 
-def pretrain_settings(config: dict) -> PretrainSettings:
-    """The cross-table pretraining settings of the CITab variants."""
-    return _pretrain(config["pretrain"], config, corruption_rate=0.0)
-
-
-def cohort_pretrain_settings(config: dict, variant: str, cohort: str) -> PretrainSettings:
-    """One cohort's pretraining settings of a self-supervised baseline: its
-    ``pretrain.variant_settings`` entry over the shared settings, with that cohort's corruption
-    rate only (a change to another cohort's leaves this job alone)."""
-    shared = config["pretrain"]
-    section = {**shared, **shared["variant_settings"].get(variant, {})}
-    rate = _per_cohort(section.get("corruption_rate", {"default": 0.0}), cohort)
-    return _pretrain(section, config, corruption_rate=rate)
-
-
-def finetune_settings(config: dict, variant: str, cohort: str) -> FinetuneSettings:
-    """One cohort's fine-tuning settings of the row ``variant``: the variant's
-    ``finetune.variant_settings`` entry over the shared settings, that cohort's rates only."""
-    model_variant, pretrained = resolve_variant(variant, config)
-    shared = config["finetune"]
-    section = {**shared, **shared["variant_settings"].get(model_variant, {})}
-    _check_known(shared, FinetuneSettings, FINETUNE_RUNTIME_KEYS + FINETUNE_PLAN_KEYS, "finetune")
-    values = {name: section[name] for name in _field_names(FinetuneSettings) if name in shared}
-    values.update(
-        model_variant=model_variant, pretrained=pretrained, tabular_prior=section.get("tabular_prior"),
-        augment_probability=_per_cohort(section["augment_probability"], cohort),
-        corruption_rate=_per_cohort(section["corruption_rate"], cohort),
-        **{name: config["pretrain"][name] for name in ("image_shape", "augment", "cache_volumes")},
-        model=config["model"],
-    )
-    return FinetuneSettings.from_params(_plain(values), source=f"finetune settings of {variant} on {cohort}")
-
-
-def evaluate_settings(config: dict, variant: str) -> EvaluateSettings:
-    """The evaluation settings of the row ``variant`` (architecture and input shape as in training)."""
-    values = {
-        "model_variant": resolve_variant(variant, config)[0], "model": config["model"],
-        "image_shape": config["pretrain"]["image_shape"], "cache_volumes": config["pretrain"]["cache_volumes"],
-        "class_names": config["finetune"]["class_names"], **config["evaluate"],
-    }
-    values = {name: values[name] for name in _field_names(EvaluateSettings)}
-    return EvaluateSettings.from_params(_plain(values), source=f"evaluate settings of {variant}")
-
-
-def _pretrain(section: dict, config: dict, corruption_rate: float) -> PretrainSettings:
-    _check_known(config["pretrain"], PretrainSettings, PRETRAIN_RUNTIME_KEYS + PRETRAIN_PLAN_KEYS, "pretrain")
-    values = {name: section[name] for name in _field_names(PretrainSettings) if name in config["pretrain"]}
-    values.update(corruption_rate=corruption_rate, model=config["model"])
-    return PretrainSettings.from_params(_plain(values), source="pretrain settings")
-
-
-def _check_known(section: dict, cls: type[_Settings], other_keys: tuple[str, ...], name: str) -> None:
+def check_known(section: dict, cls: type[_Settings], other_keys: tuple[str, ...], name: str) -> None:
     """A config key that no settings field and no runtime or plan key takes would be silently
     ignored: a schema key added without its field here."""
-    unknown = sorted(set(section) - set(_field_names(cls)) - set(other_keys))
+    unknown = sorted(set(section) - set(field_names(cls)) - set(other_keys))
     if unknown:
         raise SettingsError(f"config section {name!r} has keys {unknown} that {cls.__name__} does not carry")
 
 
-def _field_names(cls: type[_Settings]) -> list[str]:
+def field_names(cls: type[_Settings]) -> list[str]:
     return [field.name for field in dataclasses.fields(cls)]
 
 
-def _per_cohort(values: dict, cohort: str) -> float:
+def per_cohort(values: dict, cohort: str) -> float:
     return float(values.get(cohort, values["default"]))
 
 
-def _plain(values: dict) -> dict:
+def plain(values: dict) -> dict:
     return json.loads(json.dumps(values))
 
 

@@ -32,7 +32,8 @@ from model.hashing import fingerprint
 from workflow import paths
 from workflow.provenance import file_sha256, write_record
 from workflow.settings import (
-    SETTINGS_TYPES, EvaluateSettings, FinetuneSettings, PretrainSettings, encoder_rows, resolve_variant, variant_info,
+    FINETUNE_PLAN_KEYS, FINETUNE_RUNTIME_KEYS, PRETRAIN_PLAN_KEYS, PRETRAIN_RUNTIME_KEYS, SETTINGS_TYPES,
+    EvaluateSettings, FinetuneSettings, PretrainSettings, check_known, field_names, per_cohort, plain,
 )
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,91 @@ FINETUNE_METRICS = f"{paths.FINETUNE_DIR}/metrics.csv"
 TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
 
 
-# --- config -> rule inputs (called by rules/train.smk) --------------------------------------------
+# --- config -> rule params and inputs (called by rules/*.smk) ------------------------------------
+
+
+def encoder_rows(config: dict) -> dict[str, dict]:
+    """``headers.encoder_variants``: table rows that train a registered variant on another header
+    encoder's bank (row name -> ``{variant, encoder}``, e.g. Table 2's BioBERT row)."""
+    return config["headers"].get("encoder_variants", {})
+
+
+def variant_info(model_variant: str):
+    from model.registry import variant_info as registered
+
+    return registered(model_variant)
+
+
+def resolve_variant(variant: str, config: dict) -> tuple[str, bool]:
+    """(registered model variant, start from pretrained encoders?) of a ``{variant}`` wildcard.
+
+    ``finetune.scratch_variants`` maps a table-row name to the variant it fine-tunes from scratch
+    (the "w/o multi-modal SSL" ablation); ``headers.encoder_variants`` maps one to a variant
+    trained on another header encoder's bank (the BioBERT row); a supervised baseline always
+    trains from scratch (it is bound to one cohort's columns and has no pretraining stage);
+    otherwise (CITab, pretrained across tables, and the self-supervised baselines, pretrained per
+    cohort) ``finetune.pretrained`` decides.
+    """
+    scratch = config["finetune"]["scratch_variants"]
+    if variant in scratch:
+        return scratch[variant], False
+    model_variant = encoder_rows(config).get(variant, {}).get("variant", variant)
+    info = variant_info(model_variant)
+    has_pretraining = info.pretrains_across_tables or info.pretrains_per_cohort
+    return model_variant, bool(config["finetune"]["pretrained"]) and has_pretraining
+
+
+def pretrain_settings(config: dict) -> PretrainSettings:
+    """The cross-table pretraining settings of the CITab variants."""
+    return _pretrain(config["pretrain"], config, corruption_rate=0.0)
+
+
+def cohort_pretrain_settings(config: dict, variant: str, cohort: str) -> PretrainSettings:
+    """One cohort's pretraining settings of a self-supervised baseline: its
+    ``pretrain.variant_settings`` entry over the shared settings, with that cohort's corruption
+    rate only (a change to another cohort's leaves this job alone)."""
+    shared = config["pretrain"]
+    section = {**shared, **shared["variant_settings"].get(variant, {})}
+    rate = per_cohort(section.get("corruption_rate", {"default": 0.0}), cohort)
+    return _pretrain(section, config, corruption_rate=rate)
+
+
+def finetune_settings(config: dict, variant: str, cohort: str) -> FinetuneSettings:
+    """One cohort's fine-tuning settings of the row ``variant``: the variant's
+    ``finetune.variant_settings`` entry over the shared settings, that cohort's rates only."""
+    model_variant, pretrained = resolve_variant(variant, config)
+    shared = config["finetune"]
+    section = {**shared, **shared["variant_settings"].get(model_variant, {})}
+    check_known(shared, FinetuneSettings, FINETUNE_RUNTIME_KEYS + FINETUNE_PLAN_KEYS, "finetune")
+    values = {name: section[name] for name in field_names(FinetuneSettings) if name in shared}
+    values.update(
+        model_variant=model_variant, pretrained=pretrained, tabular_prior=section.get("tabular_prior"),
+        augment_probability=per_cohort(section["augment_probability"], cohort),
+        corruption_rate=per_cohort(section["corruption_rate"], cohort),
+        **{name: config["pretrain"][name] for name in ("image_shape", "augment", "cache_volumes")},
+        model=config["model"],
+    )
+    return FinetuneSettings.from_params(plain(values), source=f"finetune settings of {variant} on {cohort}")
+
+
+def evaluate_settings(config: dict, variant: str) -> EvaluateSettings:
+    """The evaluation settings of the row ``variant`` (architecture and input shape as in training)."""
+    values = {
+        "model_variant": resolve_variant(variant, config)[0], "model": config["model"],
+        "image_shape": config["pretrain"]["image_shape"], "cache_volumes": config["pretrain"]["cache_volumes"],
+        "class_names": config["finetune"]["class_names"], **config["evaluate"],
+    }
+    values = {name: values[name] for name in field_names(EvaluateSettings)}
+    return EvaluateSettings.from_params(plain(values), source=f"evaluate settings of {variant}")
+
+
+def _pretrain(section: dict, config: dict, corruption_rate: float) -> PretrainSettings:
+    check_known(config["pretrain"], PretrainSettings, PRETRAIN_RUNTIME_KEYS + PRETRAIN_PLAN_KEYS, "pretrain")
+    values = {name: section[name] for name in field_names(PretrainSettings) if name in config["pretrain"]}
+    values.update(corruption_rate=corruption_rate, model=config["model"])
+    return PretrainSettings.from_params(plain(values), source="pretrain settings")
+
+
 
 
 def configured_encoder(config: dict, variant: str | None = None) -> str:
