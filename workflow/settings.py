@@ -61,7 +61,7 @@ class _Settings:
 
         Raises SettingsError naming the missing and unknown keys.
         """
-        names = {field.name for field in dataclasses.fields(cls)}
+        names = set(field_names(cls))
         missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
         if missing or unknown:
             raise SettingsError(f"{source}: not {cls.kind} settings (missing keys {missing}, unknown keys {unknown})")
