@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO))
 MODEL_SHAPE = {1.0: (160, 208, 176), 2.0: (80, 104, 88)}
 
 
-def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_shrink_factor: int,
-                fit_voxel_size_mm: float | None, workdir: str, queue) -> None:
-    """Child process: the whole chain on one synthetic subject; puts a dict of timings and metrics."""
+def run_subject(settings, seed: int, threads: int, workdir: str, queue) -> None:
+    """Child process: the whole chain on one synthetic subject with ``settings`` (a
+    PreprocessSettings); puts a dict of timings and metrics."""
     start = time.perf_counter()
     import nibabel as nib
     import numpy as np
@@ -47,7 +47,9 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_s
     from workflow import preprocess_qc as qc
     from workflow import skullstrip, synthetic_mri
 
-    folder = Path(workdir) / f"v{voxel_size_mm:g}_s{seed}_n4shrink{n4_shrink_factor}_fit{fit_voxel_size_mm}"
+    voxel_size_mm = settings.template.voxel_size_mm
+    folder = Path(workdir) / (f"v{voxel_size_mm:g}_s{seed}_n4shrink{settings.n4.shrink_factor}"
+                              f"_fit{settings.registration.fit_voxel_size_mm}")
     folder.mkdir(parents=True)
     volume = synthetic_mri.synthesize_volume(voxel_size_mm, 0.5, np.random.default_rng(seed))
     files = {name: folder / name for name in ("t1.nii.gz", "truth_mask.nii.gz", "truth.json")}
@@ -55,7 +57,7 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_s
     nib.save(volume.brain_mask, str(files["truth_mask.nii.gz"]))
     files["truth.json"].write_text(json.dumps(volume.truth))
     template = {key: folder / Path(name).name for key, name in pp.template_files(voxel_size_mm).items()}
-    pp.prepare_template(None, voxel_size_mm, template["head"], template["crop"], template["brainmask"])
+    pp.prepare_template(settings.template, template["head"], template["crop"], template["brainmask"])
     out = {name: folder / name for name in ("n4.nii.gz", "bias.nii.gz", "affine.mat", "crop.nii.gz", "mask.nii.gz",
                                             "brain.nii.gz", "volume.npy", "qc.json", "mosaic.png")}
     setup = time.perf_counter() - start
@@ -71,18 +73,16 @@ def run_subject(voxel_size_mm: float, seed: int, threads: int, method: str, n4_s
         steps[f"{name}_cpu"] = time.process_time() - begin_cpu
         return result
 
-    timed("n4", pp.bias_correct, files["t1.nii.gz"], out["n4.nii.gz"], out["bias.nii.gz"], shrink_factor=n4_shrink_factor,
-          threads=threads)
+    timed("n4", pp.bias_correct, files["t1.nii.gz"], out["n4.nii.gz"], out["bias.nii.gz"], settings.n4, threads=threads)
     brain = np.asarray(volume.brain_mask.dataobj) > 0
     fitted = np.asarray(nib.load(str(out["bias.nii.gz"])).dataobj)
     bias_correlation = float(np.corrcoef(np.log(volume.bias_field[brain]), np.log(fitted[brain]))[0, 1])
     timed("registration", pp.register_to_template, out["n4.nii.gz"], template["head"], template["brainmask"],
-          out["affine.mat"], out["crop.nii.gz"], voxel_size_mm, seed=1, attempts=3, retry_below_ncc=0.4,
-          fit_voxel_size_mm=fit_voxel_size_mm, threads=threads)
+          out["affine.mat"], out["crop.nii.gz"], settings.registration, threads=threads)
     timed("skullstrip", skullstrip.skull_strip, out["crop.nii.gz"], out["mask.nii.gz"], out["brain.nii.gz"],
-          method=method, threads=threads)
+          settings.skullstrip, threads=threads)
     timed("model_ready", pp.make_model_ready, out["crop.nii.gz"], out["mask.nii.gz"], out["volume.npy"],
-          pp.volume_sidecar_path(out["volume.npy"]), MODEL_SHAPE.get(voxel_size_mm, (80, 104, 88)))
+          pp.volume_sidecar_path(out["volume.npy"]), settings.model_ready)
     metrics = timed("qc", qc.image_qc, "BENCH", f"S{seed}", "M000", out["crop.nii.gz"], out["mask.nii.gz"],
                     out["affine.mat"], template["crop"], template["brainmask"], files["truth.json"],
                     files["truth_mask.nii.gz"], out["qc.json"], out["mosaic.png"])
@@ -100,17 +100,40 @@ def fit_voxel_size(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+def configured_settings():
+    """config.yaml's preprocessing settings (PreprocessSettings), validated with its defaults filled."""
+    from workflow.config_checks import validate_config
+    from workflow.settings import preprocess_settings
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config)
+    return preprocess_settings(config)
+
+
+def bench_settings(base, voxel_size_mm: float, method: str, n4_shrink_factor: int, fit_voxel_size_mm: float | None):
+    """``base`` at another grid, skull stripper, N4 shrink factor and registration fit voxel size."""
+    from dataclasses import replace
+
+    return replace(
+        base, template=replace(base.template, voxel_size_mm=voxel_size_mm),
+        n4=replace(base.n4, shrink_factor=n4_shrink_factor),
+        registration=replace(base.registration, voxel_size_mm=voxel_size_mm, fit_voxel_size_mm=fit_voxel_size_mm),
+        skullstrip=replace(base.skullstrip, method=method),
+        model_ready=replace(base.model_ready, shape=MODEL_SHAPE.get(voxel_size_mm, (80, 104, 88))),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voxel-sizes", type=float, nargs="+", default=[2.0, 1.0])
     parser.add_argument("--subjects", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--method", choices=["deepbet", "synthstrip"], default="deepbet")
-    configured = yaml.safe_load((REPO / "config.yaml").read_text())["preprocess"]
-    parser.add_argument("--n4-shrink-factors", type=int, nargs="+", default=[configured["n4"]["shrink_factor"]],
+    configured = configured_settings()
+    parser.add_argument("--n4-shrink-factors", type=int, nargs="+", default=[configured.n4.shrink_factor],
                         help="N4 shrink factors to compare (default: config.yaml's; 4 = Clinica / ANTs default)")
     parser.add_argument("--fit-voxel-sizes", type=fit_voxel_size, nargs="+",
-                        default=[configured["registration"]["fit_voxel_size_mm"]],
+                        default=[configured.registration.fit_voxel_size_mm],
                         help="voxel sizes (mm) the affine is fitted at (default: config.yaml's); "
                              "none = the working grid, as Clinica")
     args = parser.parse_args()
@@ -125,7 +148,8 @@ def main() -> None:
             for seed in range(1, args.subjects + 1):
                 queue = context.Queue()
                 child = context.Process(target=run_subject,
-                                        args=(voxel, seed, args.threads, args.method, shrink, fit, workdir, queue))
+                                        args=(bench_settings(configured, voxel, args.method, shrink, fit), seed,
+                                              args.threads, workdir, queue))
                 child.start()
                 row = None
                 while row is None:  # a child that fails puts nothing: stop instead of waiting forever

@@ -35,8 +35,8 @@ rule export_bundle:
         encoder=train_stage.configured_encoder(config),
         model=evaluate_settings_params,
         finetune=finetune_settings_params,
-        preprocess=bundle_stage.preprocessing_settings(config),
-        tables=config["tables"],
+        preprocess=PREPROCESS_SETTINGS.as_params(),
+        tables=settings_stage.tables_settings(config).as_params(),
     log:
         "results/logs/export_bundle/{variant}/{cohort}/seed-{seed}.log",
     benchmark:

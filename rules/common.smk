@@ -9,7 +9,7 @@ from workflow import train as train_stage
 from workflow.config_checks import validate_config
 from workflow.convert import intake_folders, intake_inputs, raw_folders, raw_inputs
 from workflow.fingerprints import code_fingerprint, data_fingerprints, with_user_folders_ancient
-from workflow.header_encoders import encoder_settings
+from workflow.header_encoders import header_embedding_settings
 from workflow.smk import shell_prefix
 from workflow.synthetic_clinical import cohort_settings
 
@@ -73,9 +73,9 @@ def intake_data_fingerprints(wildcards):
     return data_fingerprints(config, wildcards.cohort, "intake")
 
 
-def configured_encoder_settings(wildcards):
-    """The settings of the {encoder} text encoder (its folder, hash and pooling)."""
-    return encoder_settings(config["headers"], wildcards.encoder)
+def header_embedding_params(wildcards):
+    """The settings of the {encoder} header vectors (its folder, stamp, pooling, batch, cache)."""
+    return header_embedding_settings(config, wildcards.encoder).as_params()
 
 
 def intake_images_table(wildcards):

@@ -10,9 +10,7 @@ rule embed_headers:
     params:
         code=code_fingerprint("workflow/scripts/embed_headers.py"),
         texts=header_texts(config),
-        encoder=configured_encoder_settings,
-        batch_size=config["headers"]["batch_size"],
-        cache_dir=config["headers"]["cache_dir"],
+        settings=header_embedding_params,
     log:
         "results/logs/embed_headers/{encoder}.log",
     benchmark:

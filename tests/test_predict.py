@@ -75,7 +75,8 @@ def test_every_evaluation_has_a_bundle_of_safetensors_json_yaml_and_nifti_only(t
         manifest = bundle.manifest
         assert (manifest["variant"], manifest["cohort"], manifest["seed"]) == (VARIANT, cohort, SEED)
         assert manifest["class_names"] == ["CN", "MCI", "DE"] and manifest["encoder"]["name"] == "minilm"
-        assert manifest["preprocess"]["voxel_size_mm"] == 2.0 and manifest["preprocess"]["model_ready"]["shape"] == [24, 28, 24]
+        preprocess = manifest["preprocess"]
+        assert preprocess["registration"]["voxel_size_mm"] == 2.0 and preprocess["model_ready"]["shape"] == [24, 28, 24]
         assert manifest["metrics"]["test"] == json.loads(
             (tiny_full_run / paths.EVAL_METRICS.format(variant=VARIANT, cohort=cohort, seed=SEED)).read_text())
         assert {"accuracy", "auc", "f1"} <= set(manifest["metrics"]["validation"])

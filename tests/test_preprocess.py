@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -21,10 +22,22 @@ from conftest import REPO
 from workflow import paths, skullstrip, synthetic_mri
 from workflow import preprocess as pp
 from workflow import preprocess_qc as qc
+from workflow.settings import (
+    InputCheckSettings, ModelReadySettings, N4Settings, QcThresholds, RegistrationSettings, SkullstripSettings,
+    TemplateSettings,
+)
 from workflow.templates import mni_template
 
 VOXEL_MM = 2.0
-QC_THRESHOLDS = {"min_ncc": 0.4, "brain_volume_ml": [700, 2500], "max_pose_error_mm": 4.0, "min_dice": 0.8}
+# Clinica's settings at the tests' 2 mm grid: N4 with ANTs' shrink factor, one registration fitted
+# at the working grid; deepbet; the schema's checks and QC thresholds.
+CHECK = InputCheckSettings(voxel_size_range_mm=(0.3, 5.0), min_axis_voxels=16)
+N4 = N4Settings(spline_distance_mm=200.0, shrink_factor=4, iterations=(50, 50, 50, 50), tolerance=1e-7)
+REGISTRATION = RegistrationSettings(voxel_size_mm=VOXEL_MM, seed=1, type_of_transform="antsRegistrationSyNQuick[a]",
+                                    attempts=1, retry_below_ncc=0.0, fit_voxel_size_mm=None)
+DEEPBET = SkullstripSettings(method="deepbet", device="cpu", deepbet_model_dir=None, synthstrip_model=None,
+                             synthstrip_sha256=None, border_mm=1.0, conform_voxel_mm=1.0, shape_limits=(192, 320))
+QC_THRESHOLDS = QcThresholds(min_ncc=0.4, brain_volume_ml=(700, 2500), max_pose_error_mm=4.0, min_dice=0.8)
 
 
 def write_synthetic_subject(folder: Path, seed: int) -> dict[str, Path]:
@@ -46,17 +59,18 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("preprocess_chain")
     subject = write_synthetic_subject(root, seed=1)
     template = {key: root / Path(name).name for key, name in pp.template_files(VOXEL_MM).items()}
-    pp.prepare_template(None, VOXEL_MM, template["head"], template["crop"], template["brainmask"])
+    pp.prepare_template(TemplateSettings(None, VOXEL_MM), template["head"], template["crop"], template["brainmask"])
     out = {name: root / f"out_{name}" for name in ("n4", "bias", "affine", "crop", "mask", "brain", "qc", "mosaic")}
     out["n4"], out["bias"] = root / "n4.nii.gz", root / "bias.nii.gz"
     out["affine"], out["crop"] = root / "affine.mat", root / "crop.nii.gz"
     out["mask"], out["brain"] = root / "mask.nii.gz", root / "brain.nii.gz"
     out["volume"], out["qc"], out["mosaic"] = root / "volume.npy", root / "qc.json", root / "mosaic.png"
-    pp.bias_correct(subject["t1"], out["n4"], out["bias"], threads=2)
-    pp.register_to_template(out["n4"], template["head"], template["brainmask"], out["affine"], out["crop"], VOXEL_MM,
-                            seed=1, threads=2)
-    skullstrip.skull_strip(out["crop"], out["mask"], out["brain"], method="deepbet", threads=2)
-    pp.make_model_ready(out["crop"], out["mask"], out["volume"], pp.volume_sidecar_path(out["volume"]), (40, 52, 44))
+    pp.bias_correct(subject["t1"], out["n4"], out["bias"], N4, threads=2)
+    pp.register_to_template(out["n4"], template["head"], template["brainmask"], out["affine"], out["crop"],
+                            REGISTRATION, threads=2)
+    skullstrip.skull_strip(out["crop"], out["mask"], out["brain"], DEEPBET, threads=2)
+    pp.make_model_ready(out["crop"], out["mask"], out["volume"], pp.volume_sidecar_path(out["volume"]),
+                        ModelReadySettings(shape=(40, 52, 44), dtype="float16"))
     metrics = qc.image_qc("C", "S1", "M000", out["crop"], out["mask"], out["affine"], template["crop"],
                           template["brainmask"], subject["truth"], subject["brainmask"], out["qc"], out["mosaic"],
                           volume_path=str(out["volume"]))
@@ -82,7 +96,7 @@ def test_an_affine_fitted_on_coarser_copies_recovers_the_pose_and_keeps_the_grid
     fitted on 2 mm copies) and resamples the 2 mm image: the same crop grid, the pose recovered."""
     out, template = chain["out"], chain["template"]
     ncc = pp.register_to_template(out["n4"], template["head"], template["brainmask"], tmp_path / "a.mat",
-                                  tmp_path / "crop.nii.gz", VOXEL_MM, seed=1, fit_voxel_size_mm=2.5, threads=2)
+                                  tmp_path / "crop.nii.gz", replace(REGISTRATION, fit_voxel_size_mm=2.5), threads=2)
     crop, reference = nib.load(str(tmp_path / "crop.nii.gz")), nib.load(str(out["crop"]))
     assert crop.shape == reference.shape and np.allclose(crop.affine, reference.affine)
     error = _pose_error(chain, tmp_path / "a.mat")
@@ -96,8 +110,9 @@ def test_a_retry_fits_at_the_working_grid(chain: dict, tmp_path: Path, caplog: p
     out, template = chain["out"], chain["template"]
     with caplog.at_level(logging.INFO, logger="workflow.preprocess"):
         ncc = pp.register_to_template(out["n4"], template["head"], template["brainmask"], tmp_path / "a.mat",
-                                      tmp_path / "crop.nii.gz", VOXEL_MM, seed=1, attempts=2, retry_below_ncc=1.01,
-                                      fit_voxel_size_mm=4.0, threads=2)
+                                      tmp_path / "crop.nii.gz",
+                                      replace(REGISTRATION, attempts=2, retry_below_ncc=1.01, fit_voxel_size_mm=4.0),
+                                      threads=2)
     attempts = [record.getMessage() for record in caplog.records if record.getMessage().startswith("registration attempt")]
     assert len(attempts) == 2 and "fitted at 4x4x4 mm" in attempts[0] and "fitted at 2x2x2 mm" in attempts[1], attempts
     nccs = [float(message.rsplit(" ", 1)[1]) for message in attempts]
@@ -141,8 +156,8 @@ def bias_fit(chain: dict, n4_path: Path, bias_path: Path) -> dict[str, float]:
 
 def n4_with_shrink_factor(chain: dict, folder: Path, shrink_factor: int) -> dict[str, float]:
     """N4 of the chain's subject with another shrink factor, and ``bias_fit`` of its result."""
-    pp.bias_correct(chain["subject"]["t1"], folder / "n4.nii.gz", folder / "bias.nii.gz", shrink_factor=shrink_factor,
-                    threads=2)
+    pp.bias_correct(chain["subject"]["t1"], folder / "n4.nii.gz", folder / "bias.nii.gz",
+                    replace(N4, shrink_factor=shrink_factor), threads=2)
     return bias_fit(chain, folder / "n4.nii.gz", folder / "bias.nii.gz")
 
 
@@ -182,7 +197,7 @@ def test_model_ready_volume_and_sidecar(chain: dict) -> None:
 def test_model_ready_uint8(chain: dict, tmp_path: Path) -> None:
     target = tmp_path / "v.npy"
     sidecar = pp.make_model_ready(chain["out"]["crop"], chain["out"]["mask"], target, pp.volume_sidecar_path(target),
-                                  (20, 26, 22), dtype="uint8")
+                                  ModelReadySettings(shape=(20, 26, 22), dtype="uint8"))
     stored = np.load(target)
     assert stored.dtype == np.uint8 and stored.max() == 255 and sidecar["scale"] > 0
 
@@ -202,8 +217,9 @@ def test_synthstrip_runs_end_to_end_with_random_weights(chain: dict, tmp_path: P
     model = tmp_path / "synthstrip.1.pt"
     _random_synthstrip_checkpoint(model)
     mask_path, brain_path = tmp_path / "mask.nii.gz", tmp_path / "brain.nii.gz"
-    skullstrip.skull_strip(chain["out"]["crop"], mask_path, brain_path, method="synthstrip",
-                           synthstrip_model=str(model), conform_voxel_mm=2.0, shape_limits=(64, 320), threads=2)
+    settings = replace(DEEPBET, method="synthstrip", synthstrip_model=str(model), conform_voxel_mm=2.0,
+                       shape_limits=(64, 320))
+    skullstrip.skull_strip(chain["out"]["crop"], mask_path, brain_path, settings, threads=2)
     mask = nib.load(str(mask_path))
     assert mask.shape == nib.load(str(chain["out"]["crop"])).shape
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
@@ -289,9 +305,9 @@ def write_bad_inputs(folder: Path, good_t1: Path) -> dict[str, tuple[Path, str]]
 def test_each_bad_input_is_rejected_with_its_reason(chain: dict, tmp_path: Path) -> None:
     bad = write_bad_inputs(tmp_path / "bad", chain["subject"]["t1"])
     for name, (path, word) in bad.items():
-        verdict = pp.check_t1(path, tmp_path / f"{name}.json", "C", name, "M000", (0.3, 5.0), 16)
+        verdict = pp.check_t1(path, tmp_path / f"{name}.json", "C", name, "M000", CHECK)
         assert not verdict["passed"] and word in verdict["reason"], (name, verdict)
-    good = pp.check_t1(chain["subject"]["t1"], tmp_path / "good.json", "C", "S1", "M000", (0.3, 5.0), 16)
+    good = pp.check_t1(chain["subject"]["t1"], tmp_path / "good.json", "C", "S1", "M000", CHECK)
     assert good["passed"] and good["reason"] == ""
 
 
@@ -304,7 +320,7 @@ def test_cohort_qc_lists_every_image_and_excludes_failures(chain: dict, tmp_path
                             "acq_date": "2020-01-01", "path": p} for s, p in rows])
     images_tsv = tmp_path / "images.tsv"
     images.to_csv(images_tsv, sep="\t", index=False)
-    verdicts = [str(pp.check_t1(p, tmp_path / f"{s}.json", "C", s, "M000", (0.3, 5.0), 16) and tmp_path / f"{s}.json")
+    verdicts = [str(pp.check_t1(p, tmp_path / f"{s}.json", "C", s, "M000", CHECK) and tmp_path / f"{s}.json")
                 for s, p in rows]
     accepted = pp.list_accepted(images_tsv, verdicts, tmp_path / "accepted.tsv")
     assert list(accepted["subject"]) == ["S1", "S2"]
@@ -355,17 +371,19 @@ def test_a_seeded_registration_repeats_exactly_and_seed_0_is_refused(chain: dict
     script = textwrap.dedent(f"""
         import sys
         from workflow import preprocess as pp
+        from workflow.settings import RegistrationSettings
+        settings = RegistrationSettings.from_params({REGISTRATION.as_params()!r})
         for run in ("first", "second"):
             pp.register_to_template({str(out["n4"])!r}, {str(template["head"])!r}, {str(template["brainmask"])!r},
                                     sys.argv[1] + f"/{{run}}.mat", sys.argv[1] + f"/{{run}}.nii.gz",
-                                    {VOXEL_MM!r}, seed=1, threads=1)
+                                    settings, threads=1)
     """)
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO)
     first, second = (qc.read_itk_affine(tmp_path / f"{run}.mat") for run in ("first", "second"))
     np.testing.assert_array_equal(first, second)
     with pytest.raises(ValueError, match="seed must be at least 1, got 0"):
         pp.register_to_template(out["n4"], template["head"], template["brainmask"], tmp_path / "zero.mat",
-                                tmp_path / "zero.nii.gz", VOXEL_MM, seed=0)
+                                tmp_path / "zero.nii.gz", replace(REGISTRATION, seed=0))
     assert not (tmp_path / "zero.mat").exists()
 
 
@@ -378,8 +396,8 @@ def test_registration_retries_keep_the_best_attempt(chain: dict, tmp_path: Path,
     call (the chain's) is no exact reference."""
     with caplog.at_level(logging.INFO, logger="workflow.preprocess"):
         ncc = pp.register_to_template(chain["out"]["n4"], chain["template"]["head"], chain["template"]["brainmask"],
-                                      tmp_path / "a.mat", tmp_path / "crop.nii.gz", VOXEL_MM, seed=1, attempts=2,
-                                      retry_below_ncc=1.01, threads=2)
+                                      tmp_path / "a.mat", tmp_path / "crop.nii.gz",
+                                      replace(REGISTRATION, attempts=2, retry_below_ncc=1.01), threads=2)
     attempts = [float(re.search(r"NCC with the template (-?[0-9.]+)", record.getMessage()).group(1))
                 for record in caplog.records if record.getMessage().startswith("registration attempt")]
     assert len(attempts) == 2 and ncc == pytest.approx(max(attempts), abs=5e-4), (attempts, ncc)

@@ -19,10 +19,10 @@ from scipy import ndimage
 from workflow import paths
 from workflow import preprocess as pp
 from workflow import preprocess_qc as qc
+from workflow.settings import InputCheckSettings, QcThresholds
 
-VOXEL_RANGE_MM = (0.3, 5.0)
-MIN_AXIS_VOXELS = 16
-QC_THRESHOLDS = {"min_ncc": 0.4, "brain_volume_ml": [700, 2500], "max_pose_error_mm": 4.0, "min_dice": 0.8}
+CHECK = InputCheckSettings(voxel_size_range_mm=(0.3, 5.0), min_axis_voxels=16)
+QC_THRESHOLDS = QcThresholds(min_ncc=0.4, brain_volume_ml=(700, 2500), max_pose_error_mm=4.0, min_dice=0.8)
 
 
 def smooth_volume() -> np.ndarray:
@@ -73,8 +73,8 @@ def test_damaged_gzip_images_are_excluded_and_a_valid_one_passes(tmp_path: Path)
     assert not np.array_equal(np.asarray(nib.load(str(images["flipped"])).dataobj), reference)
     assert np.array_equal(np.asarray(nib.load(str(images["bad_crc"])).dataobj), reference)
 
-    verdicts = {name: pp.check_t1(path, tmp_path / f"{name}.json", "C", name, "M000", VOXEL_RANGE_MM,
-                                  MIN_AXIS_VOXELS) for name, path in images.items()}
+    verdicts = {name: pp.check_t1(path, tmp_path / f"{name}.json", "C", name, "M000", CHECK)
+                for name, path in images.items()}
     assert verdicts["good"]["passed"] and verdicts["good"]["reason"] == ""
     for name in ("flipped", "bad_crc"):
         verdict = verdicts[name]

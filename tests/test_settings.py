@@ -17,7 +17,7 @@ from model.augment_settings import AugmentSettings
 from workflow import config_checks
 from workflow import settings as settings_stage
 from workflow import train
-from workflow.settings import EvaluateSettings, FinetuneSettings, PretrainSettings, SettingsError
+from workflow.settings import EvaluateSettings, FinetuneSettings, PreprocessSettings, PretrainSettings, SettingsError
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,40 @@ def test_a_wrong_settings_file_names_the_file_and_keys(paper_config: dict, tmp_p
     path.write_text("{not json")
     with pytest.raises(SettingsError, match=rf"{path}: cannot read evaluate settings"):
         EvaluateSettings.read(path)
+
+
+def test_preprocess_settings_are_one_object_per_step(paper_config: dict) -> None:
+    """Each preprocessing rule's params hold its own step's object: a changed N4 setting changes the
+    N4 step's settings only, the seed the registration's only."""
+    settings = settings_stage.preprocess_settings(paper_config)
+    assert settings.n4.iterations == (50, 50, 50, 50) and settings.n4.shrink_factor == 6
+    assert settings.registration.seed == 1 and settings.registration.voxel_size_mm == 1.0
+    assert settings.model_ready.shape == (160, 208, 176) and settings.qc.brain_volume_ml == (700, 2500)
+    assert settings.skullstrip.shape_limits == (192, 320) and settings.check.voxel_size_range_mm == (0.3, 5.0)
+    assert PreprocessSettings.from_params(settings.as_params()) == settings
+
+    def changed_steps(section: str, key: str, value) -> list[str]:
+        config = copy.deepcopy(paper_config)
+        if section:
+            config["preprocess"][section][key] = value
+        else:
+            config["preprocess"][key] = value
+        other = settings_stage.preprocess_settings(config)
+        return [name for name in settings_stage.field_names(PreprocessSettings)
+                if getattr(other, name) != getattr(settings, name)]
+
+    assert changed_steps("n4", "shrink_factor", 4) == ["n4"]
+    assert changed_steps("", "random_seed", 2) == ["registration"]
+    assert changed_steps("", "voxel_size_mm", 2.0) == ["template", "registration"]
+    assert changed_steps("qc", "min_dice", 0.9) == ["qc"]
+    assert changed_steps("", "keep_intermediates", False) == []
+
+
+def test_every_preprocess_schema_key_reaches_a_step(paper_config: dict) -> None:
+    top = schema_keys("preprocess")
+    fields = set(settings_stage.field_names(PreprocessSettings))
+    assert top - fields - set(settings_stage.PREPROCESS_OTHER_KEYS) == set()
+    config = copy.deepcopy(paper_config)
+    config["preprocess"]["n4"]["shrink"] = 4  # a step key that N4Settings does not carry
+    with pytest.raises(SettingsError, match=r"preprocess settings: n4: not n4 settings .*unknown keys \['shrink'\]"):
+        settings_stage.preprocess_settings(config)

@@ -7,7 +7,7 @@ Starting from a copy of the shared tiny run (fixture ``tiny_full_run``):
 
 1. preprocessing: the input checks of three images and the whole per-image chain (N4 to QC) of one
    of them, remade with ``--forcerun``, go through SLURM as the profile groups them: one batch job
-   for the checks (one CPU: they run in series) and one job for the image's five steps. Its
+   for the checks (one CPU: they run in series) and one job for the image's four steps. Its
    model-ready step asks for ``gpu=1``, which the profile turns into ``sbatch --gpus=1``;
 2. the pretraining job goes through SLURM holding SLURM's ``gres=gpu:2`` and running DDP with two
    gloo processes on CPU (torch here has no CUDA, so the job asks torch for 0 GPUs while SLURM
@@ -205,7 +205,7 @@ def test_profile_groups_every_per_image_rule(snakemake_workdir: Path) -> None:
 @pytest.mark.slow
 def test_per_image_rules_go_to_slurm_as_one_job_per_image(slurm_run: dict) -> None:
     run, files, local = slurm_run["on_slurm"], slurm_run["files"], slurm_run["local_tiny_run"]
-    # three input checks in one batch, five chain steps of one image in one job: two submissions
+    # three input checks in one batch, four chain steps of one image in one job: two submissions
     submitted = slurm_run["preprocessing"]
     assert {name: len(ids) for name, ids in submitted.items()} == {"preprocess_check": 1, "preprocess_image": 1}, (
         slurm_run["preprocessing_output"][-4000:])
@@ -214,8 +214,7 @@ def test_per_image_rules_go_to_slurm_as_one_job_per_image(slurm_run: dict) -> No
     # the batch's checks ran one after another: one CPU
     assert check_job["NumCPUs"] == "1", check_job
     chain_log = next(run.glob("results/logs/slurm/group_preprocess_image_*/**/*.log")).read_text()
-    for rule in ("preprocess_n4", "preprocess_register", "preprocess_skullstrip", "preprocess_model_ready",
-                 "preprocess_image_qc"):
+    for rule in ("preprocess_n4", "preprocess_register", "preprocess_skullstrip", "preprocess_model_ready"):
         assert f"rule {rule}:" in chain_log or f"localrule {rule}:" in chain_log, (rule, chain_log[-3000:])
     # the remade verdicts are those of the local run (a verdict also records how long its gzip check took)
     for key in slurm_run["keys"]:

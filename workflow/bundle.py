@@ -26,11 +26,12 @@ from pathlib import Path
 import yaml
 
 from model.hashing import fingerprint
+from workflow.settings import PreprocessSettings
 
 log = logging.getLogger(__name__)
 
 # Raised when a bundle's layout changes in a way an older reader would misread.
-BUNDLE_FORMAT = 2  # 2: model settings' sizes under "model" (was "architecture"); registration.fit_voxel_size_mm
+BUNDLE_FORMAT = 3  # 3: preprocessing settings per step (workflow.settings.PreprocessSettings)
 # The files of a bundle, by role; bundle.json (the manifest) is written last, so a folder with a
 # manifest is a complete bundle.
 BUNDLE_FILES = {
@@ -43,9 +44,6 @@ BUNDLE_FILES = {
     "template_crop": "template/crop_T1w.nii.gz",
     "template_brainmask": "template/crop_brainmask.nii.gz",
 }
-# Preprocessing settings that decide what a model-ready volume looks like (config preprocess.*).
-PREPROCESS_KEYS = ("voxel_size_mm", "template", "random_seed", "threads", "check", "n4", "registration",
-                   "skullstrip", "model_ready", "qc")
 
 
 class BundleError(ValueError):
@@ -53,13 +51,6 @@ class BundleError(ValueError):
 
 
 # --- config -> rule params (called by rules/bundle.smk) --------------------------------------------
-
-
-def preprocessing_settings(config: dict) -> str:
-    """JSON of the settings that made the cohort's model-ready volumes (what predict must repeat)."""
-    settings = {key: config["preprocess"][key] for key in PREPROCESS_KEYS}
-    settings["model_ready"] = {**settings["model_ready"], "shape": list(config["pretrain"]["image_shape"])}
-    return json.dumps(settings, sort_keys=True)
 
 
 def bundle_outputs() -> dict[str, str]:
@@ -223,8 +214,15 @@ class Bundle:
         return self.manifest["encoder"]["name"]
 
     @property
-    def preprocess(self) -> dict:
-        return self.manifest["preprocess"]
+    def preprocess(self) -> PreprocessSettings:
+        """The preprocessing settings that made the training volumes (what prediction repeats)."""
+        recorded = {key: value for key, value in self.manifest["preprocess"].items() if key != "skullstrip_software"}
+        return PreprocessSettings.from_params(recorded, source=f"{self.folder}: preprocess")
+
+    @property
+    def skullstrip_software(self) -> dict:
+        """Which skull stripper made the training masks (deepbet's version, or the SynthStrip file and hash)."""
+        return self.manifest["preprocess"]["skullstrip_software"]
 
     @property
     def model_settings(self) -> dict:

@@ -13,12 +13,13 @@ import yaml
 
 from workflow import paths
 from workflow.columns import all_header_texts, resolve_columns_path
+from workflow.settings import HeaderEmbeddingSettings, SettingsError, plain
 from workflow.smk import REPO_ROOT
 
 __all__ = [
     "EXPECTED_FOLDER", "EncoderNotFoundError", "IDENTITY_FILES", "POOLINGS", "TOKENIZER_FILES", "WEIGHT_FILES",
-    "encoder_settings", "encoder_stamp", "encoder_supplied", "header_texts", "paper_similarity",
-    "resolve_encoder_path",
+    "encoder_stamp", "encoder_supplied", "header_embedding_settings", "header_texts",
+    "paper_similarity", "resolve_encoder_path",
 ]
 
 POOLINGS = ("mean", "cls")
@@ -70,31 +71,23 @@ def _schema_default(section: str, key: str):
     return schema["properties"][key]["default"]
 
 
-def encoder_settings(headers_config: dict, encoder: str) -> dict:
-    """The settings that define the vectors of encoder ``encoder`` (rule params).
+def header_embedding_settings(config: dict, encoder: str) -> HeaderEmbeddingSettings:
+    """The settings of the ``encoder`` header vectors (rule embed_headers).
 
     Args:
-        headers_config: the validated ``headers`` config section.
-        encoder: a key of ``headers_config["encoders"]`` (the ``{encoder}`` wildcard).
-
-    Returns:
-        ``{"name", "path", "pooling", "max_length", "stamp"}``; ``stamp`` (sizes and modification
-        times of the encoder's files) changes when the encoder is replaced in place, so the rule
-        reruns.
+        config: the validated config (its ``headers`` section).
+        encoder: a key of ``headers.encoders`` (the ``{encoder}`` wildcard); an entry may override
+            ``pooling`` and ``max_length``.
     """
-    encoders = headers_config["encoders"]
-    if encoder not in encoders:
-        raise KeyError(
-            f"header encoder {encoder!r} is not configured under headers.encoders (have: {', '.join(encoders)})"
-        )
-    entry = encoders[encoder]
-    return {
-        "name": encoder,
-        "path": entry["path"],
-        "pooling": entry.get("pooling", headers_config["pooling"]),
-        "max_length": int(entry.get("max_length", headers_config["max_length"])),
-        "stamp": encoder_stamp(entry["path"]),
-    }
+    section = config["headers"]
+    if encoder not in section["encoders"]:
+        raise SettingsError(f"header encoder {encoder!r} is not configured under headers.encoders "
+                            f"(have: {', '.join(section['encoders'])})")
+    entry = section["encoders"][encoder]
+    values = {"encoder": encoder, "path": entry["path"], "pooling": entry.get("pooling", section["pooling"]),
+              "max_length": entry.get("max_length", section["max_length"]), "stamp": encoder_stamp(entry["path"]),
+              "batch_size": section["batch_size"], "cache_dir": section["cache_dir"]}
+    return HeaderEmbeddingSettings.from_params(plain(values), source=f"headers.encoders.{encoder}")
 
 
 def resolve_encoder_path(spec: str) -> Path:

@@ -41,6 +41,7 @@ from workflow.header_encoders import (
     EXPECTED_FOLDER, IDENTITY_FILES, POOLINGS, TOKENIZER_FILES, WEIGHT_FILES, EncoderNotFoundError, paper_similarity,
     resolve_encoder_path,
 )
+from workflow.settings import HeaderEmbeddingSettings
 
 __all__ = [
     "EncoderDamagedError", "check_encoder_folder", "check_encoder_weights", "embed_headers", "embed_texts",
@@ -192,13 +193,7 @@ def embed_headers(
     texts: list[str],
     bank_path: str | Path,
     similarity_path: str | Path,
-    *,
-    encoder: str,
-    encoder_path: str,
-    pooling: str = "mean",
-    max_length: int = 32,
-    batch_size: int = 64,
-    cache_dir: str | Path = "results/headers/cache",
+    settings: HeaderEmbeddingSettings,
     threads: int = 1,
     embed: Callable[..., torch.Tensor] = embed_texts,
 ) -> None:
@@ -208,12 +203,8 @@ def embed_headers(
         texts: header texts (duplicates are dropped, first occurrence kept).
         bank_path: output safetensors (``paths.HEADER_BANK``).
         similarity_path: output JSON (``paths.HEADER_SIMILARITY``).
-        encoder: the encoder's short name (the ``{encoder}`` wildcard), recorded in the metadata.
-        encoder_path: the encoder folder or ``package:<name>`` (see the module docstring).
-        pooling: "mean" or "cls".
-        max_length: maximum tokens per header.
-        batch_size: texts per encoder forward pass.
-        cache_dir: folder of the vector cache.
+        settings: the encoder (name, folder or ``package:<name>``, see the module docstring),
+            pooling, tokens per text, texts per forward pass and the cache folder.
         threads: CPU threads for the encoder.
         embed: the embedding function (tests count its calls).
 
@@ -226,18 +217,19 @@ def embed_headers(
         raise ValueError(f"need at least 2 distinct header texts to build a header bank, got {unique}")
     if any(not text.strip() for text in unique):
         raise ValueError("a column header text is empty; every column needs a header (config/columns.yaml)")
+    encoder, encoder_path, pooling, max_length = settings.encoder, settings.path, settings.pooling, settings.max_length
     torch.set_num_threads(max(1, int(threads)))
     folder = resolve_encoder_path(encoder_path)
     check_encoder_folder(folder, encoder_path)
     sha256 = encoder_sha256(folder)
-    cache_file = _cache_path(Path(cache_dir), sha256, pooling, max_length)
+    cache_file = _cache_path(Path(settings.cache_dir), sha256, pooling, max_length)
     cached = _read_cache(cache_file, sha256, pooling, max_length)
     known = {} if cached is None else dict(zip(cached.headers, cached.embeddings))
     todo = [text for text in unique if text not in known]
     logger.info("encoder %s (%s, sha256 %s): %d header texts, %d cached, %d to embed",
                 encoder, folder, sha256[:12], len(unique), len(unique) - len(todo), len(todo))
     if todo:
-        vectors = embed(todo, folder, pooling, max_length, batch_size)
+        vectors = embed(todo, folder, pooling, max_length, settings.batch_size)
         known.update(zip(todo, vectors))
         # The cache keeps every text this encoder has embedded, so edits back and forth stay cheap.
         cache_texts = list(known)

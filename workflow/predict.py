@@ -24,6 +24,7 @@ category code or an unreadable cell; a subject without an image or without a row
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -131,35 +132,23 @@ def preprocess_image(bundle, subject: str, session: str, t1_path: str, work_dir:
 
     settings = bundle.preprocess
     files = {key: work_dir / Path(pattern.format(cohort=bundle.cohort, subject=subject, session=session)).relative_to(paths.RESULTS)
-             for key, pattern in session_files(settings["voxel_size_mm"]).items()}
-    check = settings["check"]
-    verdict = check_t1(t1_path, files["check"], bundle.cohort, subject, session,
-                       tuple(check["voxel_size_range_mm"]), check["min_axis_voxels"])
+             for key, pattern in session_files(settings.registration.voxel_size_mm).items()}
+    verdict = check_t1(t1_path, files["check"], bundle.cohort, subject, session, settings.check)
     if not verdict["passed"]:
         return ImageOutcome(reason=f"input check: {verdict['reason']}")
     step = "N4"
     try:
-        n4 = settings["n4"]
-        bias_correct(t1_path, files["n4"], files["bias"], n4["spline_distance_mm"], n4["shrink_factor"],
-                     tuple(n4["iterations"]), n4["tolerance"], threads)
+        bias_correct(t1_path, files["n4"], files["bias"], settings.n4, threads)
         step = "registration"
-        registration = settings["registration"]
         register_to_template(files["n4"], bundle.path("template_head"), bundle.path("template_brainmask"),
-                             files["affine"], files["crop"], settings["voxel_size_mm"], settings["random_seed"],
-                             registration["type_of_transform"], registration["attempts"],
-                             registration["retry_below_ncc"], registration["fit_voxel_size_mm"], threads)
+                             files["affine"], files["crop"], settings.registration, threads)
         step = "skull strip"
-        strip = settings["skullstrip"]
-        skull_strip(files["crop"], files["mask"], files["brain"], method=strip["method"], device=device,
-                    deepbet_model_dir=strip["deepbet_model_dir"], synthstrip_model=strip["synthstrip_model"],
-                    # the SynthStrip model must be the file that made the training masks
-                    synthstrip_sha256=settings["skullstrip_software"].get("synthstrip_sha256"),
-                    border_mm=strip["border_mm"], conform_voxel_mm=strip["conform_voxel_mm"],
-                    shape_limits=tuple(strip["shape_limits"]), threads=threads)
+        # the SynthStrip model must be the file that made the training masks
+        strip = dataclasses.replace(settings.skullstrip, device=device,
+                                    synthstrip_sha256=bundle.skullstrip_software.get("synthstrip_sha256"))
+        skull_strip(files["crop"], files["mask"], files["brain"], strip, threads)
         step = "model-ready volume"
-        model_ready = settings["model_ready"]
-        make_model_ready(files["crop"], files["mask"], files["volume"], files["volume_sidecar"],
-                         tuple(model_ready["shape"]), model_ready["dtype"])
+        make_model_ready(files["crop"], files["mask"], files["volume"], files["volume_sidecar"], settings.model_ready)
         step = "QC"
         metrics = image_qc(bundle.cohort, subject, session, files["crop"], files["mask"], files["affine"],
                            bundle.path("template_crop"), bundle.path("template_brainmask"), "", "", files["qc"],
@@ -168,7 +157,7 @@ def preprocess_image(bundle, subject: str, session: str, t1_path: str, work_dir:
         log.exception("preprocessing of %s failed at %s", t1_path, step)
         return ImageOutcome(reason=f"preprocessing failed at {step}: {type(error).__name__}: {error}")
     outcome = ImageOutcome(ncc_template=metrics["ncc_template"], brain_volume_ml=metrics["brain_volume_ml"])
-    failed = failed_thresholds(metrics, settings["qc"])
+    failed = failed_thresholds(metrics, settings.qc)
     if failed:
         outcome.reason = "QC: " + "; ".join(failed)
     else:
@@ -360,7 +349,7 @@ def run_predict(bundle_dir: str | Path, images: str | Path, table: str | Path, o
 
     bundle = load_bundle(bundle_dir)
     check_encoder(bundle, encoder)
-    threads = threads or int(bundle.preprocess["threads"])
+    threads = threads or bundle.preprocess.threads
     new_images = list_images(images)
     rows = read_clinical_rows(table, bundle)
     work_dir = Path(paths.PREDICT_WORK_DIR.format(output=output))

@@ -38,6 +38,9 @@ if TYPE_CHECKING:  # pandas loads only where a cohort table is read: not in the 
     import pandas as pd
 
 from workflow import paths
+from workflow.settings import (
+    InputCheckSettings, ModelReadySettings, N4Settings, RegistrationSettings, TemplateSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -323,17 +326,16 @@ def inspect_t1(t1_path: str | Path, voxel_size_range_mm: tuple[float, float], mi
 
 def check_t1(
     t1_path: str | Path, verdict_path: str | Path, cohort: str, subject: str, session: str,
-    voxel_size_range_mm: tuple[float, float], min_axis_voxels: int,
+    settings: InputCheckSettings,
 ) -> dict:
     """Write the JSON verdict of one native T1: ``{cohort, subject, session, file, passed, reason, ...}``.
 
     Args:
         t1_path: the native image (NIfTI).
         verdict_path: output JSON.
-        voxel_size_range_mm: plausible [min, max] voxel edge in mm.
-        min_axis_voxels: fewer voxels than this along any axis means a 2-D or degenerate image.
+        settings: the plausible voxel sizes and the least voxels per axis.
     """
-    reason, facts = inspect_t1(t1_path, tuple(voxel_size_range_mm), int(min_axis_voxels))
+    reason, facts = inspect_t1(t1_path, settings.voxel_size_range_mm, settings.min_axis_voxels)
     verdict = {"cohort": cohort, "subject": subject, "session": session, "file": str(t1_path),
                "passed": not reason, "reason": reason, **facts}
     if reason:
@@ -415,20 +417,20 @@ def load_user_template(template_path: str | Path, voxel_size_mm: float):
 
 
 def prepare_template(
-    template_path: str | None, voxel_size_mm: float, head_path: str | Path, crop_path: str | Path,
-    brainmask_path: str | Path,
+    settings: TemplateSettings, head_path: str | Path, crop_path: str | Path, brainmask_path: str | Path,
 ) -> None:
     """Write the registration target at the working voxel size, its crop and its brain mask.
 
     Args:
-        template_path: the user's ``mni_icbm152_t1_tal_nlin_sym_09c.nii`` (full fidelity), or
-            ``None`` for nilearn's brain-only ICBM 2009 template on the same grid (stand-in).
-        voxel_size_mm: isotropic working voxel size (1 mm in the paper).
+        settings: the user's ``mni_icbm152_t1_tal_nlin_sym_09c.nii`` (full fidelity), or ``None``
+            for nilearn's brain-only ICBM 2009 template on the same grid (stand-in); the working
+            voxel size.
     """
     import nibabel as nib
 
     from workflow.templates import mni_brain_mask, mni_template
 
+    template_path, voxel_size_mm = settings.template, settings.voxel_size_mm
     if template_path:
         head = load_user_template(template_path, voxel_size_mm)
         log.info("registration target: %s (MNI152NLin2009cSym head T1) at %g mm", template_path, voxel_size_mm)
@@ -496,9 +498,7 @@ def set_threads(threads: int) -> None:
 
 
 def bias_correct(
-    t1_path: str | Path, corrected_path: str | Path, bias_path: str | Path, spline_distance_mm: float = 200.0,
-    shrink_factor: int = 4, iterations: tuple[int, ...] = (50, 50, 50, 50), tolerance: float = 1e-7,
-    threads: int = 1,
+    t1_path: str | Path, corrected_path: str | Path, bias_path: str | Path, settings: N4Settings, threads: int = 1,
 ) -> None:
     """N4 bias field correction as Clinica runs it (fitting distance 200 mm, ANTs defaults otherwise).
 
@@ -510,8 +510,8 @@ def bias_correct(
 
     image = ants.image_read(str(t1_path)).clone("float")
     bias = ants.n4_bias_field_correction(
-        image, shrink_factor=int(shrink_factor), spline_param=float(spline_distance_mm),
-        convergence={"iters": [int(i) for i in iterations], "tol": float(tolerance)}, return_bias_field=True,
+        image, shrink_factor=settings.shrink_factor, spline_param=float(settings.spline_distance_mm),
+        convergence={"iters": list(settings.iterations), "tol": settings.tolerance}, return_bias_field=True,
     )
     corrected = image / bias
     for path in (corrected_path, bias_path):
@@ -524,9 +524,7 @@ def bias_correct(
 # --- 3. affine registration + crop ----------------------------------------------------------------
 def register_to_template(
     n4_path: str | Path, template_head_path: str | Path, template_brainmask_path: str | Path,
-    affine_path: str | Path, crop_path: str | Path, voxel_size_mm: float, seed: int = 1,
-    type_of_transform: str = "antsRegistrationSyNQuick[a]", attempts: int = 1, retry_below_ncc: float = 0.0,
-    fit_voxel_size_mm: float | None = None, threads: int = 1,
+    affine_path: str | Path, crop_path: str | Path, settings: RegistrationSettings, threads: int = 1,
 ) -> float:
     """Affine registration of the N4 image to the template, then Clinica's crop.
 
@@ -535,17 +533,18 @@ def register_to_template(
 
     Args:
         template_brainmask_path: the template's brain mask on the crop grid (for the NCC check).
-        seed: ANTs seed of the first attempt (Clinica's ``--random_seed``), at least 1: ANTs reseeds
+        settings: the working grid, the seed, the preset, the attempts and the fit voxel size:
+        settings.seed: ANTs seed of the first attempt (Clinica's ``--random_seed``), at least 1: ANTs reseeds
             its sampler only for a nonzero seed. Unseeded, the sampler draws from ITK's process-wide
             generator, so the same image can register differently from one run (or one earlier ITK
             call in the same process) to the next; a seed makes the transform repeat exactly with
             one thread (to float rounding with more).
-        attempts: at most this many registrations, seeds ``seed, seed + 1, ...``: a further attempt
+        settings.attempts: at most this many registrations, seeds ``seed, seed + 1, ...``: a further attempt
             runs only while the best normalised cross-correlation with the template inside its brain
             mask is below ``retry_below_ncc``. With a brain-only template a head can land in a
             "skull fitted onto the brain edge" optimum; another seed usually escapes it. The first
             attempt is Clinica's run with ``--random_seed seed``.
-        fit_voxel_size_mm: the first attempt fits the affine on copies of both images resampled to
+        settings.fit_voxel_size_mm: the first attempt fits the affine on copies of both images resampled to
             this voxel size (never finer than an image's own spacing), then resamples the
             full-resolution image with it; retries fit on the images as they are. None always fits
             on the images as they are, as Clinica does. The preset's pyramid ends with a level at
@@ -566,9 +565,10 @@ def register_to_template(
 
     from workflow.preprocess_qc import masked_ncc
 
+    seed, type_of_transform, fit_voxel_size_mm = settings.seed, settings.type_of_transform, settings.fit_voxel_size_mm
     if not type_of_transform.endswith("[a]"):
         raise ValueError(f"type_of_transform must be an affine ANTs preset ('...[a]'), got {type_of_transform!r}")
-    if int(seed) < 1:
+    if seed < 1:
         raise ValueError(f"registration seed must be at least 1, got {seed}: ANTs leaves its sampler unseeded "
                          "for 0, and the registration would differ from run to run")
     fixed = ants.image_read(str(template_head_path))
@@ -576,15 +576,15 @@ def register_to_template(
     coarse = (fixed, moving)
     if fit_voxel_size_mm is not None:
         coarse = tuple(_coarsened(ants, image, float(fit_voxel_size_mm)) for image in (fixed, moving))
-    slices = crop_slices(voxel_size_mm)
+    slices = crop_slices(settings.voxel_size_mm)
     template_crop = fixed.numpy()[slices]
     brainmask = np.asarray(nib.load(str(template_brainmask_path)).dataobj)
     best: tuple[float, int, np.ndarray, bytes] | None = None
-    for attempt in range(max(1, int(attempts))):
+    for attempt in range(max(1, settings.attempts)):
         # a retry fits at the working grid: a poor first fit may come from too coarse copies
         fit_fixed, fit_moving = coarse if attempt == 0 else (fixed, moving)
         # antspyx takes the seed from its config, not from a keyword (a keyword would be silently ignored).
-        ants.config._random_seed = int(seed) + attempt
+        ants.config._random_seed = seed + attempt
         with tempfile.TemporaryDirectory(prefix="preprocess_reg_") as scratch:
             result = ants.registration(fixed=fit_fixed, moving=fit_moving, type_of_transform=type_of_transform,
                                        outprefix=str(Path(scratch) / "reg_"))
@@ -601,11 +601,11 @@ def register_to_template(
         cropped = registered.numpy().astype(np.float32)[slices]
         ncc = masked_ncc(cropped, template_crop, brainmask)
         log.info("registration attempt %d of %s (%s, seed %d, fitted at %s mm): NCC with the template %.3f",
-                 attempt + 1, n4_path, type_of_transform, int(seed) + attempt,
+                 attempt + 1, n4_path, type_of_transform, seed + attempt,
                  "x".join(f"{spacing:g}" for spacing in fit_moving.spacing), ncc)
         if best is None or ncc > best[0]:
-            best = (ncc, int(seed) + attempt, cropped, transform_bytes)
-        if best[0] >= retry_below_ncc:
+            best = (ncc, seed + attempt, cropped, transform_bytes)
+        if best[0] >= settings.retry_below_ncc:
             break
     ncc, used_seed, cropped, transform_bytes = best
     for path in (affine_path, crop_path):
@@ -641,9 +641,9 @@ def resize_volume(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray
 
 def make_model_ready(
     crop_path: str | Path, mask_path: str | Path, volume_path: str | Path, sidecar_path: str | Path,
-    shape: tuple[int, int, int], dtype: str = "float16",
+    settings: ModelReadySettings,
 ) -> dict:
-    """Store the skull-stripped crop, resampled to the model's input ``shape``, as a ``.npy`` array.
+    """Store the skull-stripped crop, resampled to the model's input ``settings.shape``, as a ``.npy`` array.
 
     The array holds ``(x - offset) / scale`` where x is the stripped intensity: ``float16`` in [0, 1]
     or ``uint8`` in [0, 255]. The sidecar JSON gives ``offset`` and ``scale`` (x = stored * scale +
@@ -652,6 +652,7 @@ def make_model_ready(
     """
     import nibabel as nib
 
+    shape, dtype = settings.shape, settings.dtype
     if dtype not in ("float16", "uint8"):
         raise ValueError(f"model-ready dtype must be float16 or uint8, got {dtype!r}")
     crop = nib.load(str(crop_path))

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pandas loads only where a cohort table is read: not in the 
 
 from workflow import paths
 from workflow.preprocess import read_images_table
+from workflow.settings import QcThresholds
 
 log = logging.getLogger(__name__)
 
@@ -189,27 +190,26 @@ def write_mosaic(image: np.ndarray, mask: np.ndarray, template_mask: np.ndarray,
 
 
 # --- per cohort -----------------------------------------------------------------------------------
-def failed_thresholds(metrics: dict, thresholds: dict) -> list[str]:
+def failed_thresholds(metrics: dict, thresholds: QcThresholds) -> list[str]:
     """Reasons why an image's metrics fail the configured QC thresholds (empty when it passes).
 
-    ``thresholds``: ``min_ncc``, ``brain_volume_ml`` [min, max], ``max_pose_error_mm`` and
-    ``min_dice`` (the last two apply only where ground truth gave the metric).
+    The pose error and Dice thresholds apply only where the metrics have them (synthetic data).
     """
     reasons = []
-    if metrics["ncc_template"] < thresholds["min_ncc"]:
-        reasons.append(f"registration NCC with the template {metrics['ncc_template']:.3f} < {thresholds['min_ncc']}")
-    low, high = thresholds["brain_volume_ml"]
+    if metrics["ncc_template"] < thresholds.min_ncc:
+        reasons.append(f"registration NCC with the template {metrics['ncc_template']:.3f} < {thresholds.min_ncc}")
+    low, high = thresholds.brain_volume_ml
     if not low <= metrics["brain_volume_ml"] <= high:
         reasons.append(f"brain volume {metrics['brain_volume_ml']:.0f} mL outside [{low}, {high}] mL")
-    if metrics.get("pose_error_mm") is not None and metrics["pose_error_mm"] > thresholds["max_pose_error_mm"]:
-        reasons.append(f"pose error {metrics['pose_error_mm']:.2f} mm > {thresholds['max_pose_error_mm']} mm")
-    if metrics.get("dice_truth") is not None and metrics["dice_truth"] < thresholds["min_dice"]:
-        reasons.append(f"brain mask Dice vs truth {metrics['dice_truth']:.3f} < {thresholds['min_dice']}")
+    if metrics.get("pose_error_mm") is not None and metrics["pose_error_mm"] > thresholds.max_pose_error_mm:
+        reasons.append(f"pose error {metrics['pose_error_mm']:.2f} mm > {thresholds.max_pose_error_mm} mm")
+    if metrics.get("dice_truth") is not None and metrics["dice_truth"] < thresholds.min_dice:
+        reasons.append(f"brain mask Dice vs truth {metrics['dice_truth']:.3f} < {thresholds.min_dice}")
     return reasons
 
 
 def cohort_qc(
-    cohort: str, images_tsv: str | Path, verdict_paths: list[str], qc_paths: list[str], thresholds: dict,
+    cohort: str, images_tsv: str | Path, verdict_paths: list[str], qc_paths: list[str], thresholds: QcThresholds,
     qc_tsv: str | Path, exclusions_tsv: str | Path,
 ) -> pd.DataFrame:
     """Write the cohort's ``qc.tsv`` (one row per image of ``images_tsv``) and ``exclusions.tsv``.

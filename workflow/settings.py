@@ -1,17 +1,22 @@
-"""Typed settings of the tables and training stages, built once from the validated config.
+"""Typed settings of every stage, built once from the validated config.
 
 One frozen object per job kind: :class:`TablesSettings` (one cohort's model-ready table),
+:class:`HeaderEmbeddingSettings` (one encoder's header vectors), one per preprocessing step
+(:class:`InputCheckSettings`, :class:`TemplateSettings`, :class:`N4Settings`,
+:class:`RegistrationSettings`, :class:`SkullstripSettings`, :class:`ModelReadySettings`,
+:class:`QcThresholds`, gathered in :class:`PreprocessSettings` for bundles),
 :class:`PretrainSettings` (CITab across tables, or one self-supervised baseline on one cohort),
 :class:`FinetuneSettings` and :class:`EvaluateSettings`.
-The builders (:func:`tables_settings` here; the training ones in :mod:`workflow.train`, which know
-the model registry) read the config and keep exactly what changes a job's result: threads, GPUs
-and memory stay out, and a per-cohort rate is resolved for the job's cohort, so a changed setting
-reruns exactly the jobs it affects. This module imports neither torch nor the registry: the tables
-rule's environment has neither.
+The builders (:func:`tables_settings` and :func:`preprocess_settings` here; the header one in
+:mod:`workflow.header_encoders`; the training ones in :mod:`workflow.train`, which know the model
+registry) read the config and keep exactly what changes a job's result: threads, GPUs and memory
+stay out (but :class:`PreprocessSettings` records the threads for bundles), and a per-cohort rate is resolved for the job's cohort, so a changed setting reruns
+exactly the jobs it affects. This module imports neither torch nor the registry: the tables and
+preprocessing rules' environments have neither.
 
 How a job gets its settings: the rule's ``params:`` entry holds :meth:`as_params` (plain builtins,
 JSON-ready). A training job's local rule writes that to the job's ``settings.json`` and the job
-reads it back with :meth:`read`; the tables rule's script gets it back with :meth:`from_params`;
+reads it back with :meth:`read`; the other rules' scripts get it back with :meth:`from_params`;
 every key is checked either way. The object itself never goes into ``params:``: Snakemake compares
 params by the ``repr`` of builtin values and skips any other object, so a changed dataclass there
 would never trigger a rerun.
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,13 +66,10 @@ class _Settings:
     def from_params(cls, values: dict[str, Any], source: str = "settings"):
         """The object of ``values`` (an :meth:`as_params` mapping); ``source`` names it in errors.
 
-        Raises SettingsError naming the missing and unknown keys.
+        Nested settings and tuples come back typed, by the fields' annotations. Raises
+        SettingsError naming the missing and unknown keys.
         """
-        names = set(field_names(cls))
-        missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
-        if missing or unknown:
-            raise SettingsError(f"{source}: not {cls.kind} settings (missing keys {missing}, unknown keys {unknown})")
-        return cls(**{name: _typed(name, value) for name, value in values.items()})
+        return _from_mapping(cls, values, source)
 
     @classmethod
     def read(cls, path: str | Path):
@@ -79,11 +83,31 @@ class _Settings:
         return cls.from_params(values, source=str(path))
 
 
-def _typed(name: str, value: Any) -> Any:
-    """The typed form of one field read from JSON (tuples for shapes and names, nested types)."""
-    if name == "augment":
-        return AugmentSettings(**{**value, "flip_axes": tuple(value["flip_axes"])})
-    if name in ("image_shape", "class_names") or (name == "class_weights" and value is not None):
+def _from_mapping(cls: type, values: Any, source: str) -> Any:
+    """``cls`` (a frozen dataclass) built from a JSON mapping, every key checked, every field typed."""
+    if not isinstance(values, dict):
+        raise SettingsError(f"{source}: {getattr(cls, 'kind', '') or cls.__name__} settings must be a mapping, "
+                            f"got {type(values).__name__}")
+    names = set(field_names(cls))
+    missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
+    if missing or unknown:
+        raise SettingsError(f"{source}: not {getattr(cls, 'kind', '') or cls.__name__} settings "
+                            f"(missing keys {missing}, unknown keys {unknown})")
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _typed(hints[name], value, f"{source}: {name}") for name, value in values.items()})
+
+
+def _typed(hint: Any, value: Any, source: str) -> Any:
+    """A JSON value as its field's annotation types it: nested settings, tuples, or as it is."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [option for option in typing.get_args(hint) if option is not type(None)]
+        return _typed(options[0], value, source) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return _from_mapping(hint, value, source)
+    if origin is tuple:
         return tuple(value)
     return value
 
@@ -215,9 +239,194 @@ class EvaluateSettings(_Settings):
     bf16: bool
 
 
+@dataclass(frozen=True)
+class HeaderEmbeddingSettings(_Settings):
+    """How the header vectors of one text encoder are made (config ``headers``; rule embed_headers).
+
+    Attributes:
+        encoder: the encoder's short name (a key of ``headers.encoders``).
+        path: its local model folder, or ``package:<module>`` for one shipped in a wheel.
+        pooling: "mean" (masked mean of the last layer) or "cls".
+        max_length: tokens per header text.
+        stamp: sizes and modification times of the encoder's files, so an encoder replaced in
+            place reruns the rule.
+        batch_size: header texts per encoder pass.
+        cache_dir: folder of the vectors per encoder identity (reruns embed only new texts).
+    """
+
+    kind: ClassVar[str] = "header embedding"
+
+    encoder: str
+    path: str
+    pooling: str
+    max_length: int
+    stamp: str
+    batch_size: int
+    cache_dir: str
+
+
+# --- preprocessing: one type per step, so that each rule's params hold exactly its step's settings ---
+
+
+@dataclass(frozen=True)
+class InputCheckSettings(_Settings):
+    """The checks of a native T1 before any processing (config ``preprocess.check``).
+
+    Attributes:
+        voxel_size_range_mm: plausible [min, max] voxel edge in mm.
+        min_axis_voxels: fewer voxels than this along any axis means a 2-D or degenerate image.
+    """
+
+    kind: ClassVar[str] = "input check"
+
+    voxel_size_range_mm: tuple[float, float]
+    min_axis_voxels: int
+
+
+@dataclass(frozen=True)
+class TemplateSettings(_Settings):
+    """The registration target (config ``preprocess.template`` and ``voxel_size_mm``).
+
+    Attributes:
+        template: the user's MNI152NLin2009cSym head (full fidelity), or None for nilearn's
+            brain-only stand-in on the same grid.
+        voxel_size_mm: isotropic working voxel size (1 mm in the paper).
+    """
+
+    kind: ClassVar[str] = "template"
+
+    template: str | None
+    voxel_size_mm: float
+
+
+@dataclass(frozen=True)
+class N4Settings(_Settings):
+    """N4 bias field correction (config ``preprocess.n4``; Clinica's but for the shrink factor).
+
+    Attributes:
+        spline_distance_mm: B-spline fitting distance (Clinica: 200 mm).
+        shrink_factor: N4 fits on the image shrunk by this factor (ANTs' default: 4).
+        iterations: iterations per fitting level. tolerance: convergence threshold.
+    """
+
+    kind: ClassVar[str] = "n4"
+
+    spline_distance_mm: float
+    shrink_factor: int
+    iterations: tuple[int, ...]
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class RegistrationSettings(_Settings):
+    """Affine registration to the template and Clinica's crop (config ``preprocess.registration``,
+    plus the working voxel size and the seed).
+
+    Attributes:
+        voxel_size_mm: working grid of the crop.
+        seed: ANTs seed of the first attempt (at least 1); attempt k uses seed + k.
+        type_of_transform: antspyx preset (Clinica's: antsRegistrationSyNQuick[a]).
+        attempts: at most this many registrations; another runs while the best NCC with the
+            template is below ``retry_below_ncc``.
+        fit_voxel_size_mm: the first attempt fits on copies at this voxel size; None fits at the
+            working grid, as Clinica does.
+    """
+
+    kind: ClassVar[str] = "registration"
+
+    voxel_size_mm: float
+    seed: int
+    type_of_transform: str
+    attempts: int
+    retry_below_ncc: float
+    fit_voxel_size_mm: float | None
+
+
+@dataclass(frozen=True)
+class SkullstripSettings(_Settings):
+    """Skull stripping of the registered crop (config ``preprocess.skullstrip``).
+
+    Attributes:
+        method: "deepbet" (weights in its wheel) or "synthstrip" (the paper's; needs
+            ``synthstrip_model``). device: "cpu" or "cuda".
+        deepbet_model_dir: folder of deepbet's weights; None = the wheel's copy.
+        synthstrip_model, synthstrip_sha256: FreeSurfer's synthstrip.1.pt and its optional checksum.
+        border_mm, conform_voxel_mm, shape_limits: SynthStrip's mask border, input voxel size and
+            input axis limits (FreeSurfer's: 1 mm, 1 mm, (192, 320)).
+    """
+
+    kind: ClassVar[str] = "skull strip"
+
+    method: str
+    device: str
+    deepbet_model_dir: str | None
+    synthstrip_model: str | None
+    synthstrip_sha256: str | None
+    border_mm: float
+    conform_voxel_mm: float
+    shape_limits: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ModelReadySettings(_Settings):
+    """The array the model loads (config ``preprocess.model_ready`` and ``pretrain.image_shape``).
+
+    Attributes:
+        shape: the model input (X, Y, Z) the stripped crop is resampled to.
+        dtype: storage type, "float16" (in [0, 1]) or "uint8" (in [0, 255]).
+    """
+
+    kind: ClassVar[str] = "model-ready"
+
+    shape: tuple[int, int, int]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class QcThresholds(_Settings):
+    """QC thresholds; an image failing any is excluded with the reason (config ``preprocess.qc``).
+
+    Attributes:
+        min_ncc: least NCC with the template inside its brain mask.
+        brain_volume_ml: plausible [min, max] native brain volume of the mask.
+        max_pose_error_mm, min_dice: against the ground truth (synthetic data only).
+    """
+
+    kind: ClassVar[str] = "qc"
+
+    min_ncc: float
+    brain_volume_ml: tuple[float, float]
+    max_pose_error_mm: float
+    min_dice: float
+
+
+@dataclass(frozen=True)
+class PreprocessSettings(_Settings):
+    """Every preprocessing step's settings: what a bundle records and prediction repeats.
+
+    Attributes:
+        check, template, n4, registration, skullstrip, model_ready, qc: each step's.
+        threads: threads of the per-image steps. A runtime value for the rules (their
+            ``threads:``), but recorded: ITK's floating-point sums depend on it.
+    """
+
+    kind: ClassVar[str] = "preprocess"
+
+    check: InputCheckSettings
+    template: TemplateSettings
+    n4: N4Settings
+    registration: RegistrationSettings
+    skullstrip: SkullstripSettings
+    model_ready: ModelReadySettings
+    qc: QcThresholds
+    threads: int
+
+
 SETTINGS_TYPES: dict[str, type[_Settings]] = {
     cls.kind: cls for cls in (TablesSettings, PretrainSettings, FinetuneSettings, EvaluateSettings)
 }
+# Config keys of the preprocess section that are runtime values or inputs, not what a step computes.
+PREPROCESS_OTHER_KEYS = ("keep_intermediates", "mem_mb", "voxel_size_mm", "random_seed")
 
 
 # --- config -> settings ---------------------------------------------------------------------------
@@ -229,6 +438,24 @@ def tables_settings(config: dict) -> TablesSettings:
     check_known(section, TablesSettings, TABLES_INPUT_KEYS, "tables")
     values = {name: section[name] for name in field_names(TablesSettings)}
     return TablesSettings.from_params(plain(values), source="tables settings")
+
+
+def preprocess_settings(config: dict) -> PreprocessSettings:
+    """Every preprocessing step's settings from the validated config (one object per step)."""
+    section = config["preprocess"]
+    check_known(section, PreprocessSettings, PREPROCESS_OTHER_KEYS, "preprocess")
+    values = {
+        "check": section["check"],
+        "template": {"template": section["template"], "voxel_size_mm": section["voxel_size_mm"]},
+        "n4": section["n4"],
+        "registration": {**section["registration"], "voxel_size_mm": section["voxel_size_mm"],
+                         "seed": section["random_seed"]},
+        "skullstrip": section["skullstrip"],
+        "model_ready": {**section["model_ready"], "shape": config["pretrain"]["image_shape"]},
+        "qc": section["qc"],
+        "threads": section["threads"],
+    }
+    return PreprocessSettings.from_params(plain(values), source="preprocess settings")
 
 
 def check_known(section: dict, cls: type[_Settings], other_keys: tuple[str, ...], name: str) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workflow.settings import SkullstripSettings
+
 log = logging.getLogger(__name__)
 
 FREESURFER_HINT = (
@@ -231,26 +233,26 @@ def _largest_component_filled(mask: np.ndarray) -> np.ndarray:
 
 
 def skull_strip(
-    crop_path: str | Path, mask_path: str | Path, brain_path: str | Path, method: str = "deepbet",
-    device: str = "cpu", deepbet_model_dir: str | None = None, synthstrip_model: str | None = None,
-    synthstrip_sha256: str | None = None, border_mm: float = 1.0, conform_voxel_mm: float = 1.0,
-    shape_limits: tuple[int, int] = (192, 320), threads: int = 1,
+    crop_path: str | Path, mask_path: str | Path, brain_path: str | Path, settings: SkullstripSettings,
+    threads: int = 1,
 ) -> None:
     """Brain mask (uint8) and skull-stripped T1 (float32) of the registered crop, same grid.
 
     Args:
-        method: ``deepbet`` or ``synthstrip`` (then ``synthstrip_model`` is required).
-        device: ``cpu`` or ``cuda``.
+        settings: the method (``deepbet``, or ``synthstrip`` with its model file), the device and
+            SynthStrip's input settings.
     """
     import nibabel as nib
     import torch
 
     torch.set_num_threads(int(threads))
+    method, device = settings.method, settings.device
     if method == "synthstrip":
-        state = load_synthstrip_checkpoint(synthstrip_model, synthstrip_sha256)
-        mask = synthstrip_mask(crop_path, state, border_mm, conform_voxel_mm, tuple(shape_limits), device)
+        state = load_synthstrip_checkpoint(settings.synthstrip_model, settings.synthstrip_sha256)
+        mask = synthstrip_mask(crop_path, state, settings.border_mm, settings.conform_voxel_mm, settings.shape_limits,
+                               device)
     elif method == "deepbet":
-        mask = deepbet_mask(crop_path, deepbet_model_dir, device)
+        mask = deepbet_mask(crop_path, settings.deepbet_model_dir, device)
     else:
         raise ValueError(f"preprocess.skullstrip.method must be deepbet or synthstrip, got {method!r}")
     crop = nib.load(str(crop_path))

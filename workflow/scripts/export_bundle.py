@@ -1,7 +1,5 @@
 """Rule export_bundle: one fine-tuned model and everything needed to use it, in one folder."""
 
-import json
-
 from workflow.bundle import export_bundle
 from workflow.logs import log_to
 
@@ -21,7 +19,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         template={"head": inputs.template_head, "crop": inputs.template_crop, "brainmask": inputs.template_brainmask},
         model_settings=dict(params.model),
         finetune_settings=dict(params.finetune),
-        preprocess_settings=json.loads(params.preprocess),
+        preprocess_settings=dict(params.preprocess),
         tables_settings=dict(params.tables),
         encoder=params.encoder,
         outputs=dict(snakemake.output.items()),  # noqa: F821

@@ -2,6 +2,7 @@
 
 from workflow.logs import log_to
 from workflow.preprocess import check_t1
+from workflow.settings import InputCheckSettings
 
 with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
     check_t1(
@@ -10,6 +11,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         cohort=snakemake.wildcards.cohort,  # noqa: F821
         subject=snakemake.wildcards.subject,  # noqa: F821
         session=snakemake.wildcards.session,  # noqa: F821
-        voxel_size_range_mm=snakemake.params.voxel_size_range_mm,  # noqa: F821
-        min_axis_voxels=snakemake.params.min_axis_voxels,  # noqa: F821
+        settings=InputCheckSettings.from_params(snakemake.params.settings),  # noqa: F821
     )
