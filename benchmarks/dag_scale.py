@@ -4,14 +4,16 @@ Nothing is preprocessed: the script writes a working directory that looks like a
 has finished on ``--images`` images (split over the three cohorts as in the paper's data), with empty
 files standing in for the native T1s, and times ``snakemake -n`` in two states:
 
-* ``intake done``: Snakemake plans the input check of every image (the per-image chain waits
-  behind the ``preprocess_accepted`` checkpoint);
+* ``intake done``: Snakemake plans the input checks (one job per batch of
+  ``preprocess.check.images_per_job`` images; the per-image chain waits behind the
+  ``preprocess_accepted`` checkpoint);
 * ``input check done``: every image passed the check, so Snakemake plans the whole per-image chain
-  (N4, registration, skull strip, model-ready volume, QC) for every image and everything after it.
+  (N4, registration, skull strip, model-ready volume with QC) for every image and everything after it.
 
 For each it prints the wall time, the peak memory of the Snakemake process, and the number of jobs
-planned, with and without ``--quiet`` (which leaves out the per-job listing of a dry run). (On SLURM, profiles/slurm groups those jobs into one submission per image plus one per 50
-input checks; tests/test_slurm.py checks that on a real SLURM.)
+planned, with and without ``--quiet`` (which leaves out the per-job listing of a dry run). (On
+SLURM, profiles/slurm groups each image's chain into one submission; tests/test_slurm.py checks that
+on a real SLURM.)
 
     .venv/bin/python benchmarks/dag_scale.py                       # 6,700 images
     .venv/bin/python benchmarks/dag_scale.py --images 600 --workdir /tmp/dag
@@ -20,6 +22,7 @@ input checks; tests/test_slurm.py checks that on a real SLURM.)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -38,11 +41,14 @@ sys.path.insert(0, str(REPO))
 
 from workflow import paths  # noqa: E402 (after the path set-up)
 from workflow.intake import IMAGE_COLUMNS, VISIT_KEY_COLUMNS  # noqa: E402
-from workflow.preprocess import ACCEPTED, session_files  # noqa: E402
+from workflow.preprocess import ACCEPTED, CHECK_BATCH, check_batches  # noqa: E402
 
 # Share of the images per cohort: roughly the paper's cohorts (ADNI and NACC large, AIBL small).
 COHORT_SHARES = {"ADNI": 0.40, "AIBL": 0.17, "NACC": 0.43}
 INTAKE_TABLES = [paths.INTAKE_IMAGES, paths.INTAKE_VISITS, paths.INTAKE_EXCLUSIONS, paths.INTAKE_CELL_QC]
+# The schema's default (preprocess.check.images_per_job), which the overlay leaves as it is.
+IMAGES_PER_CHECK_JOB = yaml.safe_load((REPO / "workflow/schemas/preprocess.schema.yaml").read_text())[
+    "properties"]["check"]["properties"]["images_per_job"]["default"]
 PLANNED = re.compile(r"^total\s+(\d+)\s*$", re.MULTILINE)
 
 
@@ -84,15 +90,15 @@ def write_intake_state(workdir: Path, images: int, voxel_size_mm: float) -> Path
     return overlay
 
 
-def write_check_state(workdir: Path, voxel_size_mm: float) -> None:
-    """Every image passed the input check: its verdict and each cohort's ``accepted.tsv`` exist."""
-    check = session_files(voxel_size_mm)["check"]
+def write_check_state(workdir: Path, images_per_job: int) -> None:
+    """Every image passed the input check: each batch's verdicts and each cohort's ``accepted.tsv`` exist."""
     for cohort in COHORT_SHARES:
-        table = pd.read_csv(paths.INTAKE_IMAGES.format(cohort=cohort), sep="\t", dtype=str)
-        for subject, session in zip(table["subject"], table["session"]):
-            verdict = Path(check.format(cohort=cohort, subject=subject, session=session))
-            verdict.parent.mkdir(parents=True, exist_ok=True)
-            verdict.write_text('{"accepted": true}\n')
+        images_tsv = paths.INTAKE_IMAGES.format(cohort=cohort)
+        for batch, keys in check_batches(images_tsv, images_per_job).items():
+            verdicts = Path(CHECK_BATCH.format(cohort=cohort, batch=batch))
+            verdicts.parent.mkdir(parents=True, exist_ok=True)
+            verdicts.write_text(json.dumps([{"subject": s, "session": t, "passed": True} for s, t in keys]) + "\n")
+        table = pd.read_csv(images_tsv, sep="\t", dtype=str)
         table[["subject", "session"]].to_csv(ACCEPTED.format(cohort=cohort), sep="\t", index=False)
 
 
@@ -134,7 +140,7 @@ def main() -> None:
     overlay = write_intake_state(workdir, args.images, args.voxel_size_mm)
     for state in ("intake done", "input check done"):
         if state == "input check done":
-            write_check_state(workdir, args.voxel_size_mm)
+            write_check_state(workdir, IMAGES_PER_CHECK_JOB)
         wall, peak, jobs = dry_run(workdir, overlay, [])
         print(f"{state + ':':18} snakemake -n          {wall:6.1f} s, peak {peak:6.0f} MiB, {jobs} jobs planned")
         wall, peak, _ = dry_run(workdir, overlay, ["--quiet"])  # --quiet prints no job count

@@ -1,6 +1,7 @@
 # rules for the preprocess stage (see workflow/preprocess.py, docs/interfaces.md section 3):
-# check -> N4 -> affine to MNI + crop -> skull strip -> model-ready volume -> QC, per image;
-# only images that pass the input check (checkpoint preprocess_accepted) go past it.
+# input check (in batches of images) -> per image: N4 -> affine to MNI + crop -> skull strip ->
+# model-ready volume and QC; only images that pass the input check (checkpoint preprocess_accepted)
+# go past it.
 from workflow import preprocess as preprocess_stage
 
 PREPROCESS = config["preprocess"]
@@ -9,6 +10,7 @@ PREPROCESS_SETTINGS = settings_stage.preprocess_settings(config)
 preprocess_stage.check_user_files(PREPROCESS)
 PREPROCESS_FILES = preprocess_stage.session_files(PREPROCESS["voxel_size_mm"])
 PREPROCESS_TEMPLATE = preprocess_stage.template_files(PREPROCESS["voxel_size_mm"])
+CHECK_IMAGES_PER_JOB = PREPROCESS["check"]["images_per_job"]
 
 # On a cluster these run where Snakemake runs: they read small per-image files and write one table,
 # less work than a submission (profiles/slurm).
@@ -48,33 +50,36 @@ rule preprocess_template:
         "../workflow/scripts/preprocess_template.py"
 
 
-rule preprocess_check_t1:
-    """Read one native T1 and write whether it can be preprocessed (and why not)."""
+# Batches, not one job per image: a check takes a fraction of a second, and one job each would be a
+# fifth of the DAG's jobs at the paper's size (and as many process starts).
+rule preprocess_check:
+    """Read a batch of native T1s and write whether each can be preprocessed (and why not)."""
     input:
-        t1=preprocess_stage.native_t1_input(checkpoints),
+        t1=preprocess_stage.check_batch_input(checkpoints, CHECK_IMAGES_PER_JOB),
     output:
-        verdict=PREPROCESS_FILES["check"],
+        verdicts=preprocess_stage.CHECK_BATCH,
     params:
-        code=code_fingerprint("workflow/scripts/preprocess_check_t1.py"),
+        code=code_fingerprint("workflow/scripts/preprocess_check.py"),
         settings=PREPROCESS_SETTINGS.check.as_params(),
+        images=preprocess_stage.check_batch_images(checkpoints, CHECK_IMAGES_PER_JOB),
     log:
-        "results/logs/preprocess_check_t1/{cohort}/{subject}_{session}.log",
+        "results/logs/preprocess_check/{cohort}/batch-{batch}.log",
     benchmark:
-        "results/benchmarks/preprocess_check_t1/{cohort}/{subject}_{session}.tsv"
+        "results/benchmarks/preprocess_check/{cohort}/batch-{batch}.tsv"
     threads: 1
     resources:
         mem_mb=PREPROCESS["mem_mb"]["light"],
     conda:
         "../envs/preprocess.yaml"
     script:
-        "../workflow/scripts/preprocess_check_t1.py"
+        "../workflow/scripts/preprocess_check.py"
 
 
 checkpoint preprocess_accepted:
     """The images of a cohort that passed the input check (the rest reach qc.tsv as excluded)."""
     input:
         images=intake_images_table,
-        verdicts=preprocess_stage.every_image_input(checkpoints, PREPROCESS_FILES["check"]),
+        verdicts=preprocess_stage.every_check_batch_input(checkpoints, CHECK_IMAGES_PER_JOB),
     output:
         accepted=preprocess_stage.ACCEPTED,
     params:
@@ -207,7 +212,7 @@ rule preprocess_cohort_qc:
     """The cohort's qc.tsv (one row per image, passed or why not) and exclusions.tsv."""
     input:
         images=intake_images_table,
-        verdicts=preprocess_stage.every_image_input(checkpoints, PREPROCESS_FILES["check"]),
+        verdicts=preprocess_stage.every_check_batch_input(checkpoints, CHECK_IMAGES_PER_JOB),
         qc=preprocess_stage.accepted_image_input(checkpoints, PREPROCESS_FILES["qc"]),
     output:
         qc=report(paths.PREPROCESS_QC, caption="../workflow/report/qc.rst", category="Preprocessing QC", subcategory="{cohort}"),

@@ -57,3 +57,17 @@ def test_native_t1_lookups_read_images_tsv_once_per_version(tmp_path: Path, monk
     with pytest.raises(ValueError, match=r"images.tsv: no image for subject 'S001' session 'M000'"):
         preprocess.native_t1_path(images, "S001", "M000")
     assert len(reads) == 2
+
+
+def test_input_checks_are_cut_into_batches_in_intake_order(tmp_path: Path) -> None:
+    images = tmp_path / "images.tsv"
+    rows = [(f"S{index:03d}", "M000", f"/data/S{index:03d}.nii.gz") for index in range(120)]
+    write_images(images, rows)
+    batches = preprocess.check_batches(images, 50)
+    assert list(batches) == ["0000", "0001", "0002"] and [len(keys) for keys in batches.values()] == [50, 50, 20]
+    assert [key for keys in batches.values() for key in keys] == [(s, t) for s, t, _ in rows]
+    # an image appended to the table joins the last batch; the others keep theirs
+    write_images(images, rows + [("S120", "M000", "/data/S120.nii.gz")])
+    grown = preprocess.check_batches(images, 50)
+    assert grown["0000"] == batches["0000"] and grown["0001"] == batches["0001"]
+    assert grown["0002"] == batches["0002"] + [("S120", "M000")]

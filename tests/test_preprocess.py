@@ -320,8 +320,16 @@ def test_cohort_qc_lists_every_image_and_excludes_failures(chain: dict, tmp_path
                             "acq_date": "2020-01-01", "path": p} for s, p in rows])
     images_tsv = tmp_path / "images.tsv"
     images.to_csv(images_tsv, sep="\t", index=False)
-    verdicts = [str(pp.check_t1(p, tmp_path / f"{s}.json", "C", s, "M000", CHECK) and tmp_path / f"{s}.json")
-                for s, p in rows]
+    # the checks in batch files of four images, as the rule writes them (one verdict list per batch)
+    batches = pp.check_batches(images_tsv, 4)
+    assert [len(keys) for keys in batches.values()] == [4, 4, len(rows) - 8]
+    paths_of = dict(rows)
+    verdicts = []
+    for label, keys in batches.items():
+        batch_path = tmp_path / f"batch-{label}.json"
+        written = pp.check_batch([[s, t, paths_of[s]] for s, t in keys], "C", CHECK, batch_path)
+        assert [(v["subject"], v["session"]) for v in written] == keys
+        verdicts.append(str(batch_path))
     accepted = pp.list_accepted(images_tsv, verdicts, tmp_path / "accepted.tsv")
     assert list(accepted["subject"]) == ["S1", "S2"]
     poor = dict(chain["metrics"], subject="S2", ncc_template=0.1)

@@ -5,9 +5,9 @@ Start the cluster first (as root): `bash .ci/slurm-up.sh` (two fake GPUs); stop 
 
 Starting from a copy of the shared tiny run (fixture ``tiny_full_run``):
 
-1. preprocessing: the input checks of three images and the whole per-image chain (N4 to QC) of one
-   of them, remade with ``--forcerun``, go through SLURM as the profile groups them: one batch job
-   for the checks (one CPU: they run in series) and one job for the image's four steps. Its
+1. preprocessing: the input checks of a cohort (one batch job, one CPU: they run in series) and the
+   whole per-image chain (N4 to QC) of one image, remade with ``--forcerun``, go through SLURM as
+   the profile groups them: the batch job and one job for the image's four steps. Its
    model-ready step asks for ``gpu=1``, which the profile turns into ``sbatch --gpus=1``;
 2. the pretraining job goes through SLURM holding SLURM's ``gres=gpu:2`` and running DDP with two
    gloo processes on CPU (torch here has no CUDA, so the job asks torch for 0 GPUs while SLURM
@@ -34,6 +34,7 @@ from safetensors.numpy import load_file
 
 from conftest import REPO, TINY_CONFIG, VENV_ON_PATH, run_snakemake, tiny_config_with
 from workflow import paths
+from workflow.preprocess import CHECK_BATCH
 
 PROFILE = REPO / "profiles" / "slurm"
 # Two gloo processes on the node's two CPUs; the job holds both fake GPUs but torch runs on CPU.
@@ -123,11 +124,12 @@ def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         on_slurm, weights, "--forcerun=pretrain", *slurm_args, "--set-resources=pretrain:gres=gpu:2",
         configfiles=(ddp_config,), env=VENV_ON_PATH, timeout=600,
     )
-    # Then (so that the pretraining above saw the tiny run's files unchanged) the input checks of three
-    # images and the whole chain (N4 to QC) of the first, remade; its model-ready step asks for a GPU.
+    # Then (so that the pretraining above saw the tiny run's files unchanged) the input checks of the
+    # cohort's images (one batch) and the whole chain (N4 to QC) of the first image, remade; its
+    # model-ready step asks for a GPU.
     preprocessing = run_snakemake(
-        on_slurm, *[files["check"].format(**key) for key in keys], files["qc"].format(**keys[0]),
-        "--forcerun", "preprocess_check_t1", "preprocess_n4", *slurm_args,
+        on_slurm, CHECK_BATCH.format(cohort="ADNI", batch="0000"), files["qc"].format(**keys[0]),
+        "--forcerun", "preprocess_check", "preprocess_n4", *slurm_args,
         *with_profile_set_resources("preprocess_model_ready:gpu=1"), env=VENV_ON_PATH, timeout=600,
     )
     local = copy_run(tiny_full_run, base / "local")
@@ -183,7 +185,7 @@ def test_slurm_and_local_pretraining_give_the_same_weights(slurm_run: dict) -> N
         np.testing.assert_array_equal(on_slurm[name], local[name], err_msg=name)
 
 
-# --- grouping: one submission per image, input checks in batches ----------------------------------
+# --- grouping: one submission per image (the input checks are batched by the workflow) ------------
 def profile_groups() -> tuple[dict[str, str], dict[str, int]]:
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     return profile["groups"], profile["group-components"]
@@ -195,7 +197,7 @@ def test_profile_groups_every_per_image_rule(snakemake_workdir: Path) -> None:
     groups, components = profile_groups()
     listed = set(run_snakemake(snakemake_workdir, "--list-rules").stdout.split())
     per_image = {rule for rule in listed if rule.startswith("preprocess_")} - {
-        "preprocess_all", "preprocess_template", "preprocess_accepted", "preprocess_cohort_qc"}
+        "preprocess_all", "preprocess_template", "preprocess_check", "preprocess_accepted", "preprocess_cohort_qc"}
     assert set(groups) == per_image, set(groups) ^ per_image
     assert set(groups.values()) == set(components)
 
@@ -204,23 +206,23 @@ def test_profile_groups_every_per_image_rule(snakemake_workdir: Path) -> None:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_per_image_rules_go_to_slurm_as_one_job_per_image(slurm_run: dict) -> None:
-    run, files, local = slurm_run["on_slurm"], slurm_run["files"], slurm_run["local_tiny_run"]
-    # three input checks in one batch, four chain steps of one image in one job: two submissions
+    run, local = slurm_run["on_slurm"], slurm_run["local_tiny_run"]
+    # the cohort's input checks in one batch job, four chain steps of one image in one job: two submissions
     submitted = slurm_run["preprocessing"]
     assert {name: len(ids) for name, ids in submitted.items()} == {"preprocess_check": 1, "preprocess_image": 1}, (
         slurm_run["preprocessing_output"][-4000:])
     check_job, chain_job = (slurm_job(submitted[name][0]) for name in ("preprocess_check", "preprocess_image"))
     assert check_job["JobState"] == chain_job["JobState"] == "COMPLETED", (check_job, chain_job)
-    # the batch's checks ran one after another: one CPU
+    # the batch's checks run one after another: one CPU
     assert check_job["NumCPUs"] == "1", check_job
     chain_log = next(run.glob("results/logs/slurm/group_preprocess_image_*/**/*.log")).read_text()
     for rule in ("preprocess_n4", "preprocess_register", "preprocess_skullstrip", "preprocess_model_ready"):
         assert f"rule {rule}:" in chain_log or f"localrule {rule}:" in chain_log, (rule, chain_log[-3000:])
     # the remade verdicts are those of the local run (a verdict also records how long its gzip check took)
-    for key in slurm_run["keys"]:
-        verdicts = [json.loads((root / files["check"].format(**key)).read_text()) for root in (run, local)]
-        assert [{k: v for k, v in verdict.items() if k != "gzip_crc_check_s"} for verdict in verdicts] == [
-            {k: v for k, v in verdicts[1].items() if k != "gzip_crc_check_s"}] * 2
+    batch = CHECK_BATCH.format(cohort="ADNI", batch="0000")
+    remade, made_locally = ([{k: v for k, v in verdict.items() if k != "gzip_crc_check_s"}
+                             for verdict in json.loads((root / batch).read_text())] for root in (run, local))
+    assert remade == made_locally and len(remade) >= len(slurm_run["keys"])
 
 
 @needs_slurm

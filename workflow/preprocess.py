@@ -2,9 +2,10 @@
 
 Per image (``cohort, subject, session``), in rule order:
 
-1. ``check_t1``: read the native T1 once and write a JSON verdict (unreadable, truncated, damaged
-   gzip stream, not 3-D, all zeros, NaN/Inf, absurd voxel size...). Only accepted images go
-   further; the per-cohort checkpoint ``preprocess_accepted`` lists them (``list_accepted``).
+1. ``t1_verdict``: read the native T1 once and judge it (unreadable, truncated, damaged gzip
+   stream, not 3-D, all zeros, NaN/Inf, absurd voxel size...); the rule checks images in batches
+   (``check_batch``, one JSON list per batch). Only accepted images go further; the per-cohort
+   checkpoint ``preprocess_accepted`` lists them (``list_accepted``).
 2. ``bias_correct``: N4 with Clinica's settings (B-spline fitting distance 200 mm, ANTs defaults
    otherwise); one N4 call gives the bias field, and corrected = input / bias.
 3. ``register_to_template``: ``antsRegistrationSyNQuick[a]`` (rigid then affine, MI) to the
@@ -53,6 +54,8 @@ ACCEPTED_COLUMNS = ["cohort", "subject", "session", "path"]
 TEMPLATE_DIR = f"{paths.RESULTS}/preprocess/template"
 # The per-cohort list of images that passed the input check (checkpoint preprocess_accepted).
 ACCEPTED = f"{paths.RESULTS}/preprocess/{{cohort}}/accepted.tsv"
+# The verdicts of one input-check job: a JSON list, one verdict per image of the batch.
+CHECK_BATCH = f"{paths.RESULTS}/preprocess/{{cohort}}/checks/batch-{{batch}}.json"
 FREESURFER_TEMPLATE_NAME = "mni_icbm152_t1_tal_nlin_sym_09c.nii"
 GZIP_MAGIC = b"\x1f\x8b"
 GZIP_CHUNK_BYTES = 1 << 20  # decompressed bytes per read while verifying: bounded memory for any size
@@ -68,8 +71,9 @@ def resolution_label(voxel_size_mm: float) -> str:
 def session_files(voxel_size_mm: float) -> dict[str, str]:
     """Per-image file patterns (Snakemake wildcards cohort/subject/session), CAPS/Clinica-style.
 
-    Keys: ``check`` (JSON verdict), ``n4`` and ``bias`` (native space), ``affine`` (ITK .mat, MNI to
-    native), ``crop`` (registered and cropped T1), ``mask`` and ``brain`` (skull strip on the crop),
+    Keys: ``check`` (one image's JSON verdict, as prediction writes it; the rules write batches,
+    ``CHECK_BATCH``), ``n4`` and ``bias`` (native space), ``affine`` (ITK .mat, MNI to native),
+    ``crop`` (registered and cropped T1), ``mask`` and ``brain`` (skull strip on the crop),
     ``volume`` and ``volume_sidecar`` (model-ready array), ``qc`` (metrics JSON), ``mosaic`` (PNG).
     """
     session_dir = paths.PREPROCESS_SESSION_DIR
@@ -206,12 +210,39 @@ def native_t1_input(checkpoints):
         intake_images(checkpoints, wildcards.cohort), wildcards.subject, wildcards.session)
 
 
-def every_image_input(checkpoints, pattern: str):
-    """Input function: ``pattern`` for every image intake listed for ``{cohort}``."""
+def check_batches(images_tsv: str | Path, images_per_job: int) -> dict[str, list[tuple[str, str]]]:
+    """Batch label -> ``(subject, session)`` of its images: intake's table in its order, cut into
+    runs of ``images_per_job`` (labels ``0000``, ``0001``, ...)."""
+    keys = image_keys(images_tsv)
+    return {f"{start // images_per_job:04d}": keys[start:start + images_per_job]
+            for start in range(0, len(keys), images_per_job)}
+
+
+def every_check_batch_input(checkpoints, images_per_job: int):
+    """Input function: every input-check batch file of ``{cohort}``."""
     def files(wildcards) -> list[str]:
-        keys = image_keys(intake_images(checkpoints, wildcards.cohort))
-        return [pattern.format(cohort=wildcards.cohort, subject=s, session=t) for s, t in keys]
+        batches = check_batches(intake_images(checkpoints, wildcards.cohort), images_per_job)
+        return [CHECK_BATCH.format(cohort=wildcards.cohort, batch=batch) for batch in batches]
     return files
+
+
+def check_batch_images(checkpoints, images_per_job: int):
+    """Params function: ``[subject, session, native T1 path]`` of every image of ``{cohort}``'s
+    batch ``{batch}`` (the images' native files are the rule's input, the same list)."""
+    def images(wildcards) -> list[list[str]]:
+        images_tsv = intake_images(checkpoints, wildcards.cohort)
+        batch = check_batches(images_tsv, images_per_job).get(wildcards.batch)
+        if batch is None:
+            raise ValueError(f"{images_tsv}: no input-check batch {wildcards.batch} "
+                             f"({images_per_job} images per batch)")
+        return [[subject, session, native_t1_path(images_tsv, subject, session)] for subject, session in batch]
+    return images
+
+
+def check_batch_input(checkpoints, images_per_job: int):
+    """Input function: the native T1s of ``{cohort}``'s input-check batch ``{batch}``."""
+    images = check_batch_images(checkpoints, images_per_job)
+    return lambda wildcards: [path for _, _, path in images(wildcards)]
 
 
 def truth_param(config: dict, kind: str):
@@ -324,15 +355,11 @@ def inspect_t1(t1_path: str | Path, voxel_size_range_mm: tuple[float, float], mi
     return "", facts
 
 
-def check_t1(
-    t1_path: str | Path, verdict_path: str | Path, cohort: str, subject: str, session: str,
-    settings: InputCheckSettings,
-) -> dict:
-    """Write the JSON verdict of one native T1: ``{cohort, subject, session, file, passed, reason, ...}``.
+def t1_verdict(t1_path: str | Path, cohort: str, subject: str, session: str, settings: InputCheckSettings) -> dict:
+    """The verdict of one native T1: ``{cohort, subject, session, file, passed, reason, ...}``.
 
     Args:
         t1_path: the native image (NIfTI).
-        verdict_path: output JSON.
         settings: the plausible voxel sizes and the least voxels per axis.
     """
     reason, facts = inspect_t1(t1_path, settings.voxel_size_range_mm, settings.min_axis_voxels)
@@ -342,13 +369,47 @@ def check_t1(
         log.warning("excluding %s: %s", t1_path, reason)
     else:
         log.info("accepted %s: shape %s, voxel size %s mm", t1_path, facts["shape"], facts["voxel_size_mm"])
+    return verdict
+
+
+def check_t1(
+    t1_path: str | Path, verdict_path: str | Path, cohort: str, subject: str, session: str,
+    settings: InputCheckSettings,
+) -> dict:
+    """Write the JSON verdict of one native T1 (:func:`t1_verdict`) to ``verdict_path``; return it."""
+    verdict = t1_verdict(t1_path, cohort, subject, session, settings)
     _write_json(verdict, verdict_path)
     return verdict
 
 
+def check_batch(images: list[list[str]], cohort: str, settings: InputCheckSettings, batch_path: str | Path) -> list[dict]:
+    """Check the native T1s of one batch, one after another, and write their verdicts as one JSON list.
+
+    Args:
+        images: ``[subject, session, native T1 path]`` of each image of the batch.
+        cohort: the images' cohort.
+        settings: as for :func:`t1_verdict`.
+        batch_path: output JSON (``CHECK_BATCH``).
+    """
+    verdicts = [t1_verdict(path, cohort, subject, session, settings) for subject, session, path in images]
+    _write_json(verdicts, batch_path)
+    log.info("%d of %d images of the batch passed the input check", sum(v["passed"] for v in verdicts), len(verdicts))
+    return verdicts
+
+
+def read_verdicts(verdict_paths: list[str]) -> dict[tuple[str, str], dict]:
+    """``(subject, session)`` -> verdict, from files holding one verdict or a batch's list of them."""
+    verdicts = {}
+    for path in verdict_paths:
+        content = _read_json(path)
+        for verdict in content if isinstance(content, list) else [content]:
+            verdicts[(verdict["subject"], verdict["session"])] = verdict
+    return verdicts
+
+
 def list_accepted(images_tsv: str | Path, verdict_paths: list[str], accepted_tsv: str | Path) -> pd.DataFrame:
     """Write the images whose verdict passed (columns ``ACCEPTED_COLUMNS``), in intake's order."""
-    verdicts = {(v["subject"], v["session"]): v for v in map(_read_json, verdict_paths)}
+    verdicts = read_verdicts(verdict_paths)
     table = read_images_table(images_tsv)
     keep = []
     for subject, session in zip(table["subject"], table["session"]):
@@ -682,10 +743,10 @@ def load_model_ready(volume_path: str | Path) -> np.ndarray:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-def _write_json(payload: dict, path: str | Path) -> None:
+def _write_json(payload: dict | list, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=1) + "\n")
 
 
-def _read_json(path: str | Path) -> dict:
+def _read_json(path: str | Path) -> dict | list:
     return json.loads(Path(path).read_text())

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pandas loads only where a cohort table is read: not in the 
     import pandas as pd
 
 from workflow import paths
-from workflow.preprocess import read_images_table
+from workflow.preprocess import read_images_table, read_verdicts
 from workflow.settings import QcThresholds
 
 log = logging.getLogger(__name__)
@@ -215,14 +215,14 @@ def cohort_qc(
     """Write the cohort's ``qc.tsv`` (one row per image of ``images_tsv``) and ``exclusions.tsv``.
 
     Args:
-        verdict_paths: ``check_t1`` verdicts of every image.
+        verdict_paths: the input-check verdict files (``check_batch`` lists) covering every image.
         qc_paths: ``image_qc`` JSONs of the images that passed the check.
         thresholds: see ``failed_thresholds``.
     """
     import pandas as pd
 
     images = read_images_table(images_tsv)
-    verdicts = {(v["subject"], v["session"]): v for v in map(_read_json, verdict_paths)}
+    verdicts = read_verdicts(verdict_paths)
     metrics = {(m["subject"], m["session"]): m for m in map(_read_json, qc_paths)}
     rows, exclusions = [], []
     for _, image in images.iterrows():

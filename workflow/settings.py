@@ -427,6 +427,8 @@ SETTINGS_TYPES: dict[str, type[_Settings]] = {
 }
 # Config keys of the preprocess section that are runtime values or inputs, not what a step computes.
 PREPROCESS_OTHER_KEYS = ("keep_intermediates", "mem_mb", "voxel_size_mm", "random_seed")
+# Keys of preprocess.check that cut the images into jobs, not what a check computes.
+CHECK_PLAN_KEYS = ("images_per_job",)
 
 
 # --- config -> settings ---------------------------------------------------------------------------
@@ -445,7 +447,7 @@ def preprocess_settings(config: dict) -> PreprocessSettings:
     section = config["preprocess"]
     check_known(section, PreprocessSettings, PREPROCESS_OTHER_KEYS, "preprocess")
     values = {
-        "check": section["check"],
+        "check": {key: value for key, value in section["check"].items() if key not in CHECK_PLAN_KEYS},
         "template": {"template": section["template"], "voxel_size_mm": section["voxel_size_mm"]},
         "n4": section["n4"],
         "registration": {**section["registration"], "voxel_size_mm": section["voxel_size_mm"],
