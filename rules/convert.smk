@@ -18,8 +18,7 @@ rule convert_clinica:
         folders=download_folders,
         data=convert_data_fingerprints,
         fmt=COHORT_FORMAT,
-        clinica=CONVERT["clinica"],
-        t1_series=CONVERT["t1_series"],
+        settings=settings_stage.convert_settings(config, "clinica").as_params(),
     wildcard_constraints:
         cohort=raw_cohort_pattern(config, "adni", "aibl"),
     log:
@@ -46,8 +45,7 @@ rule convert_nacc:
         code=code_fingerprint("workflow/scripts/convert_nacc.py"),
         folders=download_folders,
         data=convert_data_fingerprints,
-        dcm2niix=CONVERT["dcm2niix"],
-        t1_series=CONVERT["t1_series"],
+        settings=settings_stage.convert_settings(config, "dcm2niix").as_params(),
     wildcard_constraints:
         cohort=raw_cohort_pattern(config, "nacc"),
     log:

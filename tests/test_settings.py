@@ -150,3 +150,13 @@ def test_every_preprocess_schema_key_reaches_a_step(paper_config: dict) -> None:
     config["preprocess"]["n4"]["shrink"] = 4  # a step key that N4Settings does not carry
     with pytest.raises(SettingsError, match=r"preprocess settings: n4: not n4 settings .*unknown keys \['shrink'\]"):
         settings_stage.preprocess_settings(config)
+
+
+def test_each_converter_rule_carries_its_own_executable(paper_config: dict) -> None:
+    clinica, nacc = (settings_stage.convert_settings(paper_config, tool) for tool in ("clinica", "dcm2niix"))
+    assert clinica.t1_series == nacc.t1_series and clinica.converter is None
+    changed = copy.deepcopy(paper_config)
+    changed["convert"]["dcm2niix"] = "/opt/dcm2niix/bin/dcm2niix"
+    assert settings_stage.convert_settings(changed, "clinica") == clinica
+    assert settings_stage.convert_settings(changed, "dcm2niix").converter == "/opt/dcm2niix/bin/dcm2niix"
+    assert schema_keys("convert") - {"t1_series"} == set(settings_stage.CONVERT_OTHER_KEYS)

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow import paths
+from workflow.settings import ConvertSettings
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def participant_label(fmt: str, folder: str) -> str:
 
 
 def convert_clinica_cohort(fmt: str, cohort: str, images_dir: str, clinical_dir: str, xml_dir: str | None,
-                           clinica: str | None, t1_series: str, threads: int, bids_out: str, exclusions_out: str,
+                           settings: ConvertSettings, threads: int, bids_out: str, exclusions_out: str,
                            log_path: str) -> None:
     """Rule ``convert_clinica``: run Clinica's converter for one ADNI / AIBL download.
 
@@ -187,8 +188,8 @@ def convert_clinica_cohort(fmt: str, cohort: str, images_dir: str, clinical_dir:
         cohort: the cohort name (for the exclusions).
         images_dir, clinical_dir: the download's image folders and clinical CSVs (:func:`raw_inputs`).
         xml_dir: LONI's XML metadata folder (ADNI, optional): Clinica then fills ``acq_time``.
-        clinica: the configured executable or None (:func:`workflow.clinica.clinica_command`).
-        t1_series: what a T1 series is called (regular expression), for the exclusions.
+        settings: the configured Clinica executable or None (:func:`workflow.clinica.clinica_command`),
+            and what a T1 series is called (regular expression), for the exclusions.
         threads: Clinica's ``-np``.
         bids_out: the BIDS tree to write (``paths.CONVERTED_BIDS``).
         exclusions_out: T1 series of the download that Clinica did not convert
@@ -197,10 +198,10 @@ def convert_clinica_cohort(fmt: str, cohort: str, images_dir: str, clinical_dir:
     """
     from workflow.clinica import clinica_command, run_clinica_converter
 
-    command = clinica_command(clinica)
+    command = clinica_command(settings.converter)
     run_clinica_converter(fmt, Path(images_dir), Path(clinical_dir), Path(bids_out), clinica=command,
                           xml_dir=Path(xml_dir) if xml_dir else None, log_path=Path(log_path), threads=threads)
-    exclusions = unconverted_t1_series(fmt, cohort, Path(images_dir), Path(bids_out), t1_series)
+    exclusions = unconverted_t1_series(fmt, cohort, Path(images_dir), Path(bids_out), settings.t1_series)
     exclusions.to_csv(exclusions_out, sep="\t", index=False)
     log.info("%s: Clinica converted %d T1w images; %d T1 series of the download not converted (listed in %s)",
              cohort, len(list(Path(bids_out).glob("sub-*/ses-*/anat/*_T1w.nii*"))), len(exclusions), exclusions_out)
@@ -220,11 +221,11 @@ def dcm2niix_command(configured: str | None) -> str:
                             "or set convert.dcm2niix in the config")
 
 
-def convert_nacc_cohort(cohort: str, zip_dir: str, dcm2niix: str | None, t1_series: str, threads: int,
+def convert_nacc_cohort(cohort: str, zip_dir: str, settings: ConvertSettings, threads: int,
                         images_out: str, exclusions_out: str) -> None:
     """Rule ``convert_nacc``: every MRI session zip of a NACC download -> ``<zip stem>.nii.gz``
     (:func:`workflow.nacc_zips.convert_nacc`); zips without a usable T1 are exclusions."""
     from workflow.nacc_zips import convert_nacc
 
-    convert_nacc(zip_dir, cohort, images_out, exclusions_out, dcm2niix=dcm2niix_command(dcm2niix),
-                 t1_pattern=t1_series, threads=threads)
+    convert_nacc(zip_dir, cohort, images_out, exclusions_out, dcm2niix=dcm2niix_command(settings.converter),
+                 t1_pattern=settings.t1_series, threads=threads)

@@ -1,13 +1,13 @@
 """Typed settings of every stage, built once from the validated config.
 
-One frozen object per job kind: :class:`TablesSettings` (one cohort's model-ready table),
-:class:`HeaderEmbeddingSettings` (one encoder's header vectors), one per preprocessing step
+One frozen object per job kind: :class:`ConvertSettings` (one raw download's conversion),
+:class:`TablesSettings` (one cohort's model-ready table), :class:`HeaderEmbeddingSettings` (one encoder's header vectors), one per preprocessing step
 (:class:`InputCheckSettings`, :class:`TemplateSettings`, :class:`N4Settings`,
 :class:`RegistrationSettings`, :class:`SkullstripSettings`, :class:`ModelReadySettings`,
 :class:`QcThresholds`, gathered in :class:`PreprocessSettings` for bundles),
 :class:`PretrainSettings` (CITab across tables, or one self-supervised baseline on one cohort),
 :class:`FinetuneSettings` and :class:`EvaluateSettings`.
-The builders (:func:`tables_settings` and :func:`preprocess_settings` here; the header one in
+The builders (:func:`convert_settings`, :func:`tables_settings` and :func:`preprocess_settings` here; the header one in
 :mod:`workflow.header_encoders`; the training ones in :mod:`workflow.train`, which know the model
 registry) read the config and keep exactly what changes a job's result: threads, GPUs and memory
 stay out (but :class:`PreprocessSettings` records the threads for bundles), and a per-cohort rate is resolved for the job's cohort, so a changed setting reruns
@@ -240,6 +240,22 @@ class EvaluateSettings(_Settings):
 
 
 @dataclass(frozen=True)
+class ConvertSettings(_Settings):
+    """How one raw download is converted (config ``convert``; rules convert_clinica, convert_nacc).
+
+    Attributes:
+        converter: the converter executable (Clinica for ADNI / AIBL, dcm2niix for NACC), or None
+            for the default one (see the convert schema).
+        t1_series: regular expression (case-insensitive) for what a T1 series is called.
+    """
+
+    kind: ClassVar[str] = "convert"
+
+    converter: str | None
+    t1_series: str
+
+
+@dataclass(frozen=True)
 class HeaderEmbeddingSettings(_Settings):
     """How the header vectors of one text encoder are made (config ``headers``; rule embed_headers).
 
@@ -425,6 +441,8 @@ class PreprocessSettings(_Settings):
 SETTINGS_TYPES: dict[str, type[_Settings]] = {
     cls.kind: cls for cls in (TablesSettings, PretrainSettings, FinetuneSettings, EvaluateSettings)
 }
+# Config keys of the convert section: the two executables (one per rule), and runtime values.
+CONVERT_OTHER_KEYS = ("clinica", "dcm2niix", "threads", "mem_mb")
 # Config keys of the preprocess section that are runtime values or inputs, not what a step computes.
 PREPROCESS_OTHER_KEYS = ("keep_intermediates", "mem_mb", "voxel_size_mm", "random_seed")
 # Keys of preprocess.check that cut the images into jobs, not what a check computes.
@@ -440,6 +458,15 @@ def tables_settings(config: dict) -> TablesSettings:
     check_known(section, TablesSettings, TABLES_INPUT_KEYS, "tables")
     values = {name: section[name] for name in field_names(TablesSettings)}
     return TablesSettings.from_params(plain(values), source="tables settings")
+
+
+def convert_settings(config: dict, converter: str) -> ConvertSettings:
+    """The settings of a conversion with ``converter`` ("clinica" or "dcm2niix"): only that
+    converter's executable, so a changed Clinica path reruns no NACC conversion."""
+    section = config["convert"]
+    check_known(section, ConvertSettings, CONVERT_OTHER_KEYS, "convert")
+    return ConvertSettings.from_params(plain({"converter": section[converter], "t1_series": section["t1_series"]}),
+                                       source=f"convert settings ({converter})")
 
 
 def preprocess_settings(config: dict) -> PreprocessSettings:

@@ -2,6 +2,7 @@
 
 from workflow.convert import convert_clinica_cohort
 from workflow.logs import log_to
+from workflow.settings import ConvertSettings
 
 with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
     convert_clinica_cohort(
@@ -10,8 +11,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         images_dir=snakemake.params.folders["images"],  # noqa: F821
         clinical_dir=snakemake.params.folders["clinical"],  # noqa: F821
         xml_dir=snakemake.params.folders.get("xml"),  # noqa: F821
-        clinica=snakemake.params.clinica,  # noqa: F821
-        t1_series=snakemake.params.t1_series,  # noqa: F821
+        settings=ConvertSettings.from_params(snakemake.params.settings),  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         bids_out=snakemake.output.bids,  # noqa: F821
         exclusions_out=snakemake.output.exclusions,  # noqa: F821
