@@ -131,3 +131,21 @@ def test_gzip_damage_passes_intact_and_uncompressed_files(tmp_path: Path) -> Non
     plain.write_bytes(data)
     assert pp.gzip_damage(two_members) == "" and pp.gzip_damage(plain) == ""
     assert gzip.GzipFile(fileobj=io.BytesIO(two_members.read_bytes())).read() == data
+
+
+def test_a_check_that_fails_is_that_images_verdict_and_the_batch_goes_on(tmp_path: Path, monkeypatch) -> None:
+    good = tmp_path / "good.nii.gz"
+    nib.save(nib.Nifti1Image(smooth_volume(), np.eye(4)), str(good))
+    real_inspect = pp.inspect_t1
+
+    def inspect(path, *args):
+        if Path(path).name == "odd.nii.gz":
+            raise RuntimeError("an unforeseen reader error")
+        return real_inspect(path, *args)
+
+    monkeypatch.setattr(pp, "inspect_t1", inspect)
+    images = [["A", "M000", str(tmp_path / "odd.nii.gz")], ["B", "M000", str(good)]]
+    written = pp.check_batch(images, "C", CHECK, tmp_path / "batch-0000.json")
+    assert [v["passed"] for v in written] == [False, True]
+    assert written[0]["reason"] == "input check failed (RuntimeError: an unforeseen reader error)"
+    assert pp.read_verdicts([str(tmp_path / "batch-0000.json")])[("A", "M000")] == written[0]

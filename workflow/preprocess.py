@@ -385,13 +385,23 @@ def check_t1(
 def check_batch(images: list[list[str]], cohort: str, settings: InputCheckSettings, batch_path: str | Path) -> list[dict]:
     """Check the native T1s of one batch, one after another, and write their verdicts as one JSON list.
 
+    An image whose check itself fails (not just finds a fault) gets a failed verdict naming the
+    error, and the batch's other images are still checked.
+
     Args:
         images: ``[subject, session, native T1 path]`` of each image of the batch.
         cohort: the images' cohort.
         settings: as for :func:`t1_verdict`.
         batch_path: output JSON (``CHECK_BATCH``).
     """
-    verdicts = [t1_verdict(path, cohort, subject, session, settings) for subject, session, path in images]
+    verdicts = []
+    for subject, session, path in images:
+        try:
+            verdicts.append(t1_verdict(path, cohort, subject, session, settings))
+        except Exception as error:  # noqa: BLE001 -- one image's failure is its verdict; the batch goes on
+            log.exception("input check of %s failed", path)
+            verdicts.append({"cohort": cohort, "subject": subject, "session": session, "file": str(path),
+                             "passed": False, "reason": f"input check failed ({type(error).__name__}: {error})"})
     _write_json(verdicts, batch_path)
     log.info("%d of %d images of the batch passed the input check", sum(v["passed"] for v in verdicts), len(verdicts))
     return verdicts
