@@ -36,7 +36,7 @@ rule export_bundle:
         model=evaluate_settings_params,
         finetune=finetune_settings_params,
         preprocess=PREPROCESS_SETTINGS.as_params(),
-        tables=settings_stage.tables_settings(config).as_params(),
+        tables=TABLES_SETTINGS.as_params(),
     log:
         "results/logs/export_bundle/{variant}/{cohort}/seed-{seed}.log",
     benchmark:

@@ -16,6 +16,8 @@ from workflow.synthetic_clinical import cohort_settings
 validate_config(config)
 
 COHORTS = list(config["cohorts"])
+# The tables stage's settings: what build_table computes with, and what a bundle records.
+TABLES_SETTINGS = settings_stage.tables_settings(config)
 
 shell.prefix(shell_prefix(workflow.deployment_settings.deployment_method, sys.executable))
 

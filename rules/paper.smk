@@ -2,12 +2,7 @@
 # of P-MoLin experts), the header similarity of each encoder, and Figures 3-5, each next to the
 # paper's own numbers where the paper gives them. Table 1 is the default target (rules/report.smk).
 from workflow import paper as paper_stage
-from workflow.report import Uncertainty
 
-REPORT = config["report"]
-FIGURES = REPORT["figures"]
-# Every cell's interval kind and the paired tests' settings, as the rules' params.
-UNCERTAINTY = vars(Uncertainty.from_config(REPORT))
 TABLE_EXTS = ["csv", "md", "tex"]
 FIGURE_NUMBERS = (3, 4, 5)  # rules figure3, figure4, figure5
 
@@ -45,17 +40,7 @@ rule table2:
                               category="Results"),
     params:
         code=code_fingerprint("workflow/scripts/paper_table.py"),
-        table_name="Table 2",
-        caption="Ablations and alternative modules on the test sets.",
-        latex_label="tab:table2",
-        variants=REPORT["table2"]["variants"],
-        reference=REPORT["table2"]["reference"],
-        unavailable=paper_stage.unavailable_rows(config, REPORT["table2"]["variants"]),
-        average_column=False,
-        cohorts=COHORTS,
-        method_names=REPORT["method_names"],
-        decimals=REPORT["decimals"],
-        uncertainty=UNCERTAINTY,
+        settings=paper_stage.result_table_settings(config, "table2").as_params(),
     log:
         "results/logs/paper_table/table2.log",
     benchmark:
@@ -82,17 +67,7 @@ rule table3:
         tests_markdown=paths.TABLE3_TESTS.format(ext="md"),
     params:
         code=code_fingerprint("workflow/scripts/paper_table.py"),
-        table_name="Table 3",
-        caption="Number E of P-MoLin experts per tabular layer (E = 5 is CITab), per cohort and on average.",
-        latex_label="tab:table3",
-        variants=REPORT["table3"]["variants"],
-        reference=REPORT["table3"]["reference"],
-        unavailable=paper_stage.unavailable_rows(config, REPORT["table3"]["variants"]),
-        average_column=True,
-        cohorts=COHORTS,
-        method_names={**REPORT["method_names"], **REPORT["table3"]["method_names"]},
-        decimals=REPORT["decimals"],
-        uncertainty=UNCERTAINTY,
+        settings=paper_stage.result_table_settings(config, "table3").as_params(),
     log:
         "results/logs/paper_table/table3.log",
     benchmark:
@@ -114,10 +89,7 @@ rule header_similarity_table:
                         category="Results"),
     params:
         code=code_fingerprint("workflow/scripts/header_similarity_table.py"),
-        encoders=paper_stage.table_encoders(config),
-        similarity_files=paper_stage.similarity_files(config),
-        unavailable=paper_stage.unavailable_encoders(config),
-        decimals=REPORT["decimals"],
+        settings=paper_stage.header_similarity_table_settings(config).as_params(),
     log:
         "results/logs/header_similarity_table/table.log",
     benchmark:
@@ -128,20 +100,18 @@ rule header_similarity_table:
         "../workflow/scripts/header_similarity_table.py"
 
 
-FIGURE_WEIGHTS = paper_stage.figure_weights(config, FIGURES["variant"])
-NO_HEADER_WEIGHTS = paper_stage.figure_weights(config, FIGURES["no_header_variant"])
-FEATURE_COHORT = paper_stage.figure_cohort(config, "feature_cohort")
-# What every figure reads of the cohorts: cohort -> (table.tsv, columns.yaml).
-COHORT_TABLES = {cohort: (paths.TABLE.format(cohort=cohort), paths.TABLE_COLUMNS.format(cohort=cohort)) for cohort in COHORTS}
+FIGURE3 = paper_stage.figure3_settings(config)
+FIGURE4 = paper_stage.figure4_settings(config)
+FIGURE5 = paper_stage.figure5_settings(config)
 
 
 rule figure3:
     """Figure 3: expert activation per feature (one cohort) and of one shared feature across cohorts."""
     input:
-        weights=FIGURE_WEIGHTS.path,
-        header_bank=train_stage.header_bank_path(config, FIGURES["variant"]),
-        tables=[table for table, _ in COHORT_TABLES.values()],
-        columns=[columns for _, columns in COHORT_TABLES.values()],
+        weights=FIGURE3.run.weights,
+        header_bank=FIGURE3.run.header_bank,
+        tables=[table for table, _ in FIGURE3.cohort_tables.values()],
+        columns=[columns for _, columns in FIGURE3.cohort_tables.values()],
     output:
         png=report(paths.FIGURE.format(number=3, ext="png"), caption="../workflow/report/figure3.rst",
                    category="Figures"),
@@ -150,17 +120,7 @@ rule figure3:
         data=paths.FIGURE_DATA.format(number=3),
     params:
         code=code_fingerprint("workflow/scripts/figure3.py"),
-        weights=vars(FIGURE_WEIGHTS),
-        encoder=paper_stage.figure_encoder(config),
-        settings=train_stage.evaluate_settings(config, FIGURES["variant"]).as_params(),
-        cohort_tables=COHORT_TABLES,
-        feature_cohort=FEATURE_COHORT,
-        shared_feature=FIGURES["shared_feature"],
-        layer=paper_stage.figure_layer(config),
-        split=FIGURES["split"],
-        max_rows=FIGURES["max_rows"],
-        seed=FIGURES["seed"],
-        dpi=FIGURES["dpi"],
+        settings=FIGURE3.as_params(),
     log:
         "results/logs/figure/figure3.log",
     benchmark:
@@ -175,10 +135,10 @@ rule figure3:
 rule figure4:
     """Figure 4: t-SNE of one cohort's feature tokens with the prototypes of a P-MoLin layer."""
     input:
-        weights=FIGURE_WEIGHTS.path,
-        header_bank=train_stage.header_bank_path(config, FIGURES["variant"]),
-        table=COHORT_TABLES[FEATURE_COHORT][0],
-        columns=COHORT_TABLES[FEATURE_COHORT][1],
+        weights=FIGURE4.run.weights,
+        header_bank=FIGURE4.run.header_bank,
+        table=paths.TABLE.format(cohort=FIGURE4.cohort),
+        columns=paths.TABLE_COLUMNS.format(cohort=FIGURE4.cohort),
     output:
         png=report(paths.FIGURE.format(number=4, ext="png"), caption="../workflow/report/figure4.rst",
                    category="Figures"),
@@ -187,16 +147,7 @@ rule figure4:
         data=paths.FIGURE_DATA.format(number=4),
     params:
         code=code_fingerprint("workflow/scripts/figure4.py"),
-        weights=vars(FIGURE_WEIGHTS),
-        encoder=paper_stage.figure_encoder(config),
-        settings=train_stage.evaluate_settings(config, FIGURES["variant"]).as_params(),
-        cohort=FEATURE_COHORT,
-        layer=paper_stage.figure_layer(config),
-        split=FIGURES["split"],
-        max_rows=FIGURES["max_rows"],
-        perplexity=FIGURES["perplexity"],
-        seed=FIGURES["seed"],
-        dpi=FIGURES["dpi"],
+        settings=FIGURE4.as_params(),
     log:
         "results/logs/figure/figure4.log",
     benchmark:
@@ -211,12 +162,11 @@ rule figure4:
 rule figure5:
     """Figure 5: t-SNE of the fused CLS of every cohort, CITab next to w/o header embedding."""
     input:
-        weights=[FIGURE_WEIGHTS.path, NO_HEADER_WEIGHTS.path],
-        header_banks=[train_stage.header_bank_path(config, FIGURES["variant"]),
-                      train_stage.header_bank_path(config, FIGURES["no_header_variant"])],
-        tables=[table for table, _ in COHORT_TABLES.values()],
+        weights=[run.weights for run in FIGURE5.panels.values()],
+        header_banks=[run.header_bank for run in FIGURE5.panels.values()],
+        tables=[table for table, _ in FIGURE5.cohort_tables.values()],
         # (the model-ready volumes the tables name come before the tables in the DAG)
-        columns=[columns for _, columns in COHORT_TABLES.values()],
+        columns=[columns for _, columns in FIGURE5.cohort_tables.values()],
     output:
         png=report(paths.FIGURE.format(number=5, ext="png"), caption="../workflow/report/figure5.rst",
                    category="Figures"),
@@ -225,23 +175,7 @@ rule figure5:
         data=paths.FIGURE_DATA.format(number=5),
     params:
         code=code_fingerprint("workflow/scripts/figure5.py"),
-        # panel title -> (weights, header bank, evaluate settings) of its fine-tuned run
-        panels={
-            REPORT["method_names"].get(run.variant, run.variant): {
-                "weights": vars(run),
-                "header_bank": train_stage.header_bank_path(config, run.variant),
-                "settings": train_stage.evaluate_settings(config, run.variant).as_params(),
-            }
-            for run in (FIGURE_WEIGHTS, NO_HEADER_WEIGHTS)
-        },
-        encoder=paper_stage.figure_encoder(config),
-        cohort_tables=COHORT_TABLES,
-        class_names=config["finetune"]["class_names"],
-        split=FIGURES["split"],
-        max_rows=FIGURES["max_rows"],
-        perplexity=FIGURES["perplexity"],
-        seed=FIGURES["seed"],
-        dpi=FIGURES["dpi"],
+        settings=FIGURE5.as_params(),
     log:
         "results/logs/figure/figure5.log",
     benchmark:

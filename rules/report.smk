@@ -1,6 +1,6 @@
 # Report stage (see workflow/report.py): Table 1 from every evaluation of the configured variants,
 # and Table 1 next to the paper's own numbers. Tables 2 and 3 and the figures: rules/paper.smk.
-from workflow.report import Uncertainty
+from workflow.paper import result_table_settings
 from workflow.smk import REPO_ROOT
 
 # On a cluster Table 1 is written where Snakemake runs: it reads metrics and predictions files only.
@@ -33,12 +33,7 @@ rule results_table:
                               category="Results"),
     params:
         code=code_fingerprint("workflow/scripts/results_table.py"),
-        variants=config["report"]["variants"],
-        cohorts=COHORTS,
-        method_names=config["report"]["method_names"],
-        decimals=config["report"]["decimals"],
-        majority_row=config["report"]["majority_row"],
-        uncertainty=vars(Uncertainty.from_config(config["report"])),
+        settings=result_table_settings(config, "table1").as_params(),
     log:
         "results/logs/results_table/table1.log",
     benchmark:

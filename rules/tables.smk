@@ -23,7 +23,7 @@ rule build_table:
         ),
     params:
         code=code_fingerprint("workflow/scripts/build_table.py"),
-        settings=settings_stage.tables_settings(config).as_params(),
+        settings=TABLES_SETTINGS.as_params(),
     log:
         "results/logs/build_table/{cohort}.log",
     benchmark:

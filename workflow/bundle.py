@@ -15,6 +15,7 @@ settings hash and the sha256 of every other file. Nothing in a bundle is a pickl
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -213,7 +214,7 @@ class Bundle:
     def encoder(self) -> str:
         return self.manifest["encoder"]["name"]
 
-    @property
+    @functools.cached_property
     def preprocess(self) -> PreprocessSettings:
         """The preprocessing settings that made the training volumes (what prediction repeats)."""
         recorded = {key: value for key, value in self.manifest["preprocess"].items() if key != "skullstrip_software"}

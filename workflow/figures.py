@@ -33,9 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-# The run and layer a figure shows are planned with the DAG (workflow.paper, without torch).
-from workflow.paper import FigureWeights
-from workflow.settings import EvaluateSettings
+# What a figure shows is planned with the DAG (workflow.paper, without torch).
+from workflow.settings import Figure3Settings, Figure4Settings, Figure5Settings, FigureRun
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +45,14 @@ DIAGNOSIS_MARKERS = ("o", "^", "s", "D", "v", "P")
 # --- inputs -----------------------------------------------------------------------------------------------
 
 
-def load_model(weights: FigureWeights, header_bank: str, encoder: str, settings: EvaluateSettings, columns: str):
-    """The fine-tuned CITab of ``weights`` in eval mode, on the header bank it was trained with.
-
-    ``settings`` is the evaluate rule's settings (``workflow.settings.evaluate_settings``).
-    """
+def load_model(run: FigureRun, encoder: str, columns: str):
+    """The fine-tuned CITab of ``run`` in eval mode, on the header bank it was trained with
+    (``encoder``'s); ``columns`` is the columns.yaml of the cohort it was fine-tuned on."""
     from workflow.training_rows import read_columns
     from workflow.train import load_checked_header_bank, load_fine_tuned
 
-    bank = load_checked_header_bank(header_bank, encoder)
-    model, _ = load_fine_tuned(weights.path, bank, settings, read_columns(columns), torch.device("cpu"))
+    bank = load_checked_header_bank(run.header_bank, encoder)
+    model, _ = load_fine_tuned(run.weights, bank, run.evaluate, read_columns(columns), torch.device("cpu"))
     return model.eval(), bank
 
 
@@ -200,26 +197,22 @@ def figure3_data(model, cohorts: dict, feature_cohort: str, shared_feature: str,
     return pd.DataFrame.from_records(records)
 
 
-def figure3(
-    weights: FigureWeights, header_bank: str, encoder: str, settings: EvaluateSettings, tables: dict[str, tuple[str, str]],
-    feature_cohort: str, shared_feature: str, layer: int, split: str, max_rows: int, seed: int, dpi: int,
-    png: str, pdf: str, data: str,
-) -> pd.DataFrame:
-    """Figure 3: (a) expert shares per feature of ``feature_cohort``, (b) of ``shared_feature`` per cohort.
+def figure3(settings: Figure3Settings, png: str, pdf: str, data: str) -> pd.DataFrame:
+    """Figure 3: (a) expert shares per feature of ``settings.feature_cohort``, (b) of
+    ``settings.shared_feature`` per cohort.
 
     Args:
-        weights: the fine-tuned run shown.
-        header_bank / encoder: the header bank it was trained on and its encoder name.
-        settings: ``workflow.settings.evaluate_settings`` of the run's variant.
-        tables: cohort -> (table.tsv, columns.yaml), in figure order.
-        layer: 0-based P-MoLin layer; split / max_rows / seed: which rows (:func:`load_cohort`).
+        settings: the run shown, the cohorts' files, the layer and which rows.
         png / pdf / data: outputs (``data``: :func:`figure3_data`'s table as TSV).
 
     Returns:
         The long table written to ``data``.
     """
-    model, bank = load_model(weights, header_bank, encoder, settings, tables[weights.cohort][1])
-    cohorts = {cohort: load_cohort(cohort, table, columns, bank, split, max_rows, seed)
+    run, tables, layer = settings.run, settings.cohort_tables, settings.layer
+    feature_cohort, shared_feature, split, max_rows = (settings.feature_cohort, settings.shared_feature,
+                                                       settings.split, settings.max_rows)
+    model, bank = load_model(run, settings.encoder, tables[run.cohort][1])
+    cohorts = {cohort: load_cohort(cohort, table, columns, bank, split, max_rows, settings.seed)
                for cohort, (table, columns) in tables.items()}
     long = figure3_data(model, cohorts, feature_cohort, shared_feature, layer)
     Path(data).parent.mkdir(parents=True, exist_ok=True)
@@ -236,10 +229,10 @@ def figure3(
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.01))
     figure.suptitle("Expert activation (share of rows per expert)")
-    figure.text(0.01, -0.04, f"Weights: {weights.describe()}. P-MoLin layer {layer + 1} of "
+    figure.text(0.01, -0.04, f"Weights: {run.describe()}. P-MoLin layer {layer + 1} of "
                 f"{len(model.tabular_encoder.layers)}. Rows: split '{split}' (at most {max_rows} per cohort).",
                 fontsize=7, ha="left", va="top", wrap=True)
-    _save(figure, png, pdf, dpi)
+    _save(figure, png, pdf, settings.dpi)
     plt.close(figure)
     return long
 
@@ -284,15 +277,16 @@ def figure4_data(model, rows, layer: int, perplexity: float, seed: int) -> pd.Da
     })
 
 
-def figure4(
-    weights: FigureWeights, header_bank: str, encoder: str, settings: EvaluateSettings, table: str, columns: str, cohort: str,
-    layer: int, split: str, max_rows: int, perplexity: float, seed: int, dpi: int, png: str, pdf: str, data: str,
-) -> pd.DataFrame:
-    """Figure 4: t-SNE of ``cohort``'s feature tokens at P-MoLin layer ``layer`` with its prototypes.
+def figure4(settings: Figure4Settings, table: str, columns: str, png: str, pdf: str, data: str) -> pd.DataFrame:
+    """Figure 4: t-SNE of ``settings.cohort``'s feature tokens at P-MoLin layer ``settings.layer`` with
+    its prototypes. ``table`` / ``columns``: that cohort's table.tsv and columns.yaml (and those of
+    the cohort the run was fine-tuned on, when it is another).
 
     Writes ``data`` (:func:`figure4_data`'s table) and the plot; returns the data.
     """
-    model, bank = load_model(weights, header_bank, encoder, settings, columns)
+    run, cohort, layer, split, max_rows = settings.run, settings.cohort, settings.layer, settings.split, settings.max_rows
+    perplexity, seed = settings.perplexity, settings.seed
+    model, bank = load_model(run, settings.encoder, columns)
     rows = load_cohort(cohort, table, columns, bank, split, max_rows, seed)
     frame = figure4_data(model, rows, layer, perplexity, seed)
     count, features = len(rows), len(rows.column_names)
@@ -314,11 +308,11 @@ def figure4(
     axis.set_xticks([])
     axis.set_yticks([])
     axis.set_title(f"t-SNE of {cohort} feature tokens and the P-MoLin prototypes", fontsize=10)
-    figure.text(0.01, 0.0, f"Weights: {weights.describe()}. Tokens entering P-MoLin layer {layer + 1} of "
+    figure.text(0.01, 0.0, f"Weights: {run.describe()}. Tokens entering P-MoLin layer {layer + 1} of "
                 f"{len(model.tabular_encoder.layers)} (after its LayerNorm), {count} rows x {features} features "
                 f"(split '{split}'); t-SNE of unit-length vectors, perplexity {min(perplexity, (len(frame) - 1) / 3):.3g}, seed {seed}.",
                 fontsize=7, ha="left", va="top", wrap=True)
-    _save(figure, png, pdf, dpi)
+    _save(figure, png, pdf, settings.dpi)
     plt.close(figure)
     return frame
 
@@ -347,32 +341,25 @@ def figure5_data(panels: dict, class_names: list[str], perplexity: float, seed: 
     return pd.concat(frames, ignore_index=True)
 
 
-def figure5(
-    panels: dict[str, FigureWeights], header_banks: dict[str, str], encoder: str, settings: dict[str, EvaluateSettings],
-    tables: dict[str, tuple[str, str]], class_names: list[str], split: str, max_rows: int, perplexity: float,
-    seed: int, dpi: int, png: str, pdf: str, data: str,
-) -> pd.DataFrame:
-    """Figure 5: t-SNE of the fused CLS of every cohort's rows, one panel per model.
-
-    Args:
-        panels: panel title -> the fine-tuned run shown (CITab, w/o header embedding).
-        header_banks / settings: per panel title, the run's header bank and evaluate settings.
-        tables: cohort -> (table.tsv, columns.yaml).
-        class_names: diagnosis names in label order (the markers).
+def figure5(settings: Figure5Settings, png: str, pdf: str, data: str) -> pd.DataFrame:
+    """Figure 5: t-SNE of the fused CLS of every cohort's rows, one panel per run (CITab, w/o
+    header embedding), markers by diagnosis (``settings.class_names``).
 
     Writes ``data`` (:func:`figure5_data`'s table) and the plot; returns the data.
     """
     from model.data import ImageTableDataset
     from workflow.train import sample_settings
 
+    tables, split, max_rows, seed = settings.cohort_tables, settings.split, settings.max_rows, settings.seed
+    panels, class_names = settings.panels, list(settings.class_names)
     loaded = {}
-    for title, weights in panels.items():
-        model, bank = load_model(weights, header_banks[title], encoder, settings[title], tables[weights.cohort][1])
-        images = sample_settings(settings[title], seed, 0.0)
+    for title, run in panels.items():
+        model, bank = load_model(run, settings.encoder, tables[run.cohort][1])
+        images = sample_settings(run.evaluate, seed, 0.0)
         loaded[title] = (model, {cohort: ImageTableDataset([load_cohort(cohort, table, columns, bank, split, max_rows, seed)],
                                                            images)
                                  for cohort, (table, columns) in tables.items()})
-    frame = figure5_data(loaded, class_names, perplexity, seed)
+    frame = figure5_data(loaded, class_names, settings.perplexity, seed)
     Path(data).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(data, sep="\t", index=False, float_format="%.5f")
 
@@ -390,10 +377,10 @@ def figure5(
         axis.set_xticks([])
         axis.set_yticks([])
     axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
-    described = "; ".join(f"{title}: {weights.describe()}" for title, weights in panels.items())
+    described = "; ".join(f"{title}: {run.describe()}" for title, run in panels.items())
     figure.suptitle("t-SNE of fused CLS embeddings (colour = cohort, marker = diagnosis)", fontsize=11)
     figure.text(0.01, 0.0, f"Weights: {described}. Rows: split '{split}' of every cohort (at most {max_rows} "
                 f"each); t-SNE per panel, seed {seed}.", fontsize=7, ha="left", va="top", wrap=True)
-    _save(figure, png, pdf, dpi)
+    _save(figure, png, pdf, settings.dpi)
     plt.close(figure)
     return frame

@@ -26,7 +26,6 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ import pandas as pd
 import yaml
 
 from workflow import provenance, uncertainty
+from workflow.settings import HeaderSimilarityTableSettings, ResultTableSettings, Uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -44,40 +44,9 @@ MAJORITY = "majority"
 MAJORITY_NAME = "Majority class"
 # The column group of Table 3 that averages every metric over the cohorts.
 AVERAGE = "Average"
-INTERVALS = ("sd", "bootstrap95")
 SIGNIFICANCE_MARK = "*"
 UNAVAILABLE_NOTE = ("A row that did not run keeps its place and says why; \"encoder not supplied\": its header "
                     "encoder has no local folder (headers.encoders.<name>.path). Supply the folder and rerun.")
-
-
-@dataclass(frozen=True)
-class Uncertainty:
-    """What each cell carries besides its mean, and how rows are tested (config ``report``).
-
-    Attributes:
-        interval: "sd" (± SD over seeds) or "bootstrap95" (95 % bootstrap interval over test subjects).
-        resamples / bootstrap_seed: the bootstrap's resample count and seed.
-        permutations / test_seed: the paired test's permutation count and seed.
-        alpha: cells whose paired test gives p < alpha are marked.
-    """
-
-    interval: str = "sd"
-    resamples: int = 2000
-    bootstrap_seed: int = 0
-    permutations: int = 10000
-    test_seed: int = 0
-    alpha: float = 0.05
-
-    @classmethod
-    def from_config(cls, report: dict) -> "Uncertainty":
-        """From the validated ``report`` config section."""
-        return cls(interval=report["interval"], resamples=report["bootstrap"]["resamples"],
-                   bootstrap_seed=report["bootstrap"]["seed"], permutations=report["paired_test"]["permutations"],
-                   test_seed=report["paired_test"]["seed"], alpha=report["paired_test"]["alpha"])
-
-    def __post_init__(self) -> None:
-        if self.interval not in INTERVALS:
-            raise ValueError(f"interval must be one of {INTERVALS}, got {self.interval!r}")
 
 
 def collect_metrics(metric_files: list[str | Path]) -> pd.DataFrame:
@@ -243,9 +212,6 @@ def to_markdown(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], 
     return _markdown(_method_table(cells, names, flat_columns=True), note)
 
 
-TABLE1_CAPTION = "Classification on the test sets (mean ± SD over fine-tuning seeds where several ran)."
-
-
 def _latex_symbols(text: str) -> str:
     """The table's plain-text symbols as LaTeX math, once the text (cells, caption, notes) is escaped."""
     return text.replace(" ± ", r" $\pm$ ").replace(PARTIAL_AUC_MARK, r"$^\dagger$")
@@ -256,8 +222,8 @@ def _latex_text(text: str) -> str:
     return re.sub(r"[\\&%$#_{}]", lambda m: r"\textbackslash{}" if m[0] == "\\" else "\\" + m[0], text)
 
 
-def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], note: str,
-             caption: str = TABLE1_CAPTION, label: str = "tab:table1") -> str:
+def to_latex(cells: pd.DataFrame, names: dict[str, str], cohorts: list[str], note: str, caption: str,
+             label: str) -> str:
     """A booktabs table (pandas' Styler): one column group per cohort, the notes under the tabular."""
     styler = (_method_table(cells, names, flat_columns=False).style
               .format(escape="latex").format_index(escape="latex", axis=0).format_index(escape="latex", axis=1))
@@ -333,64 +299,56 @@ def tests_markdown(tests: pd.DataFrame, names: dict[str, str], cohorts: list[str
 
 
 def write_results_table(
-    metric_files: list[str], variants: list[str], cohorts: list[str], method_names: dict[str, str], decimals: int,
-    csv_path: str, markdown_path: str, latex_path: str, *,
-    table_name: str = "Table 1", caption: str = TABLE1_CAPTION, latex_label: str = "tab:table1",
-    with_majority_row: bool = False, average_column: bool = False, unavailable: dict[str, str] | None = None,
-    prediction_files: list[str] | None = None, settings: Uncertainty = Uncertainty(),
-    reference: str | None = None, tests_csv: str | None = None, tests_markdown_path: str | None = None,
+    settings: ResultTableSettings, metric_files: list[str], csv_path: str, markdown_path: str, latex_path: str, *,
+    prediction_files: list[str] | None = None, tests_csv: str | None = None, tests_markdown_path: str | None = None,
     paper_table: str | None = None, comparison_csv: str | None = None, comparison_markdown_path: str | None = None,
 ) -> pd.DataFrame:
     """Build a result table from evaluation files and write it as CSV, Markdown and LaTeX.
 
     Args:
+        settings: the table's rows, columns, names, cell format, extra rows and columns, and tests.
         metric_files: ``paths.EVAL_METRICS`` files of every (variant, cohort, seed) that ran.
-        variants: table rows, in order (those in ``unavailable`` included); cohorts: column groups.
-        method_names: display name per variant (the variant name where absent).
-        decimals: digits after the decimal point.
         csv_path: numeric table (means, SDs or interval bounds, seed counts; one row per variant).
         markdown_path / latex_path: the formatted table.
-        table_name / caption / latex_label: how the table names itself (logs, notes, LaTeX).
-        with_majority_row: add the "Majority class" row.
-        average_column: add the ``Average`` column group (each metric's mean over the cohorts).
-        unavailable: rows that could not run -> the reason their cells show.
         prediction_files: ``paths.EVAL_PREDICTIONS`` aligned with ``metric_files``; needed for a
             bootstrap interval and for the paired tests.
-        settings: interval kind and the bootstrap's / test's settings.
-        reference: the row every other row is tested against (paired test); with it,
-            ``tests_csv`` and ``tests_markdown_path`` get the differences and p-values.
+        tests_csv / tests_markdown_path: with ``settings.reference``, the differences and p-values.
         paper_table: the paper's numbers (``workflow/report/paper_table<N>.yaml``); with it,
             ``comparison_csv`` and ``comparison_markdown_path`` get the table next to the paper's.
 
     Returns:
         The numeric summary (as written to the CSV).
     """
-    unavailable = dict(unavailable or {})
+    table_name, reference, decimals = settings.table_name, settings.reference, settings.decimals
+    variants, cohorts = list(settings.variants), list(settings.cohorts)
+    with_majority_row, average_column = settings.majority_row, settings.average_column
+    unavailable = dict(settings.unavailable)
+    method_names = dict(settings.method_names)
+    spread = settings.uncertainty  # interval kind, bootstrap and paired-test settings
     ran = [variant for variant in variants if variant not in unavailable]
     records = collect_metrics(metric_files)
     columns = [*cohorts, AVERAGE] if average_column else list(cohorts)
     if average_column:
         records = with_cohort_average(records, cohorts)
     summary = summarise(records, ran, columns)
-    needs_predictions = settings.interval == "bootstrap95" or reference is not None
+    needs_predictions = spread.interval == "bootstrap95" or reference is not None
     predictions = {}
     if needs_predictions:
         if not prediction_files:
             raise ValueError(f"{table_name}: a bootstrap interval or a paired test needs the predictions files")
         predictions = uncertainty.read_predictions(metric_files, prediction_files)
-    if settings.interval == "bootstrap95":
-        summary = add_bootstrap_intervals(summary, predictions, cohorts, average_column, settings)
+    if spread.interval == "bootstrap95":
+        summary = add_bootstrap_intervals(summary, predictions, cohorts, average_column, spread)
     notes = []
     significant: set[tuple[str, str, str]] = set()
-    method_names = dict(method_names)
     if reference is not None:
         if reference not in ran:
             raise ValueError(f"{table_name}: the reference row {reference!r} is not among the rows that ran {ran}")
-        tests = paired_tests(predictions, ran, reference, cohorts, settings)
-        significant = {(r.variant, r.cohort, r.metric) for r in tests.itertuples() if r.p_value < settings.alpha}
+        tests = paired_tests(predictions, ran, reference, cohorts, spread)
+        significant = {(r.variant, r.cohort, r.metric) for r in tests.itertuples() if r.p_value < spread.alpha}
         test_note = uncertainty.PAIRED_TEST_NOTE.format(
-            marker=SIGNIFICANCE_MARK, alpha=settings.alpha, reference=method_names.get(reference, reference),
-            permutations=settings.permutations, seed=settings.test_seed,
+            marker=SIGNIFICANCE_MARK, alpha=spread.alpha, reference=method_names.get(reference, reference),
+            permutations=spread.permutations, seed=spread.test_seed,
             tests_file=Path(tests_markdown_path).name if tests_markdown_path else "the tests table")
         notes.append(test_note)
         tests.insert(1, "method", [method_names.get(v, v) for v in tests["variant"]])
@@ -401,20 +359,20 @@ def write_results_table(
                 tests, method_names, cohorts, decimals,
                 f"Each cell: {table_name} row minus {method_names.get(reference, reference)} (seed-averaged) and "
                 "the two-sided p-value of a "
-                + uncertainty.PAIRED_TEST_METHOD.format(permutations=settings.permutations, seed=settings.test_seed)
+                + uncertainty.PAIRED_TEST_METHOD.format(permutations=spread.permutations, seed=spread.test_seed)
                 + "."))
     if with_majority_row:
         summary = pd.concat([summary, majority_row(records[records["cohort"] != AVERAGE], cohorts)])
         method_names.setdefault(MAJORITY, MAJORITY_NAME)
-    cells = formatted_cells(summary, columns, decimals, " ± ", settings.interval, significant)
+    cells = formatted_cells(summary, columns, decimals, " ± ", spread.interval, significant)
     order = [v for v in variants] + ([MAJORITY] if with_majority_row else [])
     cells = cells.reindex(order)
     for variant, reason in unavailable.items():
         cells.loc[variant] = reason
     if not all(summary[f"{c}_auc_complete"].all() for c in columns):
         notes.insert(0, PARTIAL_AUC_NOTE)
-    if settings.interval == "bootstrap95":
-        notes.insert(0, uncertainty.BOOTSTRAP_NOTE.format(resamples=settings.resamples, seed=settings.bootstrap_seed))
+    if spread.interval == "bootstrap95":
+        notes.insert(0, uncertainty.BOOTSTRAP_NOTE.format(resamples=spread.resamples, seed=spread.bootstrap_seed))
     if average_column:
         notes.append(f"{AVERAGE}: each metric's mean over {', '.join(cohorts)} (per seed, then over seeds).")
     if unavailable:
@@ -434,7 +392,7 @@ def write_results_table(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     numeric.reset_index().to_csv(csv_path, index=False, float_format=f"%.{decimals + 3}f")
     Path(markdown_path).write_text(to_markdown(cells, method_names, columns, note))
-    Path(latex_path).write_text(to_latex(cells, method_names, columns, note, caption, latex_label))
+    Path(latex_path).write_text(to_latex(cells, method_names, columns, note, settings.caption, settings.latex_label))
     log.info("%s (%d row(s) x %d cohort(s), %d evaluation(s)):\n%s", table_name, len(variants), len(cohorts),
              len(records), Path(markdown_path).read_text())
     if paper_table:
@@ -442,20 +400,6 @@ def write_results_table(
                                comparison_markdown_path, table_name, unavailable)
         log.info("%s against the paper:\n%s", table_name, Path(comparison_markdown_path).read_text())
     return numeric
-
-
-def write_table1(
-    metric_files: list[str], variants: list[str], cohorts: list[str], method_names: dict[str, str],
-    decimals: int, csv_path: str, markdown_path: str, latex_path: str, with_majority_row: bool = True,
-    paper_table: str | None = None, comparison_csv: str | None = None, comparison_markdown_path: str | None = None,
-    prediction_files: list[str] | None = None, settings: Uncertainty = Uncertainty(),
-) -> pd.DataFrame:
-    """Table 1: :func:`write_results_table` with the majority row and Table 1's caption."""
-    return write_results_table(
-        metric_files, variants, cohorts, method_names, decimals, csv_path, markdown_path, latex_path,
-        with_majority_row=with_majority_row, paper_table=paper_table, comparison_csv=comparison_csv,
-        comparison_markdown_path=comparison_markdown_path, prediction_files=prediction_files, settings=settings,
-    )
 
 
 def read_paper_table(path: str | Path) -> dict:
@@ -533,17 +477,16 @@ def paper_header_similarity(paper_path: str | Path) -> dict[str, float]:
 
 
 def write_header_similarity(
-    similarity_files: dict[str, str], encoders: list[str], unavailable: dict[str, str], paper_path: str,
-    decimals: int, csv_path: str, markdown_path: str,
+    settings: HeaderSimilarityTableSettings, paper_path: str, csv_path: str, markdown_path: str,
 ) -> pd.DataFrame:
     """The mean pairwise cosine similarity of each encoder's header vectors next to the paper's.
 
     Args:
-        similarity_files: encoder -> its ``paths.HEADER_SIMILARITY`` file, for the encoders that ran.
-        encoders: the encoders this run's tables use, in order; the paper's other encoders follow.
-        unavailable: encoder -> why it has no header bank ("encoder not supplied").
+        settings: the encoders in order, their similarity reports, and why others have none.
         paper_path: ``workflow/report/paper_table2.yaml``.
     """
+    encoders, similarity_files, unavailable = list(settings.encoders), settings.similarity_files, settings.unavailable
+    decimals = settings.decimals
     paper = paper_header_similarity(paper_path)
     records = []
     for encoder in [*encoders, *(name for name in paper if name not in encoders)]:

@@ -108,7 +108,13 @@ def _typed(hint: Any, value: Any, source: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _from_mapping(hint, value, source)
     if origin is tuple:
-        return tuple(value)
+        items = typing.get_args(hint)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return tuple(_typed(items[0], item, source) for item in value)
+        return tuple(_typed(item_hint, item, source) for item_hint, item in zip(items, value)) if items else tuple(value)
+    if origin is dict:
+        value_hint = typing.get_args(hint)[1] if typing.get_args(hint) else Any
+        return {key: _typed(value_hint, item, f"{source}.{key}") for key, item in value.items()}
     return value
 
 
@@ -436,6 +442,193 @@ class PreprocessSettings(_Settings):
     model_ready: ModelReadySettings
     qc: QcThresholds
     threads: int
+
+
+# --- report: result tables and figures ---------------------------------------------------------------
+
+INTERVALS = ("sd", "bootstrap95")
+
+
+@dataclass(frozen=True)
+class Uncertainty(_Settings):
+    """What each table cell carries besides its mean, and how rows are tested (config ``report``).
+
+    Attributes:
+        interval: "sd" (± SD over seeds) or "bootstrap95" (95 % bootstrap interval over test subjects).
+        resamples / bootstrap_seed: the bootstrap's resample count and seed.
+        permutations / test_seed: the paired test's permutation count and seed.
+        alpha: cells whose paired test gives p < alpha are marked.
+    """
+
+    kind: ClassVar[str] = "uncertainty"
+
+    interval: str = "sd"
+    resamples: int = 2000
+    bootstrap_seed: int = 0
+    permutations: int = 10000
+    test_seed: int = 0
+    alpha: float = 0.05
+
+    @classmethod
+    def from_config(cls, report: dict) -> "Uncertainty":
+        """From the validated ``report`` config section."""
+        return cls(interval=report["interval"], resamples=report["bootstrap"]["resamples"],
+                   bootstrap_seed=report["bootstrap"]["seed"], permutations=report["paired_test"]["permutations"],
+                   test_seed=report["paired_test"]["seed"], alpha=report["paired_test"]["alpha"])
+
+    def __post_init__(self) -> None:
+        if self.interval not in INTERVALS:
+            raise SettingsError(f"interval must be one of {INTERVALS}, got {self.interval!r}")
+
+
+@dataclass(frozen=True)
+class ResultTableSettings(_Settings):
+    """How one result table (Table 1, 2 or 3) is made from the evaluations (config ``report``;
+    built by ``workflow.paper.result_table_settings``).
+
+    Attributes:
+        table_name, caption, latex_label: how the table names itself (logs, notes, LaTeX).
+        variants: the rows in order, rows that could not run included.
+        cohorts: the column groups in order.
+        method_names: display name per variant (the variant's own name where absent).
+        decimals: digits after the decimal point.
+        uncertainty: what each cell carries besides its mean, and the paired tests' settings.
+        majority_row: add the "Majority class" row (Table 1).
+        average_column: add the column group averaging each metric over the cohorts (Table 3).
+        unavailable: rows that could not run -> the reason their cells show.
+        reference: the row every other row is paired-tested against; None: no tests (Table 1).
+    """
+
+    kind: ClassVar[str] = "result table"
+
+    table_name: str
+    caption: str
+    latex_label: str
+    variants: tuple[str, ...]
+    cohorts: tuple[str, ...]
+    method_names: dict[str, str]
+    decimals: int
+    uncertainty: Uncertainty = Uncertainty()
+    majority_row: bool = False
+    average_column: bool = False
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class HeaderSimilarityTableSettings(_Settings):
+    """The header-similarity table of Table 2's encoders (config ``headers`` and ``report``).
+
+    Attributes:
+        encoders: the encoders the configured tables use, in order (the paper's others follow).
+        similarity_files: encoder -> its similarity report, for the encoders that are supplied.
+        unavailable: encoder -> why it has no header bank ("encoder not supplied").
+        decimals: digits after the decimal point.
+    """
+
+    kind: ClassVar[str] = "header similarity table"
+
+    encoders: tuple[str, ...]
+    similarity_files: dict[str, str]
+    unavailable: dict[str, str]
+    decimals: int
+
+
+@dataclass(frozen=True)
+class FigureRun(_Settings):
+    """The fine-tuned run a figure shows (``report.figures``: variant, weights_cohort, weights_seed).
+
+    Attributes:
+        weights: its fine-tuned weights file.
+        variant, cohort, seed: the row, the cohort it was fine-tuned on and its seed.
+        header_bank: the header bank it was trained on.
+        evaluate: how its model is built and fed (the evaluate settings of its variant).
+    """
+
+    kind: ClassVar[str] = "figure run"
+
+    weights: str
+    variant: str
+    cohort: str
+    seed: int
+    header_bank: str
+    evaluate: EvaluateSettings
+
+    def describe(self) -> str:
+        return f"{self.variant} fine-tuned on {self.cohort} (seed {self.seed}): {self.weights}"
+
+
+@dataclass(frozen=True)
+class Figure3Settings(_Settings):
+    """Figure 3, expert activation (config ``report.figures``).
+
+    Attributes:
+        run: the fine-tuned run shown. encoder: its header encoder's name.
+        cohort_tables: cohort -> (table.tsv, columns.yaml), in the figure's order.
+        feature_cohort: the cohort of panel (a); shared_feature: the column of panel (b).
+        layer: 0-based P-MoLin layer. split, max_rows, seed: which rows, and the sample's seed.
+        dpi: of the PNG.
+    """
+
+    kind: ClassVar[str] = "figure 3"
+
+    run: FigureRun
+    encoder: str
+    cohort_tables: dict[str, tuple[str, str]]
+    feature_cohort: str
+    shared_feature: str
+    layer: int
+    split: str
+    max_rows: int
+    seed: int
+    dpi: int
+
+
+@dataclass(frozen=True)
+class Figure4Settings(_Settings):
+    """Figure 4, t-SNE of one cohort's feature tokens with the P-MoLin prototypes.
+
+    Attributes:
+        run, encoder, layer, split, max_rows, seed, dpi: as in :class:`Figure3Settings`.
+        cohort: whose feature tokens are embedded.
+        perplexity: of the t-SNE (capped by the number of points).
+    """
+
+    kind: ClassVar[str] = "figure 4"
+
+    run: FigureRun
+    encoder: str
+    cohort: str
+    layer: int
+    split: str
+    max_rows: int
+    perplexity: float
+    seed: int
+    dpi: int
+
+
+@dataclass(frozen=True)
+class Figure5Settings(_Settings):
+    """Figure 5, t-SNE of the fused CLS of every cohort, one panel per run.
+
+    Attributes:
+        panels: panel title -> the run it shows (CITab, w/o header embedding).
+        encoder, cohort_tables, split, max_rows, seed, dpi: as in :class:`Figure3Settings`.
+        class_names: diagnosis names in label order (the markers).
+        perplexity: of the t-SNE.
+    """
+
+    kind: ClassVar[str] = "figure 5"
+
+    panels: dict[str, FigureRun]
+    encoder: str
+    cohort_tables: dict[str, tuple[str, str]]
+    class_names: tuple[str, ...]
+    split: str
+    max_rows: int
+    perplexity: float
+    seed: int
+    dpi: int
 
 
 SETTINGS_TYPES: dict[str, type[_Settings]] = {

@@ -3,12 +3,10 @@
 
 from workflow.logs import log_to
 from workflow.report import write_header_similarity
+from workflow.settings import HeaderSimilarityTableSettings
 
 with log_to(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
-    params = snakemake.params  # noqa: F821
     write_header_similarity(
-        similarity_files=dict(params.similarity_files), encoders=list(params.encoders),
-        unavailable=dict(params.unavailable), paper_path=snakemake.input.paper_table,  # noqa: F821
-        decimals=int(params.decimals), csv_path=snakemake.output.csv,  # noqa: F821
-        markdown_path=snakemake.output.markdown,  # noqa: F821
+        HeaderSimilarityTableSettings.from_params(snakemake.params.settings),  # noqa: F821
+        snakemake.input.paper_table, snakemake.output.csv, snakemake.output.markdown,  # noqa: F821
     )
