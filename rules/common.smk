@@ -11,7 +11,6 @@ from workflow.convert import intake_folders, intake_inputs, raw_folders, raw_inp
 from workflow.fingerprints import code_fingerprint, data_fingerprints, with_user_folders_ancient
 from workflow.header_encoders import header_embedding_settings
 from workflow.smk import shell_prefix
-from workflow.synthetic_clinical import cohort_settings
 
 validate_config(config)
 
@@ -41,9 +40,9 @@ def preprocess_intermediate(path):
     return path if config["preprocess"]["keep_intermediates"] else temp(path)
 
 
-def synthetic_cohort_settings(wildcards):
-    """The synthesis settings of one cohort (its subject count and class mix)."""
-    return cohort_settings(config["synthetic"], wildcards.cohort)
+def synthetic_cohort_params(wildcards):
+    """The synthesis settings of one cohort (its format, subject count, seed and the rest)."""
+    return settings_stage.synthetic_cohort_settings(config, wildcards.cohort).as_params()
 
 
 def download_inputs(wildcards):
@@ -63,6 +62,12 @@ def intake_user_inputs(wildcards):
 
 def intake_user_folders(wildcards):
     return intake_folders(config, wildcards.cohort)
+
+
+def intake_params(wildcards):
+    """How intake reads the cohort: its format, file-name patterns and subject prefix (None when
+    unset: the format's default, workflow.intake.DEFAULT_SUBJECT_PREFIX)."""
+    return settings_stage.intake_settings(config, wildcards.cohort).as_params()
 
 
 def convert_data_fingerprints(wildcards):

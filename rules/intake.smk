@@ -14,10 +14,7 @@ checkpoint intake_cohort:
         cell_qc=paths.INTAKE_CELL_QC,
     params:
         folders=intake_user_folders,
-        fmt=COHORT_FORMAT,
-        files=lookup(dpath="cohorts/{cohort}/files", within=config),
-        # None when unset: intake takes the format's default (workflow.intake.DEFAULT_SUBJECT_PREFIX).
-        subject_prefix=lookup(dpath="cohorts/{cohort}/subject_prefix", within=config, default=None),
+        settings=intake_params,
         data=intake_data_fingerprints,
         code=code_fingerprint("workflow/scripts/intake_cohort.py"),
     log:

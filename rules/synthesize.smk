@@ -11,8 +11,7 @@ rule synthesize_cohort:
         root=directory(paths.SYNTHETIC_ROOT),
     params:
         code=code_fingerprint("workflow/scripts/synthesize_cohort.py"),
-        fmt=COHORT_FORMAT,
-        settings=synthetic_cohort_settings,
+        settings=synthetic_cohort_params,
     wildcard_constraints:
         # (?!) matches nothing: with no synthetic cohort the rule never applies.
         cohort="|".join(SYNTHETIC_COHORTS) or "(?!)",

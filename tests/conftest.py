@@ -123,6 +123,17 @@ def tiny_synthetic_settings() -> dict:
     return settings
 
 
+def tiny_synthetic_cohort_settings(cohort: str, **changes):
+    """The ``SyntheticCohortSettings`` of ``cohort`` (a cohort of tests/config.tiny.yaml, format
+    and all) at the tiny synthetic settings, with ``changes`` to the ``synthetic:`` section."""
+    import yaml
+
+    from workflow.settings import synthetic_cohort_settings
+
+    cohorts = yaml.safe_load(TINY_CONFIG.read_text())["cohorts"]
+    return synthetic_cohort_settings({"cohorts": cohorts, "synthetic": {**tiny_synthetic_settings(), **changes}}, cohort)
+
+
 @pytest.fixture(scope="session")
 def tiny_synthetic_cohorts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The cohorts of tests/config.tiny.yaml (ADNI, AIBL, NACC) generated at the tiny settings
@@ -132,13 +143,12 @@ def tiny_synthetic_cohorts(tmp_path_factory: pytest.TempPathFactory) -> dict[str
     """
     import yaml
 
-    from workflow.synthesize import cohort_settings, synthesize_cohort
+    from workflow.synthesize import synthesize_cohort
 
-    section = tiny_synthetic_settings()
     cohorts = yaml.safe_load(TINY_CONFIG.read_text())["cohorts"]
     base = tmp_path_factory.mktemp("synthetic")
     roots = {}
-    for name, cohort in cohorts.items():
+    for name in cohorts:
         roots[name] = base / name
-        synthesize_cohort(name, cohort["format"], roots[name], cohort_settings(section, name))
+        synthesize_cohort(name, roots[name], tiny_synthetic_cohort_settings(name))
     return roots

@@ -29,6 +29,7 @@ from workflow.intake import (
     read_cohort,
     session_visit_code,
 )
+from workflow.settings import IntakeSettings
 
 COLUMNS_YAML = resolve_columns_path("config/columns.yaml")
 
@@ -630,7 +631,8 @@ def test_intake_cohort_writes_cell_qc_and_carries_the_convert_exclusions(tmp_pat
                    "file": "/raw/027_S_0075", "row": "", "column": "", "reason": "conversion failed: dcm2niix"}],
                  columns=paths.EXCLUSION_COLUMNS).to_csv(upstream, sep="\t", index=False)
     out = {name: tmp_path / "out" / f"{name}.tsv" for name in ("images", "visits", "exclusions", "cell_qc")}
-    intake_cohort(str(root / "clinical"), str(root / "bids"), str(upstream), str(COLUMNS_YAML), "ADNI", "adni", None,
+    settings = IntakeSettings(format="adni", files=None, subject_prefix=None)
+    intake_cohort(str(root / "clinical"), str(root / "bids"), str(upstream), str(COLUMNS_YAML), "ADNI", settings,
                   *(str(out[name]) for name in ("images", "visits", "exclusions", "cell_qc")))
     read = {"sep": "\t", "dtype": str, "keep_default_na": False}
     cell_qc = pd.read_csv(out["cell_qc"], **read)
@@ -640,8 +642,8 @@ def test_intake_cohort_writes_cell_qc_and_carries_the_convert_exclusions(tmp_pat
     assert len(pd.read_csv(out["images"], **read)) == 1 and len(pd.read_csv(out["visits"], **read)) == 1
     pd.DataFrame({"subject": ["x"]}).to_csv(upstream, sep="\t", index=False)
     with pytest.raises(IntakeError, match=r"convert_exclusions.tsv: columns \['subject'\]; expected exactly"):
-        intake_cohort(str(root / "clinical"), str(root / "bids"), str(upstream), str(COLUMNS_YAML), "ADNI", "adni",
-                      None, *(str(out[name]) for name in ("images", "visits", "exclusions", "cell_qc")))
+        intake_cohort(str(root / "clinical"), str(root / "bids"), str(upstream), str(COLUMNS_YAML), "ADNI", settings,
+                      *(str(out[name]) for name in ("images", "visits", "exclusions", "cell_qc")))
 
 
 # --- missing codes, subject ids and prefixes, file reading, BIDS labels (a user's issue) -------------

@@ -17,7 +17,15 @@ from model.augment_settings import AugmentSettings
 from workflow import config_checks
 from workflow import settings as settings_stage
 from workflow import train
-from workflow.settings import EvaluateSettings, FinetuneSettings, PreprocessSettings, PretrainSettings, SettingsError
+from workflow.settings import (
+    EvaluateSettings,
+    FinetuneSettings,
+    IntakeSettings,
+    PreprocessSettings,
+    PretrainSettings,
+    SettingsError,
+    SyntheticCohortSettings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +50,7 @@ def schema_keys(section: str) -> set[str]:
     ("tables", settings_stage.TablesSettings, settings_stage.TABLES_INPUT_KEYS),
     ("pretrain", PretrainSettings, settings_stage.PRETRAIN_RUNTIME_KEYS + settings_stage.PRETRAIN_PLAN_KEYS),
     ("finetune", FinetuneSettings, settings_stage.FINETUNE_RUNTIME_KEYS + settings_stage.FINETUNE_PLAN_KEYS),
+    ("synthetic", SyntheticCohortSettings, settings_stage.SYNTHETIC_RUN_KEYS),
 ])
 def test_every_schema_key_is_a_field_or_a_runtime_or_plan_key(section, cls, other_keys) -> None:
     fields = {field.name for field in dataclasses.fields(cls)}
@@ -222,3 +231,72 @@ def test_report_rules_get_typed_settings_that_round_trip(paper_config: dict) -> 
 ])
 def test_a_report_setting_reaches_only_the_rules_that_use_it(paper_config: dict, change, rules) -> None:
     assert changed_rules(paper_config, change) == rules
+
+
+def test_synthetic_cohort_settings_round_trip_and_resolve_the_cohort(paper_config: dict) -> None:
+    settings = {cohort: settings_stage.synthetic_cohort_settings(paper_config, cohort) for cohort in ("ADNI", "NACC")}
+    adni = settings["ADNI"]
+    assert (adni.format, adni.subjects, settings["NACC"].format, settings["NACC"].subjects) == ("adni", 1689, "nacc", 1611)
+    assert adni.mri_sessions_share == (0.6, 0.25, 0.15) and adni.follow_up_years == (1.0, 8.0)
+    params = adni.as_params()
+    assert json.loads(json.dumps(params)) == params and not {"threads", "mem_mb"} & set(params)
+    assert SyntheticCohortSettings.from_params(params) == adni
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        adni.seed = 1
+
+
+def test_one_cohorts_subject_count_changes_only_its_synthesis_params(paper_config: dict) -> None:
+    def params(config: dict) -> dict:
+        return {cohort: settings_stage.synthetic_cohort_settings(config, cohort).as_params()
+                for cohort in config["cohorts"]}
+
+    before = params(paper_config)
+    changed = copy.deepcopy(paper_config)
+    changed["synthetic"]["subjects"]["AIBL"] = 50
+    after = params(changed)
+    assert [cohort for cohort in before if repr(before[cohort]) != repr(after[cohort])] == ["AIBL"]
+    assert after["AIBL"]["subjects"] == 50
+    changed["synthetic"]["threads"] = 1  # a runtime key: no cohort's params change
+    changed["synthetic"]["mem_mb"] = 100
+    assert params(changed) == after
+    changed["synthetic"]["seed"] = 7  # what every cohort's files come from
+    assert all(params(changed)[cohort]["seed"] == 7 for cohort in before)
+
+
+def test_a_synthetic_key_no_field_carries_is_an_error(paper_config: dict) -> None:
+    config = copy.deepcopy(paper_config)
+    config["synthetic"]["dropout_share"] = 0.1  # as if added to the schema but not to SyntheticCohortSettings
+    with pytest.raises(SettingsError, match=r"'synthetic' has keys \['dropout_share'\] that SyntheticCohortSettings"):
+        settings_stage.synthetic_cohort_settings(config, "ADNI")
+    config = copy.deepcopy(paper_config)
+    config["synthetic"]["format"] = "nacc"  # the format is the cohort's, never the section's
+    with pytest.raises(SettingsError, match=r"'synthetic' has keys \['format'\]"):
+        settings_stage.synthetic_cohort_settings(config, "ADNI")
+    config = copy.deepcopy(paper_config)
+    config["synthetic"]["subjects"] = {"ADNI": 10}
+    with pytest.raises(SettingsError, match="synthetic.subjects has no entry for cohort 'NACC'"):
+        settings_stage.synthetic_cohort_settings(config, "NACC")
+
+
+def test_intake_settings_round_trip_and_unset_prefix_is_none(paper_config: dict) -> None:
+    adni = settings_stage.intake_settings(paper_config, "ADNI")
+    assert adni.format == "adni" and adni.subject_prefix is None
+    assert adni.files == paper_config["cohorts"]["ADNI"]["files"] and "adnimerge" in adni.files
+    assert IntakeSettings.from_params(adni.as_params()) == adni
+    config = copy.deepcopy(paper_config)
+    config["cohorts"]["NACC"]["subject_prefix"] = "N"
+    del config["cohorts"]["NACC"]["files"]
+    nacc = IntakeSettings.from_params(settings_stage.intake_settings(config, "NACC").as_params())
+    assert (nacc.format, nacc.files, nacc.subject_prefix) == ("nacc", None, "N")
+    assert settings_stage.intake_settings(config, "ADNI") == adni  # another cohort's entry: unchanged
+
+
+def test_every_cohort_key_is_an_intake_field_or_another_stages(paper_config: dict) -> None:
+    schema = yaml.safe_load(config_checks.section_schema("config").read_text())
+    cohort_keys = set(schema["properties"]["cohorts"]["additionalProperties"]["properties"])
+    fields = set(settings_stage.field_names(IntakeSettings))
+    assert cohort_keys - fields == set(settings_stage.COHORT_OTHER_KEYS)
+    config = copy.deepcopy(paper_config)
+    config["cohorts"]["ADNI"]["date_format"] = "%d/%m/%Y"
+    with pytest.raises(SettingsError, match=r"'cohorts.ADNI' has keys \['date_format'\] that IntakeSettings"):
+        settings_stage.intake_settings(config, "ADNI")

@@ -6,6 +6,7 @@ sample of 600 subjects per format for the priors, and two Snakemake runs (dry an
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import json
 from datetime import date, datetime
@@ -18,9 +19,10 @@ import pytest
 import yaml
 from scipy import ndimage
 
-from conftest import TINY_CONFIG, run_snakemake, tiny_synthetic_settings
+from conftest import TINY_CONFIG, run_snakemake, tiny_synthetic_cohort_settings, tiny_synthetic_settings
 from workflow import synthetic_clinical as sc
-from workflow.synthesize import cohort_settings, synthesize_cohort
+from workflow.settings import SettingsError, synthetic_cohort_settings
+from workflow.synthesize import synthesize_cohort
 from workflow.synthetic_mri import head_model, synthesize_volume
 
 FORMATS = {"ADNI": "adni", "AIBL": "aibl", "NACC": "nacc"}
@@ -35,9 +37,9 @@ def read_csv(path: Path, **kwargs) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def samples() -> dict[str, sc.ClinicalCohort]:
     """Clinical part only, 600 subjects per format (about a second in all)."""
-    settings = {**tiny_synthetic_settings(), "subjects": SAMPLE_SUBJECTS, "min_subjects_per_class": 0,
-                "mri_sessions_share": [0.75, 0.15, 0.10], "follow_up_years": [1.0, 6.0]}
-    return {name: sc.generate_clinical(name, fmt, settings) for name, fmt in FORMATS.items()}
+    changes = {"subjects": SAMPLE_SUBJECTS, "min_subjects_per_class": 0, "mri_sessions_share": [0.75, 0.15, 0.10],
+               "follow_up_years": [1.0, 6.0]}
+    return {name: sc.generate_clinical(name, tiny_synthetic_cohort_settings(name, **changes)) for name in FORMATS}
 
 
 def all_files(root: Path) -> list[str]:
@@ -47,9 +49,9 @@ def all_files(root: Path) -> list[str]:
 # --- determinism ----------------------------------------------------------------------------------
 
 def test_same_seed_gives_identical_files_and_another_seed_differs(tiny_synthetic_cohorts, tmp_path):
-    settings = cohort_settings(tiny_synthetic_settings(), "AIBL")
+    settings = tiny_synthetic_cohort_settings("AIBL")
     again = tmp_path / "again"
-    synthesize_cohort("AIBL", "aibl", again, settings)
+    synthesize_cohort("AIBL", again, settings)
     reference = tiny_synthetic_cohorts["AIBL"]
     files = all_files(reference)
     assert files == all_files(again)
@@ -58,14 +60,14 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tiny_synthetic
     assert mismatch == [] and errors == []
 
     other = tmp_path / "other"
-    synthesize_cohort("AIBL", "aibl", other, {**settings, "seed": settings["seed"] + 1})
+    synthesize_cohort("AIBL", other, dataclasses.replace(settings, seed=settings.seed + 1))
     first = sorted((reference / "clinical").glob("aibl_mmse_*.csv"))[0]
     assert first.read_bytes() != (other / "clinical" / first.name).read_bytes()
 
 
 def test_worker_processes_write_the_same_files(tiny_synthetic_cohorts, tmp_path):
     parallel = tmp_path / "parallel"
-    synthesize_cohort("NACC", "nacc", parallel, cohort_settings(tiny_synthetic_settings(), "NACC"), threads=2)
+    synthesize_cohort("NACC", parallel, tiny_synthetic_cohort_settings("NACC"), threads=2)
     reference = tiny_synthetic_cohorts["NACC"]
     files = all_files(reference)
     assert files == all_files(parallel)
@@ -74,16 +76,17 @@ def test_worker_processes_write_the_same_files(tiny_synthetic_cohorts, tmp_path)
 
 def test_refuses_to_overwrite(tiny_synthetic_cohorts):
     with pytest.raises(FileExistsError, match="not empty"):
-        settings = cohort_settings(tiny_synthetic_settings(), "ADNI")
-        synthesize_cohort("ADNI", "adni", tiny_synthetic_cohorts["ADNI"], settings)
+        synthesize_cohort("ADNI", tiny_synthetic_cohorts["ADNI"], tiny_synthetic_cohort_settings("ADNI"))
 
 
 def test_subjects_per_cohort_mapping():
-    section = {**tiny_synthetic_settings(), "subjects": {"ADNI": 30}}
-    assert cohort_settings(section, "ADNI")["subjects"] == 30
-    assert "threads" not in cohort_settings(section, "ADNI")
-    with pytest.raises(ValueError, match="no entry for cohort 'NACC'"):
-        cohort_settings(section, "NACC")
+    config = {"cohorts": {"ADNI": {"format": "adni"}, "NACC": {"format": "nacc"}},
+              "synthetic": {**tiny_synthetic_settings(), "subjects": {"ADNI": 30}}}
+    settings = synthetic_cohort_settings(config, "ADNI")
+    assert settings.subjects == 30 and settings.format == "adni"
+    assert "threads" not in settings.as_params() and "mem_mb" not in settings.as_params()
+    with pytest.raises(SettingsError, match="no entry for cohort 'NACC'"):
+        synthetic_cohort_settings(config, "NACC")
 
 
 # --- native files ---------------------------------------------------------------------------------

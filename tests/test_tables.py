@@ -18,7 +18,7 @@ from conftest import run_snakemake
 from test_intake import COLUMNS_YAML, adni_row, nacc_visit, write_adni, write_aibl, write_nacc
 from workflow import paths
 from workflow.intake import intake_cohort, read_cohort
-from workflow.settings import TablesSettings
+from workflow.settings import IntakeSettings, TablesSettings
 from workflow.tables import (
     MISSING_PREFIX,
     SPLITS,
@@ -219,8 +219,8 @@ def run_stage(tmp_path: Path, root: Path, cohort: str, fmt: str, fail_every: int
     returns the output paths."""
     out = {key: tmp_path / cohort / key for key in ("images.tsv", "visits.tsv", "intake_exclusions.tsv", "qc.tsv")}
     intake_cohort(str(root / "clinical"), str(root / ("images" if fmt == "nacc" else "bids")), None, str(COLUMNS_YAML),
-                  cohort, fmt, None, str(out["images.tsv"]), str(out["visits.tsv"]), str(out["intake_exclusions.tsv"]),
-                  str(tmp_path / cohort / "cell_qc.tsv"))
+                  cohort, IntakeSettings(format=fmt, files=None, subject_prefix=None), str(out["images.tsv"]),
+                  str(out["visits.tsv"]), str(out["intake_exclusions.tsv"]), str(tmp_path / cohort / "cell_qc.tsv"))
     fake_qc(out["images.tsv"], out["qc.tsv"], fail_every)
     outputs = {key: tmp_path / cohort / "tables" / name for key, name in (
         ("table", "table.tsv"), ("columns", "columns.yaml"), ("stats", "stats.json"), ("split", "split.tsv"),

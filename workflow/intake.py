@@ -38,6 +38,7 @@ import yaml
 
 from workflow import paths
 from workflow.columns import cohort_spec, load_columns, normalise_code
+from workflow.settings import IntakeSettings
 
 log = logging.getLogger(__name__)
 
@@ -1211,8 +1212,8 @@ def read_upstream_exclusions(path: str | Path) -> pd.DataFrame:
 
 
 def intake_cohort(clinical_dir: str, images_dir: str, upstream_exclusions: str | None, columns_path: str, cohort: str,
-                  fmt: str, files: Mapping[str, str] | None, images_out: str, visits_out: str, exclusions_out: str,
-                  cell_qc_out: str, subject_prefix: str | None = None) -> None:
+                  settings: IntakeSettings, images_out: str, visits_out: str, exclusions_out: str,
+                  cell_qc_out: str) -> None:
     """Rule ``intake_cohort``: write ``images.tsv``, ``visits.tsv``, ``exclusions.tsv`` and
     ``cell_qc.tsv`` of a cohort.
 
@@ -1222,13 +1223,13 @@ def intake_cohort(clinical_dir: str, images_dir: str, upstream_exclusions: str |
         upstream_exclusions: None, or the convert stage's exclusions TSV: its rows are appended.
         columns_path: the column definitions file.
         cohort: the cohort name.
-        fmt: the cohort's native format (adni | aibl | nacc).
-        files: ``config["cohorts"][cohort]["files"]`` (file-name patterns).
+        settings: how the cohort is read (``workflow.settings.intake_settings``): its native format
+            (adni | aibl | nacc), file-name patterns (``config["cohorts"][cohort]["files"]``) and
+            subject prefix (None = the format's default, :data:`DEFAULT_SUBJECT_PREFIX`).
         images_out, visits_out, exclusions_out, cell_qc_out: output paths (``paths.INTAKE_*``).
-        subject_prefix: ``config["cohorts"][cohort].get("subject_prefix")``; None = the format's
-            default (:data:`DEFAULT_SUBJECT_PREFIX`).
     """
-    tables = read_cohort(clinical_dir, images_dir, cohort, columns_path, fmt, files, subject_prefix)
+    tables = read_cohort(clinical_dir, images_dir, cohort, columns_path, settings.format, settings.files,
+                         settings.subject_prefix)
     exclusions = tables.exclusions
     if upstream_exclusions:
         exclusions = pd.concat([exclusions.astype(str), read_upstream_exclusions(upstream_exclusions)], ignore_index=True)

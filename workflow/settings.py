@@ -1,17 +1,21 @@
 """Typed settings of every stage, built once from the validated config.
 
 One frozen object per job kind: :class:`ConvertSettings` (one raw download's conversion),
-:class:`TablesSettings` (one cohort's model-ready table), :class:`HeaderEmbeddingSettings` (one encoder's header vectors), one per preprocessing step
+:class:`SyntheticCohortSettings` (one synthetic cohort's files), :class:`IntakeSettings` (how one
+cohort's native files are read), :class:`TablesSettings` (one cohort's model-ready table),
+:class:`HeaderEmbeddingSettings` (one encoder's header vectors), one per preprocessing step
 (:class:`InputCheckSettings`, :class:`TemplateSettings`, :class:`N4Settings`,
 :class:`RegistrationSettings`, :class:`SkullstripSettings`, :class:`ModelReadySettings`,
 :class:`QcThresholds`, gathered in :class:`PreprocessSettings` for bundles),
 :class:`PretrainSettings` (CITab across tables, or one self-supervised baseline on one cohort),
 :class:`FinetuneSettings` and :class:`EvaluateSettings`.
-The builders (:func:`convert_settings`, :func:`tables_settings` and :func:`preprocess_settings` here; the header one in
+The builders (:func:`convert_settings`, :func:`synthetic_cohort_settings`, :func:`intake_settings`,
+:func:`tables_settings` and :func:`preprocess_settings` here; the header one in
 :mod:`workflow.header_encoders`; the training ones in :mod:`workflow.train`, which know the model
 registry) read the config and keep exactly what changes a job's result: threads, GPUs and memory
-stay out (but :class:`PreprocessSettings` records the threads for bundles), and a per-cohort rate is resolved for the job's cohort, so a changed setting reruns
-exactly the jobs it affects. This module imports neither torch nor the registry: the tables and
+stay out (but :class:`PreprocessSettings` records the threads for bundles), and a per-cohort rate
+or size is resolved for the job's cohort, so a changed setting reruns exactly the jobs it affects.
+This module imports neither torch nor the registry: the synthesize, intake, tables and
 preprocessing rules' environments have neither.
 
 How a job gets its settings: the rule's ``params:`` entry holds :meth:`as_params` (plain builtins,
@@ -259,6 +263,57 @@ class ConvertSettings(_Settings):
 
     converter: str | None
     t1_series: str
+
+
+@dataclass(frozen=True)
+class SyntheticCohortSettings(_Settings):
+    """What one synthetic cohort's files are generated from (config ``synthetic``,
+    workflow/schemas/synthetic.schema.yaml, and the cohort's ``format``; rule synthesize_cohort).
+
+    Attributes:
+        format: the cohort's native layout ("adni", "aibl" or "nacc"): file layout and priors.
+        seed: seed of every random draw (with the cohort's name).
+        subjects: the cohort's number of subjects (``synthetic.subjects`` resolved for the cohort).
+        min_subjects_per_class: each baseline diagnosis raised to at least this many subjects.
+        voxel_size_mm: isotropic voxel size of the volumes.
+        mri_sessions_share: shares of subjects with 1, 2, 3, ... scheduled MRI sessions.
+        follow_up_years: (min, max) clinical follow-up per subject, in years.
+        unscheduled_mri_share: share of ADNI / AIBL subjects with one extra unscheduled MRI session.
+        unmatched_mri_share: share of subjects with one extra MRI session far from every visit.
+        unlabelled_visit_share: share of follow-up visits without a usable diagnosis.
+    """
+
+    kind: ClassVar[str] = "synthetic cohort"
+
+    format: str
+    seed: int
+    subjects: int
+    min_subjects_per_class: int
+    voxel_size_mm: float
+    mri_sessions_share: tuple[float, ...]
+    follow_up_years: tuple[float, float]
+    unscheduled_mri_share: float
+    unmatched_mri_share: float
+    unlabelled_visit_share: float
+
+
+@dataclass(frozen=True)
+class IntakeSettings(_Settings):
+    """How one cohort's native files are read (config ``cohorts.<name>``; checkpoint intake_cohort).
+
+    Attributes:
+        format: the cohort's native layout ("adni", "aibl" or "nacc"), which selects the reader.
+        files: the cohort's file-name patterns (``cohorts.<name>.files``; a missing key takes its
+            default), or None for the defaults.
+        subject_prefix: what starts every subject label; None = the format's default
+            (``workflow.intake.DEFAULT_SUBJECT_PREFIX``).
+    """
+
+    kind: ClassVar[str] = "intake"
+
+    format: str
+    files: dict[str, str] | None
+    subject_prefix: str | None
 
 
 @dataclass(frozen=True)
@@ -640,6 +695,11 @@ CONVERT_OTHER_KEYS = ("clinica", "dcm2niix", "threads", "mem_mb")
 PREPROCESS_OTHER_KEYS = ("keep_intermediates", "mem_mb", "voxel_size_mm", "random_seed")
 # Keys of preprocess.check that cut the images into jobs, not what a check computes.
 CHECK_PLAN_KEYS = ("images_per_job",)
+# Config keys of the synthetic section that say how a job runs, not what it writes.
+SYNTHETIC_RUN_KEYS = ("threads", "mem_mb")
+# Keys of a cohort's config entry that say where its files are or how they are made, not how intake
+# reads them.
+COHORT_OTHER_KEYS = ("source", "root", "xml_path")
 
 
 # --- config -> settings ---------------------------------------------------------------------------
@@ -662,6 +722,37 @@ def convert_settings(config: dict, converter: str) -> ConvertSettings:
                                        source=f"convert settings ({converter})")
 
 
+def synthetic_cohort_settings(config: dict, cohort: str) -> SyntheticCohortSettings:
+    """The settings that determine synthetic ``cohort``'s files: the ``synthetic`` section without
+    its runtime keys (threads, memory), ``subjects`` resolved to this cohort's number, and the
+    cohort's format; so changing one cohort's size or a runtime key reruns nothing else."""
+    section = config["synthetic"]
+    check_known(section, SyntheticCohortSettings, SYNTHETIC_RUN_KEYS, "synthetic", elsewhere=("format",))
+    values = {key: value for key, value in section.items() if key not in SYNTHETIC_RUN_KEYS}
+    values["subjects"] = synthetic_subjects(section, cohort)
+    values["format"] = config["cohorts"][cohort]["format"]
+    return SyntheticCohortSettings.from_params(plain(values), source=f"synthetic settings ({cohort})")
+
+
+def synthetic_subjects(section: dict, cohort: str) -> int:
+    """Subjects of ``cohort``: ``synthetic.subjects`` is one number or a per-cohort mapping."""
+    subjects = section["subjects"]
+    if isinstance(subjects, dict):
+        if cohort not in subjects:
+            raise SettingsError(f"config synthetic.subjects has no entry for cohort {cohort!r} "
+                                f"(has {sorted(subjects)})")
+        return int(subjects[cohort])
+    return int(subjects)
+
+
+def intake_settings(config: dict, cohort: str) -> IntakeSettings:
+    """How intake reads ``cohort``: its format, file-name patterns and subject prefix (None when unset)."""
+    entry = config["cohorts"][cohort]
+    check_known(entry, IntakeSettings, COHORT_OTHER_KEYS, f"cohorts.{cohort}")
+    values = {"format": entry["format"], "files": entry.get("files"), "subject_prefix": entry.get("subject_prefix")}
+    return IntakeSettings.from_params(plain(values), source=f"intake settings ({cohort})")
+
+
 def preprocess_settings(config: dict) -> PreprocessSettings:
     """Every preprocessing step's settings from the validated config (one object per step)."""
     section = config["preprocess"]
@@ -680,10 +771,12 @@ def preprocess_settings(config: dict) -> PreprocessSettings:
     return PreprocessSettings.from_params(plain(values), source="preprocess settings")
 
 
-def check_known(section: dict, cls: type[_Settings], other_keys: tuple[str, ...], name: str) -> None:
+def check_known(section: dict, cls: type[_Settings], other_keys: tuple[str, ...], name: str,
+                elsewhere: tuple[str, ...] = ()) -> None:
     """A config key that no settings field and no runtime or plan key takes would be silently
-    ignored: a schema key added without its field here."""
-    unknown = sorted(set(section) - set(field_names(cls)) - set(other_keys))
+    ignored: a schema key added without its field here. ``elsewhere``: fields whose value comes
+    from another part of the config, so the section may not hold them."""
+    unknown = sorted(set(section) - (set(field_names(cls)) - set(elsewhere)) - set(other_keys))
     if unknown:
         raise SettingsError(f"config section {name!r} has keys {unknown} that {cls.__name__} does not carry")
 

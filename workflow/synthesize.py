@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from workflow import synthetic_clinical as clinical
-from workflow.synthetic_clinical import cohort_settings  # noqa: F401 (the rule's params, with the cohort)
+from workflow.settings import SyntheticCohortSettings
 from workflow.synthetic_mri import head_model, synthesize_volume
 
 log = logging.getLogger(__name__)
@@ -37,21 +37,22 @@ SESSION_TRUTH_COLUMNS = ["subject", "session", "source_id", "acq_date", "kind", 
                          "nearest_visit_days", "image", "truth", "brain_mask"]
 
 
-def synthesize_cohort(cohort: str, fmt: str, out_dir: Path, settings: dict, threads: int = 1) -> None:
-    """Write the synthetic cohort ``cohort`` in native format ``fmt`` under ``out_dir``.
+def synthesize_cohort(cohort: str, out_dir: Path, settings: SyntheticCohortSettings, threads: int = 1) -> None:
+    """Write the synthetic cohort ``cohort`` in its native format (``settings.format``) under ``out_dir``.
 
     Args:
         cohort: the cohort's name in the config (seeds its generator, names it in the truth files).
-        fmt: ``adni``, ``aibl`` or ``nacc`` (file layout and priors).
         out_dir: the cohort root to create; must not exist or be empty (nothing is overwritten).
-        settings: the validated ``synthetic:`` config section.
+        settings: the cohort's settings (``workflow.settings.synthetic_cohort_settings``): its
+            format (``adni``, ``aibl`` or ``nacc``: file layout and priors), size, seed and the rest.
         threads: worker processes for the volumes (1 = in this process).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; remove it to regenerate cohort {cohort}")
     started = time.perf_counter()
-    planned = clinical.generate_clinical(cohort, fmt, settings)
+    fmt = settings.format
+    planned = clinical.generate_clinical(cohort, settings)
     for path in clinical.write_clinical(planned, out_dir):
         log.info("wrote %s", path)
     baseline = np.bincount(planned.subjects["dx_baseline"], minlength=3)
@@ -59,8 +60,8 @@ def synthesize_cohort(cohort: str, fmt: str, out_dir: Path, settings: dict, thre
     log.info("cohort %s (%s): %d subjects (baseline CN/MCI/DE %s), %d visits (%d unlabelled), %d MRI sessions %s",
              cohort, fmt, len(planned.subjects), "/".join(map(str, baseline)), len(planned.visits),
              int((~planned.visits["labelled"]).sum()), len(planned.mris), kinds)
-    voxel_size = float(settings["voxel_size_mm"])
-    jobs = [_volume_job(cohort, fmt, planned, row, out_dir, settings["seed"], voxel_size)
+    voxel_size = float(settings.voxel_size_mm)
+    jobs = [_volume_job(cohort, fmt, planned, row, out_dir, settings.seed, voxel_size)
             for row in planned.mris.to_dict("records")]
     volumes_started = time.perf_counter()
     head_model(voxel_size)  # built once here; forked workers inherit it
@@ -76,7 +77,7 @@ def synthesize_cohort(cohort: str, fmt: str, out_dir: Path, settings: dict, thre
     if fmt in ("adni", "aibl"):
         write_bids_metadata(out_dir / "bids", planned)
     write_truth_tables(out_dir / TRUTH_DIR, planned)
-    summary = {"cohort": cohort, "format": fmt, "seed": int(settings["seed"]), "subjects": len(planned.subjects),
+    summary = {"cohort": cohort, "format": fmt, "seed": int(settings.seed), "subjects": len(planned.subjects),
                "visits": len(planned.visits), "images": len(planned.mris), "voxel_size_mm": voxel_size}
     (out_dir / DONE_MARKER).write_text(json.dumps(summary, indent=1) + "\n")
     log.info("cohort %s done in %.1f s", cohort, time.perf_counter() - started)

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workflow.settings import SyntheticCohortSettings
+
 FORMATS = ("adni", "aibl", "nacc")
 DIAGNOSES = ("CN", "MCI", "DE")
 CN, MCI, DE = 0, 1, 2
@@ -294,25 +296,26 @@ def _visit_code(fmt: str, month: int, number: int) -> str:
     return "bl" if month == 0 else f"m{month:02d}"
 
 
-def plan_cohort(cohort: str, fmt: str, n_subjects: int, settings: dict, rng: np.random.Generator) -> ClinicalCohort:
+def plan_cohort(cohort: str, settings: SyntheticCohortSettings, rng: np.random.Generator) -> ClinicalCohort:
     """Subjects, visit schedules, disease course and MRI sessions (no score values yet).
 
-    ``settings`` keys used: ``min_subjects_per_class``, ``mri_sessions_share`` (share of subjects
-    with 1, 2, 3... scheduled MRIs), ``follow_up_years`` ([min, max]), ``unscheduled_mri_share``,
-    ``unmatched_mri_share``, ``unlabelled_visit_share``.
+    ``settings`` used: ``format``, ``subjects``, ``min_subjects_per_class``, ``mri_sessions_share``
+    (share of subjects with 1, 2, 3... scheduled MRIs), ``follow_up_years`` ((min, max)),
+    ``unscheduled_mri_share``, ``unmatched_mri_share``, ``unlabelled_visit_share``.
     """
+    fmt, n_subjects = settings.format, int(settings.subjects)
     if fmt not in FORMATS:
         raise ValueError(f"unknown cohort format {fmt!r}; expected one of {FORMATS}")
     demo = DEMOGRAPHICS[fmt]
-    counts = class_counts(fmt, n_subjects, int(settings["min_subjects_per_class"]))
+    counts = class_counts(fmt, n_subjects, int(settings.min_subjects_per_class))
     dx_baseline = rng.permutation(np.repeat(np.arange(3), counts))
     session_counts = rng.permutation(np.repeat(
-        np.arange(1, len(settings["mri_sessions_share"]) + 1), allocate(settings["mri_sessions_share"], n_subjects)))
+        np.arange(1, len(settings.mri_sessions_share) + 1), allocate(settings.mri_sessions_share, n_subjects)))
     ids = _native_ids(fmt, n_subjects, rng)
-    follow_min, follow_max = settings["follow_up_years"]
+    follow_min, follow_max = settings.follow_up_years
     months = np.asarray(SCHEDULE_MONTHS[fmt])
-    n_extra = {kind: _at_least_one(settings[f"{kind}_mri_share"], n_subjects)
-               for kind in ("unscheduled", "unmatched")}
+    n_extra = {"unscheduled": _at_least_one(settings.unscheduled_mri_share, n_subjects),
+               "unmatched": _at_least_one(settings.unmatched_mri_share, n_subjects)}
     if fmt == "nacc":
         n_extra["unscheduled"] = 0  # NACC MRI sessions carry no visit code: every one is aligned by date
     extra_subjects = {kind: set(rng.choice(n_subjects, size=n, replace=False).tolist()) for kind, n in n_extra.items()}
@@ -370,7 +373,7 @@ def plan_cohort(cohort: str, fmt: str, n_subjects: int, settings: dict, rng: np.
                                (t_mci, t_de, dx0), index in extra_subjects["unscheduled"],
                                index in extra_subjects["unmatched"], rng))
     visits_df = pd.DataFrame(visits)
-    _mark_unlabelled(visits_df, float(settings["unlabelled_visit_share"]), rng)
+    _mark_unlabelled(visits_df, float(settings.unlabelled_visit_share), rng)
     mris_df = pd.DataFrame(mris)
     mris_df["nearest_visit_days"] = [
         _nearest_visit_offset(day, visits_df.loc[visits_df["subject"] == s, "visit_day"].to_numpy())
@@ -752,37 +755,15 @@ def image_paths(fmt: str, mris: pd.DataFrame, rng: np.random.Generator) -> list[
     return [f"bids/sub-{s}/ses-{t}/anat/sub-{s}_ses-{t}_T1w.nii.gz" for s, t in zip(mris["subject"], mris["session"])]
 
 
-def subjects_for(cohort: str, settings: dict) -> int:
-    """Number of subjects of ``cohort``: ``settings['subjects']`` is one number or a per-cohort mapping."""
-    subjects = settings["subjects"]
-    if isinstance(subjects, dict):
-        if cohort not in subjects:
-            raise ValueError(f"config synthetic.subjects has no entry for cohort {cohort!r} (has {sorted(subjects)})")
-        return int(subjects[cohort])
-    return int(subjects)
-
-
-# Settings that change how a job runs, not what it writes (kept out of the rule's params).
-RUN_ONLY_SETTINGS = ("threads", "mem_mb")
-
-
-def cohort_settings(section: dict, cohort: str) -> dict:
-    """The ``synthetic:`` settings that determine ``cohort``'s files, with ``subjects`` resolved to
-    this cohort's number; the rule passes them as params, so changing one cohort's size or a run-only
-    setting (threads, memory) reruns nothing else."""
-    settings = {key: value for key, value in section.items() if key not in RUN_ONLY_SETTINGS}
-    settings["subjects"] = subjects_for(cohort, section)
-    return settings
-
-
-def generate_clinical(cohort: str, fmt: str, settings: dict) -> ClinicalCohort:
+def generate_clinical(cohort: str, settings: SyntheticCohortSettings) -> ClinicalCohort:
     """Plan ``cohort`` and draw its native clinical tables (no volumes, nothing written).
 
-    ``settings`` is the validated ``synthetic:`` config section (``seed``, ``subjects`` and the
-    planning keys of :func:`plan_cohort`).
+    ``settings``: the cohort's (``workflow.settings.synthetic_cohort_settings``): ``seed``,
+    ``format``, ``subjects`` and the planning settings of :func:`plan_cohort`.
     """
-    rng = cohort_rng(settings["seed"], cohort, "clinical")
-    planned = plan_cohort(cohort, fmt, subjects_for(cohort, settings), settings, rng)
+    rng = cohort_rng(settings.seed, cohort, "clinical")
+    planned = plan_cohort(cohort, settings, rng)
+    fmt = settings.format
     planned.mris["image"] = image_paths(fmt, planned.mris, rng)
     writer = {"adni": adni_tables, "aibl": aibl_tables, "nacc": nacc_tables}[fmt]
     planned.tables = writer(planned, rng)
