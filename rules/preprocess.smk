@@ -219,7 +219,7 @@ rule preprocess_cohort_qc:
         exclusions=paths.PREPROCESS_EXCLUSIONS,
     params:
         code=code_fingerprint("workflow/scripts/preprocess_cohort_qc.py"),
-        thresholds=PREPROCESS_SETTINGS.qc.as_params(),
+        settings=PREPROCESS_SETTINGS.qc.as_params(),
     log:
         "results/logs/preprocess_cohort_qc/{cohort}.log",
     benchmark:

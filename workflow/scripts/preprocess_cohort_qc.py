@@ -10,7 +10,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         images_tsv=snakemake.input.images,  # noqa: F821
         verdict_paths=list(snakemake.input.verdicts),  # noqa: F821
         qc_paths=list(snakemake.input.qc),  # noqa: F821
-        thresholds=QcThresholds.from_params(snakemake.params.thresholds),  # noqa: F821
+        thresholds=QcThresholds.from_params(snakemake.params.settings),  # noqa: F821
         qc_tsv=snakemake.output.qc,  # noqa: F821
         exclusions_tsv=snakemake.output.exclusions,  # noqa: F821
     )
