@@ -45,6 +45,15 @@ def synthetic_cohort_params(wildcards):
     return settings_stage.synthetic_cohort_settings(config, wildcards.cohort).as_params()
 
 
+def preprocess_step_params(wildcards):
+    """One per-image preprocessing step's settings (a field of PreprocessSettings) as builtins."""
+    return getattr(settings_stage.preprocess_settings(config), wildcards.step).as_params()
+
+
+def preprocess_step_kind(wildcards):
+    return getattr(settings_stage.preprocess_settings(config), wildcards.step).kind
+
+
 def download_inputs(wildcards):
     """A conversion job's inputs: the cohort's download folders, flagged ancient (their `data`
     fingerprint decides whether they changed)."""

@@ -17,6 +17,7 @@ CHECK_IMAGES_PER_JOB = PREPROCESS["check"]["images_per_job"]
 localrules:
     preprocess_accepted,
     preprocess_cohort_qc,
+    preprocess_step_settings,
 
 
 
@@ -24,6 +25,27 @@ rule preprocess_all:
     """Preprocessing target: every cohort's QC table (and so every image's model-ready volume)."""
     input:
         expand(paths.PREPROCESS_QC, cohort=COHORTS),
+
+
+# The per-image steps run a command (workflow/preprocess_job.py), not a script: Snakemake reads a
+# script rule's source once per job while planning, a sixth of the plan at the paper's size. Each
+# reads its step's settings from a file this local rule writes from the config, so a changed
+# setting rewrites that one file and reruns exactly that step's jobs and what follows them.
+rule preprocess_step_settings:
+    """One per-image step's settings file (n4, registration, skullstrip, model_ready)."""
+    output:
+        settings=paths.PREPROCESS_STEP_SETTINGS,
+    params:
+        settings=preprocess_step_params,
+        kind=preprocess_step_kind,
+    wildcard_constraints:
+        step="|".join(settings_stage.PER_IMAGE_STEPS),
+    log:
+        "results/logs/preprocess_step_settings/{step}.log",
+    benchmark:
+        "results/benchmarks/preprocess_step_settings/{step}.tsv"
+    run:
+        settings_stage.write_settings(params.kind, params.settings, output.settings, log[0])
 
 
 rule preprocess_template:
@@ -98,13 +120,13 @@ checkpoint preprocess_accepted:
 rule preprocess_n4:
     """N4 bias field correction (Clinica's settings), native space."""
     input:
+        settings=paths.PREPROCESS_STEP_SETTINGS.format(step="n4"),
         t1=preprocess_stage.native_t1_input(checkpoints),
     output:
         n4=preprocess_intermediate(PREPROCESS_FILES["n4"]),
         bias=preprocess_intermediate(PREPROCESS_FILES["bias"]),
     params:
-        code=code_fingerprint("workflow/scripts/preprocess_n4.py"),
-        settings=PREPROCESS_SETTINGS.n4.as_params(),
+        code=code_fingerprint("workflow.preprocess_job"),
     log:
         "results/logs/preprocess_n4/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -114,13 +136,15 @@ rule preprocess_n4:
         mem_mb=PREPROCESS["mem_mb"]["n4"],
     conda:
         "../envs/preprocess.yaml"
-    script:
-        "../workflow/scripts/preprocess_n4.py"
+    shell:
+        "python -m workflow.preprocess_job n4 --settings {input.settings} --t1 {input.t1:q} "
+        "--corrected {output.n4} --bias {output.bias} --threads {threads} > {log} 2>&1"
 
 
 rule preprocess_register:
     """Affine registration to MNI (antsRegistrationSyNQuick[a]) and Clinica's crop."""
     input:
+        settings=paths.PREPROCESS_STEP_SETTINGS.format(step="registration"),
         n4=PREPROCESS_FILES["n4"],
         template=PREPROCESS_TEMPLATE["head"],
         template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
@@ -128,8 +152,7 @@ rule preprocess_register:
         affine=PREPROCESS_FILES["affine"],
         crop=PREPROCESS_FILES["crop"],
     params:
-        code=code_fingerprint("workflow/scripts/preprocess_register.py"),
-        settings=PREPROCESS_SETTINGS.registration.as_params(),
+        code=code_fingerprint("workflow.preprocess_job"),
     log:
         "results/logs/preprocess_register/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -139,13 +162,16 @@ rule preprocess_register:
         mem_mb=PREPROCESS["mem_mb"]["registration"],
     conda:
         "../envs/preprocess.yaml"
-    script:
-        "../workflow/scripts/preprocess_register.py"
+    shell:
+        "python -m workflow.preprocess_job register --settings {input.settings} --n4 {input.n4} "
+        "--template {input.template} --template-brainmask {input.template_brainmask} "
+        "--affine {output.affine} --crop {output.crop} --threads {threads} > {log} 2>&1"
 
 
 rule preprocess_skullstrip:
     """Brain mask and skull-stripped T1 of the registered crop (deepbet or SynthStrip)."""
     input:
+        settings=paths.PREPROCESS_STEP_SETTINGS.format(step="skullstrip"),
         crop=PREPROCESS_FILES["crop"],
         synthstrip_model=(
             PREPROCESS["skullstrip"]["synthstrip_model"] or []
@@ -156,8 +182,7 @@ rule preprocess_skullstrip:
         mask=PREPROCESS_FILES["mask"],
         brain=PREPROCESS_FILES["brain"],
     params:
-        code=code_fingerprint("workflow/scripts/preprocess_skullstrip.py"),
-        settings=PREPROCESS_SETTINGS.skullstrip.as_params(),
+        code=code_fingerprint("workflow.preprocess_job"),
     log:
         "results/logs/preprocess_skullstrip/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -167,8 +192,9 @@ rule preprocess_skullstrip:
         mem_mb=PREPROCESS["mem_mb"]["skullstrip"],
     conda:
         "../envs/preprocess.yaml"
-    script:
-        "../workflow/scripts/preprocess_skullstrip.py"
+    shell:
+        "python -m workflow.preprocess_job skullstrip --settings {input.settings} --crop {input.crop} "
+        "--mask {output.mask} --brain {output.brain} --threads {threads} > {log} 2>&1"
 
 
 # One job for the model-ready volume and the image's QC: QC reads that volume, so it reran whenever
@@ -177,6 +203,7 @@ rule preprocess_model_ready:
     """The stripped crop resampled to the model input shape (.npy + scaling sidecar), then the image's
     QC: registration / brain-volume metrics (and errors against ground truth on synthetic data), mosaic."""
     input:
+        settings=paths.PREPROCESS_STEP_SETTINGS.format(step="model_ready"),
         crop=PREPROCESS_FILES["crop"],
         mask=PREPROCESS_FILES["mask"],
         affine=PREPROCESS_FILES["affine"],
@@ -191,10 +218,8 @@ rule preprocess_model_ready:
             subcategory="{cohort}", labels={"cohort": "{cohort}", "image": "{subject} {session}"},
         ),
     params:
-        code=code_fingerprint("workflow/scripts/preprocess_model_ready.py"),
-        settings=PREPROCESS_SETTINGS.model_ready.as_params(),
-        truth=preprocess_stage.truth_param(config, "truth"),
-        truth_brainmask=preprocess_stage.truth_param(config, "brainmask"),
+        code=code_fingerprint("workflow.preprocess_job"),
+        truth=preprocess_stage.truth_arguments(config),
     log:
         "results/logs/preprocess_model_ready/{cohort}/{subject}_{session}.log",
     benchmark:
@@ -204,8 +229,13 @@ rule preprocess_model_ready:
         mem_mb=PREPROCESS["mem_mb"]["light"],
     conda:
         "../envs/preprocess.yaml"
-    script:
-        "../workflow/scripts/preprocess_model_ready.py"
+    shell:
+        "python -m workflow.preprocess_job model-ready --settings {input.settings} --crop {input.crop} "
+        "--mask {input.mask} --affine {input.affine} --template-crop {input.template_crop} "
+        "--template-brainmask {input.template_brainmask} --volume {output.volume} --sidecar {output.sidecar} "
+        "--qc {output.qc} --mosaic {output.mosaic} --cohort {wildcards.cohort} --subject {wildcards.subject} "
+        "--session {wildcards.session} {params.truth} "
+        "> {log} 2>&1"
 
 
 rule preprocess_cohort_qc:

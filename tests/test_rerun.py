@@ -97,6 +97,19 @@ def test_a_baselines_own_setting_reruns_only_that_baseline(tiny_full_run: Path, 
     assert {wildcards["variant"] for rule, wildcards in jobs if rule != "results_table"} == {"daft"}
 
 
+def test_a_skull_strip_setting_reruns_that_step_and_after_but_not_n4_or_registration(tiny_full_run: Path,
+                                                                                      tmp_path: Path) -> None:
+    """The per-image steps read their settings from one file per step: a changed skull-strip setting
+    rewrites only skullstrip.json, and only skull stripping and what follows it are planned."""
+    overlay = tiny_config_with({"preprocess": {"skullstrip": {"border_mm": 2.0}}}, tmp_path)
+    jobs = planned_jobs(tiny_full_run, configfiles=(overlay,))
+    counts = rules_of(jobs)
+    assert [wildcards for rule, wildcards in jobs if rule == "preprocess_step_settings"] == [{"step": "skullstrip"}]
+    assert counts["preprocess_skullstrip"] == counts["preprocess_model_ready"] == jobs_in_run(tiny_full_run,
+                                                                                               "preprocess_skullstrip")
+    assert not {"preprocess_n4", "preprocess_register", "preprocess_check", "intake_cohort"} & set(counts)
+
+
 def test_header_text_reruns_header_bank_and_after_but_no_preprocessing(tiny_full_run: Path, tmp_path: Path) -> None:
     columns = yaml.safe_load((REPO / "config" / "columns.yaml").read_text())
     cohort = next(iter(columns["cohorts"]))

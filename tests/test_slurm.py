@@ -197,7 +197,8 @@ def test_profile_groups_every_per_image_rule(snakemake_workdir: Path) -> None:
     groups, components = profile_groups()
     listed = set(run_snakemake(snakemake_workdir, "--list-rules").stdout.split())
     per_image = {rule for rule in listed if rule.startswith("preprocess_")} - {
-        "preprocess_all", "preprocess_template", "preprocess_check", "preprocess_accepted", "preprocess_cohort_qc"}
+        "preprocess_all", "preprocess_template", "preprocess_check", "preprocess_accepted", "preprocess_cohort_qc",
+        "preprocess_step_settings"}
     assert set(groups) == per_image, set(groups) ^ per_image
     assert set(groups.values()) == set(components)
 

@@ -43,6 +43,8 @@ MODEL_READY_VOLUME = (
     "results/preprocess/{cohort}/subjects/sub-{subject}/ses-{session}/model_ready/"
     "sub-{subject}_ses-{session}_desc-modelready_T1w.npy"
 )
+# One per-image step's settings ({step}: n4, registration, skullstrip, model_ready), read by its jobs.
+PREPROCESS_STEP_SETTINGS = "results/preprocess/settings/{step}.json"
 PREPROCESS_QC = "results/preprocess/{cohort}/qc.tsv"
 PREPROCESS_EXCLUSIONS = "results/preprocess/{cohort}/exclusions.tsv"
 PREPROCESS_MOSAIC_DIR = "results/preprocess/{cohort}/mosaics"

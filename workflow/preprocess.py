@@ -25,6 +25,7 @@ import gzip
 import json
 import logging
 import os
+import shlex
 import tempfile
 import time
 import zlib
@@ -245,14 +246,17 @@ def check_batch_input(checkpoints, images_per_job: int):
     return lambda wildcards: [path for _, _, path in images(wildcards)]
 
 
-def truth_param(config: dict, kind: str):
-    """Params function: a synthetic cohort's ground-truth file ``kind`` (``truth`` or ``brainmask``)
-    of ``{cohort, subject, session}``, or '' for a real cohort (no ground truth)."""
-    def path(wildcards) -> str:
+def truth_arguments(config: dict):
+    """Params function: the ``--truth`` / ``--truth-brainmask`` options of ``workflow.preprocess_job
+    model-ready`` for a synthetic cohort's ``{cohort, subject, session}`` (its ground-truth files),
+    or '' for a real cohort (no ground truth: QC then has no pose error or Dice)."""
+    def arguments(wildcards) -> str:
         if config["cohorts"][wildcards.cohort]["source"] != "synthetic":
             return ""
-        return truth_files()[kind].format(cohort=wildcards.cohort, subject=wildcards.subject, session=wildcards.session)
-    return path
+        files = {kind: pattern.format(cohort=wildcards.cohort, subject=wildcards.subject, session=wildcards.session)
+                 for kind, pattern in truth_files().items()}
+        return f"--truth {shlex.quote(files['truth'])} --truth-brainmask {shlex.quote(files['brainmask'])}"
+    return arguments
 
 
 def accepted_image_input(checkpoints, pattern: str):

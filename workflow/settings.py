@@ -686,9 +686,13 @@ class Figure5Settings(_Settings):
     dpi: int
 
 
+# The settings a job reads from a file (training jobs, and the per-image preprocessing steps).
 SETTINGS_TYPES: dict[str, type[_Settings]] = {
-    cls.kind: cls for cls in (TablesSettings, PretrainSettings, FinetuneSettings, EvaluateSettings)
+    cls.kind: cls for cls in (TablesSettings, PretrainSettings, FinetuneSettings, EvaluateSettings,
+                              N4Settings, RegistrationSettings, SkullstripSettings, ModelReadySettings)
 }
+# Fields of PreprocessSettings whose step runs once per image, reading its settings from a file.
+PER_IMAGE_STEPS = ("n4", "registration", "skullstrip", "model_ready")
 # Config keys of the convert section: the two executables (one per rule), and runtime values.
 CONVERT_OTHER_KEYS = ("clinica", "dcm2niix", "threads", "mem_mb")
 # Config keys of the preprocess section that are runtime values or inputs, not what a step computes.
@@ -794,8 +798,8 @@ def plain(values: dict) -> dict:
 
 
 def write_settings(kind: str, values: dict[str, Any], path: str | Path, log_path: str | Path) -> None:
-    """Write a job's settings file from its rule's params (``kind``: "pretrain", "finetune" or
-    "evaluate"), checked against its type; ``log_path`` gets one line naming the file."""
+    """Write a job's settings file from its rule's params (``kind``: a key of
+    :data:`SETTINGS_TYPES`), checked against its type; ``log_path`` gets one line naming the file."""
     settings = SETTINGS_TYPES[kind].from_params(values, source=f"params of {path}")
     settings.write(path)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
