@@ -49,7 +49,7 @@ def run_subject(settings, seed: int, threads: int, workdir: str, queue) -> None:
 
     voxel_size_mm = settings.template.voxel_size_mm
     folder = Path(workdir) / (f"v{voxel_size_mm:g}_s{seed}_n4shrink{settings.n4.shrink_factor}"
-                              f"_fit{settings.registration.fit_voxel_size_mm}")
+                              f"_fit{settings.registration.fit_voxel_size_mm}_bet{settings.skullstrip.deepbet_shape[0]}")
     folder.mkdir(parents=True)
     volume = synthetic_mri.synthesize_volume(voxel_size_mm, 0.5, np.random.default_rng(seed))
     files = {name: folder / name for name in ("t1.nii.gz", "truth_mask.nii.gz", "truth.json")}
@@ -102,23 +102,25 @@ def fit_voxel_size(text: str) -> float | None:
 
 def configured_settings():
     """config.yaml's preprocessing settings (PreprocessSettings), validated with its defaults filled."""
-    from workflow.config_checks import validate_config
+    from workflow.config_checks import validate_schemas
     from workflow.settings import preprocess_settings
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    validate_config(config)
+    validate_schemas(config)
     return preprocess_settings(config)
 
 
-def bench_settings(base, voxel_size_mm: float, method: str, n4_shrink_factor: int, fit_voxel_size_mm: float | None):
-    """``base`` at another grid, skull stripper, N4 shrink factor and registration fit voxel size."""
+def bench_settings(base, voxel_size_mm: float, method: str, n4_shrink_factor: int, fit_voxel_size_mm: float | None,
+                   deepbet_shape: tuple[int, int, int]):
+    """``base`` at another grid, skull stripper, N4 shrink factor, registration fit voxel size and
+    deepbet grid."""
     from dataclasses import replace
 
     return replace(
         base, template=replace(base.template, voxel_size_mm=voxel_size_mm),
         n4=replace(base.n4, shrink_factor=n4_shrink_factor),
         registration=replace(base.registration, voxel_size_mm=voxel_size_mm, fit_voxel_size_mm=fit_voxel_size_mm),
-        skullstrip=replace(base.skullstrip, method=method),
+        skullstrip=replace(base.skullstrip, method=method, deepbet_shape=deepbet_shape),
         model_ready=replace(base.model_ready, shape=MODEL_SHAPE.get(voxel_size_mm, (80, 104, 88))),
     )
 
@@ -136,19 +138,24 @@ def main() -> None:
                         default=[configured.registration.fit_voxel_size_mm],
                         help="voxel sizes (mm) the affine is fitted at (default: config.yaml's); "
                              "none = the working grid, as Clinica")
+    parser.add_argument("--deepbet-shapes", type=int, nargs="+", default=[configured.skullstrip.deepbet_shape[0]],
+                        help="edge of the cubic grid deepbet's second network sees (default: config.yaml's; "
+                             "256 = deepbet's own)")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     columns = ["n4", "registration", "skullstrip", "model_ready", "qc", "chain_s", "n4_cpu", "registration_cpu",
                "skullstrip_cpu", "chain_cpu_s", "peak_rss_mb", "pose_error_mm", "dice_truth", "n4_bias_correlation"]
     with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as workdir:
-        for voxel, shrink, fit in ((v, s, f) for v in args.voxel_sizes for s in args.n4_shrink_factors
-                                   for f in args.fit_voxel_sizes):
-            setting = f"{voxel:g} mm N4 shrink {shrink} fit {'grid' if fit is None else f'{fit:g} mm'}"
+        for voxel, shrink, fit, edge in ((v, s, f, e) for v in args.voxel_sizes for s in args.n4_shrink_factors
+                                         for f in args.fit_voxel_sizes for e in args.deepbet_shapes):
+            setting = (f"{voxel:g} mm N4 shrink {shrink} fit {'grid' if fit is None else f'{fit:g} mm'}"
+                       + (f" deepbet {edge}^3" if args.method == "deepbet" else ""))
             rows = []
             for seed in range(1, args.subjects + 1):
                 queue = context.Queue()
                 child = context.Process(target=run_subject,
-                                        args=(bench_settings(configured, voxel, args.method, shrink, fit), seed,
+                                        args=(bench_settings(configured, voxel, args.method, shrink, fit,
+                                                             (edge, edge, edge)), seed,
                                               args.threads, workdir, queue))
                 child.start()
                 row = None

@@ -17,6 +17,9 @@ validate_config(config)
 COHORTS = list(config["cohorts"])
 # The tables stage's settings: what build_table computes with, and what a bundle records.
 TABLES_SETTINGS = settings_stage.tables_settings(config)
+# One typed object per preprocessing step; each rule's params hold its own step's (so a change
+# reruns that step on).
+PREPROCESS_SETTINGS = settings_stage.preprocess_settings(config)
 
 shell.prefix(shell_prefix(workflow.deployment_settings.deployment_method, sys.executable))
 
@@ -35,8 +38,8 @@ COHORT_FORMAT = lookup(dpath="cohorts/{cohort}/format", within=config)
 
 
 def preprocess_intermediate(path):
-    """A per-image intermediate that preprocess.keep_intermediates: false lets Snakemake delete once
-    its consumers ran."""
+    """A preprocessing intermediate that preprocess.keep_intermediates: false lets Snakemake delete
+    once its consumers ran."""
     return path if config["preprocess"]["keep_intermediates"] else temp(path)
 
 
@@ -47,11 +50,7 @@ def synthetic_cohort_params(wildcards):
 
 def preprocess_step_params(wildcards):
     """One per-image preprocessing step's settings (a field of PreprocessSettings) as builtins."""
-    return getattr(settings_stage.preprocess_settings(config), wildcards.step).as_params()
-
-
-def preprocess_step_kind(wildcards):
-    return getattr(settings_stage.preprocess_settings(config), wildcards.step).kind
+    return getattr(PREPROCESS_SETTINGS, wildcards.step).as_params()
 
 
 def download_inputs(wildcards):

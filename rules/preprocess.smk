@@ -1,14 +1,14 @@
 # rules for the preprocess stage (see workflow/preprocess.py, docs/interfaces.md section 3):
-# input check (in batches of images) -> per image: N4 -> affine to MNI + crop -> skull strip ->
-# model-ready volume and QC; only images that pass the input check (checkpoint preprocess_accepted)
+# input check (in batches of images) -> per batch of images: N4 -> affine to MNI + crop -> skull
+# strip -> model-ready volume and QC (workflow/preprocess_batch.py); only images that pass the input check (checkpoint preprocess_accepted)
 # go past it.
 from workflow import preprocess as preprocess_stage
 
 PREPROCESS = config["preprocess"]
-# One typed object per step; each rule's params hold its own step's (so a change reruns that step on).
-PREPROCESS_SETTINGS = settings_stage.preprocess_settings(config)
 preprocess_stage.check_user_files(PREPROCESS)
-PREPROCESS_FILES = preprocess_stage.session_files(PREPROCESS["voxel_size_mm"])
+VOXEL_SIZE_MM = PREPROCESS["voxel_size_mm"]
+IMAGES_PER_JOB = PREPROCESS["images_per_job"]
+PREPROCESS_BATCH = {step: paths.PREPROCESS_BATCH.replace("{step}", step) for step in settings_stage.PER_IMAGE_STEPS}
 PREPROCESS_TEMPLATE = preprocess_stage.template_files(PREPROCESS["voxel_size_mm"])
 CHECK_IMAGES_PER_JOB = PREPROCESS["check"]["images_per_job"]
 
@@ -37,7 +37,6 @@ rule preprocess_step_settings:
         settings=paths.PREPROCESS_STEP_SETTINGS,
     params:
         settings=preprocess_step_params,
-        kind=preprocess_step_kind,
     wildcard_constraints:
         step="|".join(settings_stage.PER_IMAGE_STEPS),
     log:
@@ -45,7 +44,9 @@ rule preprocess_step_settings:
     benchmark:
         "results/benchmarks/preprocess_step_settings/{step}.tsv"
     run:
-        settings_stage.write_settings(params.kind, params.settings, output.settings, log[0])
+        settings_stage.write_settings(
+            getattr(PREPROCESS_SETTINGS, wildcards.step).kind, params.settings, output.settings, log[0]
+        )
 
 
 rule preprocess_template:
@@ -118,124 +119,118 @@ checkpoint preprocess_accepted:
 
 
 rule preprocess_n4:
-    """N4 bias field correction (Clinica's settings), native space."""
+    """N4 bias field correction (Clinica's settings), native space, for a batch of images."""
     input:
         settings=paths.PREPROCESS_STEP_SETTINGS.format(step="n4"),
-        t1=preprocess_stage.native_t1_input(checkpoints),
+        t1=preprocess_stage.batch_t1_input(checkpoints, IMAGES_PER_JOB),
     output:
-        n4=preprocess_intermediate(PREPROCESS_FILES["n4"]),
-        bias=preprocess_intermediate(PREPROCESS_FILES["bias"]),
+        batch=preprocess_intermediate(directory(PREPROCESS_BATCH["n4"])),
     params:
         code=code_fingerprint("workflow.preprocess_job"),
+        images=preprocess_stage.batch_image_arguments(checkpoints, IMAGES_PER_JOB),
     log:
-        "results/logs/preprocess_n4/{cohort}/{subject}_{session}.log",
+        "results/logs/preprocess_n4/{cohort}/batch-{batch}.log",
     benchmark:
-        "results/benchmarks/preprocess_n4/{cohort}/{subject}_{session}.tsv"
+        "results/benchmarks/preprocess_n4/{cohort}/batch-{batch}.tsv"
     threads: PREPROCESS["threads"]
     resources:
         mem_mb=PREPROCESS["mem_mb"]["n4"],
     conda:
         "../envs/preprocess.yaml"
     shell:
-        "python -m workflow.preprocess_job n4 --settings {input.settings} --t1 {input.t1:q} "
-        "--corrected {output.n4} --bias {output.bias} --threads {threads} > {log} 2>&1"
+        "python -m workflow.preprocess_job n4 --settings {input.settings} --voxel-size {VOXEL_SIZE_MM} "
+        "--out {output.batch} --threads {threads} {params.images} > {log} 2>&1"
 
 
 rule preprocess_register:
-    """Affine registration to MNI (antsRegistrationSyNQuick[a]) and Clinica's crop."""
+    """Affine registration to MNI (antsRegistrationSyNQuick[a]) and Clinica's crop, for a batch."""
     input:
         settings=paths.PREPROCESS_STEP_SETTINGS.format(step="registration"),
-        n4=PREPROCESS_FILES["n4"],
+        n4=PREPROCESS_BATCH["n4"],
         template=PREPROCESS_TEMPLATE["head"],
         template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
     output:
-        affine=PREPROCESS_FILES["affine"],
-        crop=PREPROCESS_FILES["crop"],
+        batch=directory(PREPROCESS_BATCH["registration"]),
     params:
         code=code_fingerprint("workflow.preprocess_job"),
     log:
-        "results/logs/preprocess_register/{cohort}/{subject}_{session}.log",
+        "results/logs/preprocess_register/{cohort}/batch-{batch}.log",
     benchmark:
-        "results/benchmarks/preprocess_register/{cohort}/{subject}_{session}.tsv"
+        "results/benchmarks/preprocess_register/{cohort}/batch-{batch}.tsv"
     threads: PREPROCESS["threads"]
     resources:
         mem_mb=PREPROCESS["mem_mb"]["registration"],
     conda:
         "../envs/preprocess.yaml"
     shell:
-        "python -m workflow.preprocess_job register --settings {input.settings} --n4 {input.n4} "
-        "--template {input.template} --template-brainmask {input.template_brainmask} "
-        "--affine {output.affine} --crop {output.crop} --threads {threads} > {log} 2>&1"
+        "python -m workflow.preprocess_job register --settings {input.settings} --voxel-size {VOXEL_SIZE_MM} "
+        "--n4 {input.n4} --template {input.template} --template-brainmask {input.template_brainmask} "
+        "--out {output.batch} --threads {threads} > {log} 2>&1"
 
 
 rule preprocess_skullstrip:
-    """Brain mask and skull-stripped T1 of the registered crop (deepbet or SynthStrip)."""
+    """Brain mask and skull-stripped T1 of each registered crop of a batch (deepbet or SynthStrip)."""
     input:
         settings=paths.PREPROCESS_STEP_SETTINGS.format(step="skullstrip"),
-        crop=PREPROCESS_FILES["crop"],
+        registration=PREPROCESS_BATCH["registration"],
         synthstrip_model=(
             PREPROCESS["skullstrip"]["synthstrip_model"] or []
             if PREPROCESS["skullstrip"]["method"] == "synthstrip"
             else []
         ),
     output:
-        mask=PREPROCESS_FILES["mask"],
-        brain=PREPROCESS_FILES["brain"],
+        batch=directory(PREPROCESS_BATCH["skullstrip"]),
     params:
         code=code_fingerprint("workflow.preprocess_job"),
     log:
-        "results/logs/preprocess_skullstrip/{cohort}/{subject}_{session}.log",
+        "results/logs/preprocess_skullstrip/{cohort}/batch-{batch}.log",
     benchmark:
-        "results/benchmarks/preprocess_skullstrip/{cohort}/{subject}_{session}.tsv"
+        "results/benchmarks/preprocess_skullstrip/{cohort}/batch-{batch}.tsv"
     threads: PREPROCESS["threads"]
     resources:
         mem_mb=PREPROCESS["mem_mb"]["skullstrip"],
     conda:
         "../envs/preprocess.yaml"
     shell:
-        "python -m workflow.preprocess_job skullstrip --settings {input.settings} --crop {input.crop} "
-        "--mask {output.mask} --brain {output.brain} --threads {threads} > {log} 2>&1"
+        "python -m workflow.preprocess_job skullstrip --settings {input.settings} --voxel-size {VOXEL_SIZE_MM} "
+        "--registration {input.registration} --out {output.batch} --threads {threads} > {log} 2>&1"
 
 
-# One job for the model-ready volume and the image's QC: QC reads that volume, so it reran whenever
-# the volume did anyway; together they save a process start per image and a sixth of the DAG's jobs.
+# One job for the model-ready volumes and the images' QC: QC reads the volume, so it reran whenever
+# the volume did anyway; together they save a process start per batch and a sixth of the DAG's jobs.
 rule preprocess_model_ready:
-    """The stripped crop resampled to the model input shape (.npy + scaling sidecar), then the image's
-    QC: registration / brain-volume metrics (and errors against ground truth on synthetic data), mosaic."""
+    """The stripped crops of a batch resampled to the model input shape (.npy + scaling sidecar),
+    then each image's QC: registration / brain-volume metrics (and errors against ground truth on
+    synthetic data), mosaic."""
     input:
         settings=paths.PREPROCESS_STEP_SETTINGS.format(step="model_ready"),
-        crop=PREPROCESS_FILES["crop"],
-        mask=PREPROCESS_FILES["mask"],
-        affine=PREPROCESS_FILES["affine"],
+        registration=PREPROCESS_BATCH["registration"],
+        skullstrip=PREPROCESS_BATCH["skullstrip"],
         template_crop=PREPROCESS_TEMPLATE["crop"],
         template_brainmask=PREPROCESS_TEMPLATE["brainmask"],
     output:
-        volume=PREPROCESS_FILES["volume"],
-        sidecar=PREPROCESS_FILES["volume_sidecar"],
-        qc=PREPROCESS_FILES["qc"],
-        mosaic=report(
-            PREPROCESS_FILES["mosaic"], caption="../workflow/report/mosaic.rst", category="Preprocessing QC",
-            subcategory="{cohort}", labels={"cohort": "{cohort}", "image": "{subject} {session}"},
+        batch=report(
+            directory(PREPROCESS_BATCH["model_ready"]), patterns=["{image}_mosaic.png"],
+            caption="../workflow/report/mosaic.rst", category="Preprocessing QC", subcategory="{cohort}",
+            labels={"cohort": "{cohort}", "image": "{image}"},
         ),
     params:
         code=code_fingerprint("workflow.preprocess_job"),
         truth=preprocess_stage.truth_arguments(config),
     log:
-        "results/logs/preprocess_model_ready/{cohort}/{subject}_{session}.log",
+        "results/logs/preprocess_model_ready/{cohort}/batch-{batch}.log",
     benchmark:
-        "results/benchmarks/preprocess_model_ready/{cohort}/{subject}_{session}.tsv"
+        "results/benchmarks/preprocess_model_ready/{cohort}/batch-{batch}.tsv"
     threads: 1
     resources:
         mem_mb=PREPROCESS["mem_mb"]["light"],
     conda:
         "../envs/preprocess.yaml"
     shell:
-        "python -m workflow.preprocess_job model-ready --settings {input.settings} --crop {input.crop} "
-        "--mask {input.mask} --affine {input.affine} --template-crop {input.template_crop} "
-        "--template-brainmask {input.template_brainmask} --volume {output.volume} --sidecar {output.sidecar} "
-        "--qc {output.qc} --mosaic {output.mosaic} --cohort {wildcards.cohort} --subject {wildcards.subject} "
-        "--session {wildcards.session} {params.truth} "
-        "> {log} 2>&1"
+        "python -m workflow.preprocess_job model-ready --settings {input.settings} --voxel-size {VOXEL_SIZE_MM} "
+        "--registration {input.registration} --skullstrip {input.skullstrip} "
+        "--template-crop {input.template_crop} --template-brainmask {input.template_brainmask} "
+        "--cohort {wildcards.cohort} {params.truth} --out {output.batch} > {log} 2>&1"
 
 
 rule preprocess_cohort_qc:
@@ -243,7 +238,7 @@ rule preprocess_cohort_qc:
     input:
         images=intake_images_table,
         verdicts=preprocess_stage.every_check_batch_input(checkpoints, CHECK_IMAGES_PER_JOB),
-        qc=preprocess_stage.accepted_image_input(checkpoints, PREPROCESS_FILES["qc"]),
+        model_ready=preprocess_stage.every_batch_input(checkpoints, IMAGES_PER_JOB, "model_ready"),
     output:
         qc=report(paths.PREPROCESS_QC, caption="../workflow/report/qc.rst", category="Preprocessing QC", subcategory="{cohort}"),
         exclusions=paths.PREPROCESS_EXCLUSIONS,

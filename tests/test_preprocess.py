@@ -22,6 +22,7 @@ from conftest import REPO
 from workflow import paths, skullstrip, synthetic_mri
 from workflow import preprocess as pp
 from workflow import preprocess_qc as qc
+from workflow.preprocess_batch import DONE, Outcome, write_outcomes
 from workflow.settings import (
     InputCheckSettings, ModelReadySettings, N4Settings, QcThresholds, RegistrationSettings, SkullstripSettings,
     TemplateSettings,
@@ -35,8 +36,9 @@ CHECK = InputCheckSettings(voxel_size_range_mm=(0.3, 5.0), min_axis_voxels=16)
 N4 = N4Settings(spline_distance_mm=200.0, shrink_factor=4, iterations=(50, 50, 50, 50), tolerance=1e-7)
 REGISTRATION = RegistrationSettings(voxel_size_mm=VOXEL_MM, seed=1, type_of_transform="antsRegistrationSyNQuick[a]",
                                     attempts=1, retry_below_ncc=0.0, fit_voxel_size_mm=None)
-DEEPBET = SkullstripSettings(method="deepbet", device="cpu", deepbet_model_dir=None, synthstrip_model=None,
-                             synthstrip_sha256=None, border_mm=1.0, conform_voxel_mm=1.0, shape_limits=(192, 320))
+DEEPBET = SkullstripSettings(method="deepbet", device="cpu", deepbet_model_dir=None, deepbet_shape=(256, 256, 256),
+                             synthstrip_model=None, synthstrip_sha256=None, border_mm=1.0, conform_voxel_mm=1.0,
+                             shape_limits=(192, 320))
 QC_THRESHOLDS = QcThresholds(min_ncc=0.4, brain_volume_ml=(700, 2500), max_pose_error_mm=4.0, min_dice=0.8)
 
 
@@ -136,6 +138,25 @@ def test_clinica_crop_box_at_1mm() -> None:
 def test_deepbet_mask_matches_truth(chain: dict) -> None:
     assert chain["metrics"]["dice_truth"] >= 0.9, chain["metrics"]
     assert 700 < chain["metrics"]["brain_volume_ml"] < 2500
+
+
+def test_deepbet_shape_sets_the_grid_its_second_network_sees(chain: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """preprocess.skullstrip.deepbet_shape reaches deepbet's brain network (its own is 256^3), and a
+    smaller grid still finds the same brain."""
+    import deepbet
+
+    seen = []
+    run_model = deepbet.BrainExtraction.run_model
+
+    def recording(self, x, small_shape=(128, 128, 128), shape=(256, 256, 256), bbox_margin=0.1):
+        seen.append(tuple(shape))
+        return run_model(self, x, small_shape, shape, bbox_margin)
+
+    monkeypatch.setattr(deepbet.BrainExtraction, "run_model", recording)
+    mask = skullstrip.deepbet_mask(chain["out"]["crop"], shape=(160, 160, 160))
+    assert seen == [(160, 160, 160)]
+    full = np.asarray(nib.load(str(chain["out"]["mask"])).dataobj) > 0  # the chain's, at deepbet's 256^3
+    assert qc.dice(mask, full) > 0.9
 
 
 def bias_fit(chain: dict, n4_path: Path, bias_path: Path) -> dict[str, float]:
@@ -334,8 +355,13 @@ def test_cohort_qc_lists_every_image_and_excludes_failures(chain: dict, tmp_path
     assert list(accepted["subject"]) == ["S1", "S2"]
     poor = dict(chain["metrics"], subject="S2", ncc_template=0.1)
     (tmp_path / "S2_qc.json").write_text(json.dumps(poor))
-    table = qc.cohort_qc("C", images_tsv, verdicts, [str(chain["out"]["qc"]), str(tmp_path / "S2_qc.json")],
-                         QC_THRESHOLDS, tmp_path / "qc.tsv", tmp_path / "exclusions.tsv")
+    # the model-ready step's batch folder, as workflow.preprocess_batch writes it
+    folder = tmp_path / "model_ready" / "batch-0000"
+    folder.mkdir(parents=True)
+    write_outcomes(folder, "model_ready", [Outcome("S1", "M000", DONE, files={"qc": str(chain["out"]["qc"])}),
+                                           Outcome("S2", "M000", DONE, files={"qc": str(tmp_path / "S2_qc.json")})])
+    table = qc.cohort_qc("C", images_tsv, verdicts, [str(folder)], QC_THRESHOLDS, tmp_path / "qc.tsv",
+                         tmp_path / "exclusions.tsv")
     assert len(table) == len(rows)
     assert list(table.loc[table["passed"] == "true", "subject"]) == ["S1"]
     assert table.loc[table["subject"] == "S1", "volume"].item() == str(chain["out"]["volume"])

@@ -18,6 +18,7 @@ from scipy import ndimage
 from conftest import REPO, run_snakemake, tiny_config_with
 from workflow import paths
 from workflow import preprocess as pp
+from workflow.preprocess_batch import DONE, read_outcomes
 from workflow.synthetic_mri import synthesize_volume
 
 COHORT = "ADNI"
@@ -103,7 +104,8 @@ def test_preprocess_rules_run_and_exclude_bad_images(snakemake_workdir: Path) ->
         volume = np.load(snakemake_workdir / row["volume"])
         assert volume.shape == (24, 28, 24)  # pretrain.image_shape of tests/config.tiny.yaml
         assert float(row["pose_error_mm"]) < 4.0 and float(row["dice_truth"]) > 0.85, row.to_dict()
-        mosaic = Path(paths.PREPROCESS_MOSAIC_DIR.format(cohort=COHORT)) / f"sub-{row['subject']}_ses-M000_mosaic.png"
+        mosaic = Path(row["volume"]).parent / pp.image_file_names(2.0)["mosaic"].format(subject=row["subject"],
+                                                                                     session="M000")
         assert (snakemake_workdir / mosaic).is_file()
 
     exclusions = pd.read_csv(snakemake_workdir / paths.PREPROCESS_EXCLUSIONS.format(cohort=COHORT), sep="\t",
@@ -111,14 +113,15 @@ def test_preprocess_rules_run_and_exclude_bad_images(snakemake_workdir: Path) ->
     assert sorted(exclusions["subject"]) == sorted(expected)
     for subject, word in expected.items():
         assert word in exclusions.loc[exclusions["subject"] == subject, "reason"].item()
-    # rejected inputs never reached N4; accepted ones' N4 output and bias field were deleted after use
-    files = pp.session_files(2.0)
-    assert not (snakemake_workdir / files["n4"].format(cohort=COHORT, subject="ZEROS", session="M000")).exists()
-    for subject in ("S1", "S2"):
-        key = dict(cohort=COHORT, subject=subject, session="M000")
-        assert not (snakemake_workdir / files["n4"].format(**key)).exists()
-        assert not (snakemake_workdir / files["bias"].format(**key)).exists()
-        assert (snakemake_workdir / files["crop"].format(**key)).exists()
+    # rejected inputs never reached N4; the accepted ones' N4 batch (outputs and bias fields) was
+    # deleted after registration read it, and the registered crops stay
+    batch = {step: snakemake_workdir / paths.PREPROCESS_BATCH.format(cohort=COHORT, step=step, batch="0000")
+             for step in ("n4", "registration")}
+    assert not batch["n4"].exists()
+    registered = read_outcomes(batch["registration"])
+    assert [(o.subject, o.status) for o in registered] == [("S1", DONE), ("S2", DONE), ("BLOB", DONE)]
+    for outcome in registered:
+        assert (snakemake_workdir / outcome.files["crop"]).is_file()
 
     # a second run has nothing to do (deleted intermediates are not missing outputs)
     again = run_snakemake(snakemake_workdir, "--snakefile", str(snakefile), "--cores", "2", target, "-n",

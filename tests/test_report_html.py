@@ -74,8 +74,10 @@ def test_report_embeds_qc_tables_and_mosaics(report_html: str, tiny_full_run: Pa
     for qc_table in sorted(tiny_full_run.glob(paths.PREPROCESS_QC.format(cohort="*"))):
         relative = str(qc_table.relative_to(tiny_full_run))
         assert results.get(relative) == qc_table.read_bytes(), relative
-    mosaic_prefix = paths.PREPROCESS_MOSAIC_DIR.split("{")[0]
-    mosaics = [name for name in results if name.startswith(mosaic_prefix) and name.endswith(".png")]
+    # each model-ready batch folder's mosaics (the report's patterns pick them out of the folder)
+    mosaic_prefix = paths.PREPROCESS_BATCH.split("{")[0]
+    mosaics = [name for name in results if name.startswith(mosaic_prefix) and "/model_ready/batch-" in name
+               and name.endswith("_mosaic.png")]
     assert mosaics, sorted(results)
     assert all(results[name].startswith(b"\x89PNG") for name in mosaics)
 

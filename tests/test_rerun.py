@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import re
 from collections import Counter
@@ -26,6 +27,7 @@ import yaml
 from conftest import REPO, TINY_CONFIG, run_snakemake, tiny_config_with
 
 from workflow import paths
+from workflow.preprocess import ACCEPTED, CHECK_BATCH, batches_of, read_accepted
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +35,9 @@ JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
 # Rules whose jobs follow a change of the pretrained encoders, in DAG order.
 TRAINING_AND_AFTER = {"pretrain", "finetune", "evaluate", "results_table", "export_bundle"}
+# The rules that run per batch of images (the input check, then the four steps of each image).
+PER_IMAGE_RULES = {"preprocess_check", "preprocess_n4", "preprocess_register", "preprocess_skullstrip",
+                   "preprocess_model_ready"}
 
 
 def planned_jobs(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (TINY_CONFIG,)) -> list[tuple[str, dict]]:
@@ -122,12 +127,12 @@ def test_header_text_reruns_header_bank_and_after_but_no_preprocessing(tiny_full
     assert "embed_headers" in planned and TRAINING_AND_AFTER <= planned, planned
     # No image is preprocessed again. The column file is also an input of intake (column sources)
     # and of the tables, so the cohort-level table steps may rerun; nothing else may.
-    assert not [job for job in jobs if "subject" in job[1]], jobs
+    assert not [job for job in jobs if job[0] in PER_IMAGE_RULES], jobs
     cohort_tables = {"intake_cohort", "preprocess_accepted", "preprocess_cohort_qc", "build_table"}
     assert planned <= {"embed_headers"} | TRAINING_AND_AFTER | cohort_tables, planned
 
 
-def test_one_input_image_reruns_only_that_images_preprocessing(tiny_full_run: Path) -> None:
+def test_one_input_image_reruns_only_its_batchs_preprocessing(tiny_full_run: Path) -> None:
     # The images intake listed (the tiny cohorts' converted T1s: Clinica's BIDS, dcm2niix's NIfTI).
     cohort = next(iter(yaml.safe_load(TINY_CONFIG.read_text())["cohorts"]))
     listed = (tiny_full_run / paths.INTAKE_IMAGES.format(cohort=cohort)).read_text().splitlines()
@@ -140,11 +145,19 @@ def test_one_input_image_reruns_only_that_images_preprocessing(tiny_full_run: Pa
     new_content = gzip.compress(brighter.to_bytes(), mtime=0)
     with changed_file(image, new_content):
         jobs = planned_jobs(tiny_full_run)
-    per_image = [(rule, wildcards) for rule, wildcards in jobs if "subject" in wildcards]
-    assert per_image, rules_of(jobs)
-    touched_images = {(wildcards["cohort"], wildcards["subject"], wildcards["session"]) for _, wildcards in per_image}
-    assert touched_images == {(cohort, first["subject"], first["session"])}
-    assert {"preprocess_n4", "preprocess_register", "preprocess_model_ready"} <= set(rules_of(per_image))
+    # the image's input-check batch and its preprocessing batch, each step once, and no other batch
+    config = yaml.safe_load(TINY_CONFIG.read_text())["preprocess"]
+    accepted = read_accepted(tiny_full_run / ACCEPTED.format(cohort=cohort))
+    batches = batches_of(accepted, config["images_per_job"])
+    assert len(batches) > 1, "the tiny cohort has one preprocessing batch: nothing would show the scope"
+    batch = next(label for label, keys in batches.items() if (first["subject"], first["session"]) in keys)
+    check_batch = next(path.stem.removeprefix("batch-") for path in sorted(
+        tiny_full_run.glob(CHECK_BATCH.format(cohort=cohort, batch="*")))
+        if {(first["subject"], first["session"])} <= {(v["subject"], v["session"]) for v in json.loads(path.read_text())})
+    per_image = sorted((rule, wildcards["cohort"], wildcards["batch"]) for rule, wildcards in jobs
+                       if rule in PER_IMAGE_RULES)
+    assert per_image == sorted([("preprocess_check", cohort, check_batch)] + [
+        (rule, cohort, batch) for rule in PER_IMAGE_RULES - {"preprocess_check"}]), per_image
     assert TRAINING_AND_AFTER <= set(rules_of(jobs))
 
 

@@ -6,8 +6,8 @@ Start the cluster first (as root): `bash .ci/slurm-up.sh` (two fake GPUs); stop 
 Starting from a copy of the shared tiny run (fixture ``tiny_full_run``):
 
 1. preprocessing: the input checks of a cohort (one batch job, one CPU: they run in series) and the
-   whole per-image chain (N4 to QC) of one image, remade with ``--forcerun``, go through SLURM as
-   the profile groups them: the batch job and one job for the image's four steps. Its
+   whole per-image chain (N4 to QC) of one batch of images, remade with ``--forcerun``, go through
+   SLURM as the profile groups them: the check job and one job for the batch's four steps. Its
    model-ready step asks for ``gpu=1``, which the profile turns into ``sbatch --gpus=1``;
 2. the pretraining job goes through SLURM holding SLURM's ``gres=gpu:2`` and running DDP with two
    gloo processes on CPU (torch here has no CUDA, so the job asks torch for 0 GPUs while SLURM
@@ -32,7 +32,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from conftest import REPO, TINY_CONFIG, VENV_ON_PATH, run_snakemake, tiny_config_with
+from conftest import REPO, VENV_ON_PATH, run_snakemake, tiny_config_with
 from workflow import paths
 from workflow.preprocess import CHECK_BATCH
 
@@ -104,15 +104,14 @@ def test_profile_names_real_rules(snakemake_workdir: Path) -> None:
 @pytest.fixture(scope="module")
 def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run the two SLURM steps and the local comparison; return what the tests check."""
-    from workflow.preprocess import ACCEPTED, read_accepted, session_files
+    from workflow.preprocess_batch import DONE, read_outcomes
 
     base = tmp_path_factory.mktemp("slurm")
     ddp_config = tiny_config_with(DDP_ON_CPU, base)
     on_slurm = copy_run(tiny_full_run, base / "on_slurm")
-    files = session_files(yaml.safe_load(TINY_CONFIG.read_text())["preprocess"]["voxel_size_mm"])
-    keys = [dict(cohort="ADNI", subject=subject, session=session)
-            for subject, session in read_accepted(on_slurm / ACCEPTED.format(cohort="ADNI"))[:3]]
-    assert len(keys) == 3, keys
+    model_ready = paths.PREPROCESS_BATCH.format(cohort="ADNI", step="model_ready", batch="0000")
+    volumes = [o.files["volume"] for o in read_outcomes(on_slurm / model_ready) if o.status == DONE]
+    assert len(volumes) >= 3, volumes
     weights_files = sorted(on_slurm.glob(paths.PRETRAINED_WEIGHTS.format(variant="*")))
     assert weights_files, "the tiny run made no pretrained weights"
     weights = str(weights_files[0].relative_to(on_slurm))
@@ -125,18 +124,18 @@ def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         configfiles=(ddp_config,), env=VENV_ON_PATH, timeout=600,
     )
     # Then (so that the pretraining above saw the tiny run's files unchanged) the input checks of the
-    # cohort's images (one batch) and the whole chain (N4 to QC) of the first image, remade; its
-    # model-ready step asks for a GPU.
+    # cohort's images (one batch) and the whole chain (N4 to QC) of its first batch of images,
+    # remade; its model-ready step asks for a GPU.
     preprocessing = run_snakemake(
-        on_slurm, CHECK_BATCH.format(cohort="ADNI", batch="0000"), files["qc"].format(**keys[0]),
+        on_slurm, CHECK_BATCH.format(cohort="ADNI", batch="0000"), model_ready,
         "--forcerun", "preprocess_check", "preprocess_n4", *slurm_args,
         *with_profile_set_resources("preprocess_model_ready:gpu=1"), env=VENV_ON_PATH, timeout=600,
     )
     local = copy_run(tiny_full_run, base / "local")
     run_snakemake(local, weights, "--forcerun=pretrain", "--cores=2", configfiles=(ddp_config,), env=VENV_ON_PATH, timeout=600)
     return {
-        "local_tiny_run": tiny_full_run, "on_slurm": on_slurm, "local": local, "files": files, "keys": keys,
-        "volume": files["volume"].format(**keys[0]), "weights": weights, "variant": variant,
+        "local_tiny_run": tiny_full_run, "on_slurm": on_slurm, "local": local, "volumes": volumes,
+        "weights": weights, "variant": variant,
         "preprocessing_output": preprocessing.stdout,
         "preprocessing": submitted_jobs(preprocessing.stdout), "pretraining": submitted_jobs(pretraining.stdout),
         "pretraining_output": pretraining.stdout,
@@ -147,15 +146,16 @@ def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_preprocessing_job_went_through_slurm_with_one_gpu(slurm_run: dict) -> None:
-    # the model-ready step runs in its image's group job (profiles/slurm groups the per-image rules)
-    (job_id,) = slurm_run["preprocessing"]["preprocess_image"]
+    # the model-ready step runs in its batch's group job (profiles/slurm groups the per-image rules)
+    (job_id,) = slurm_run["preprocessing"]["preprocess_batch"]
     job = slurm_job(job_id)
     assert job["JobState"] == "COMPLETED", job
     assert "gpu:1" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
-    slurm_log = next(slurm_run["on_slurm"].glob(f"results/logs/slurm/group_preprocess_image_*/**/{job_id}.log"))
+    slurm_log = next(slurm_run["on_slurm"].glob(f"results/logs/slurm/group_preprocess_batch_*/**/{job_id}.log"))
     assert "Finished jobid" in slurm_log.read_text()
-    remade = (slurm_run["on_slurm"] / slurm_run["volume"]).read_bytes()
-    assert remade == (slurm_run["local_tiny_run"] / slurm_run["volume"]).read_bytes()
+    for volume in slurm_run["volumes"]:
+        remade = (slurm_run["on_slurm"] / volume).read_bytes()
+        assert remade == (slurm_run["local_tiny_run"] / volume).read_bytes(), volume
 
 
 @needs_slurm
@@ -185,14 +185,14 @@ def test_slurm_and_local_pretraining_give_the_same_weights(slurm_run: dict) -> N
         np.testing.assert_array_equal(on_slurm[name], local[name], err_msg=name)
 
 
-# --- grouping: one submission per image (the input checks are batched by the workflow) ------------
+# --- grouping: one submission per batch of images (the workflow batches the images) ----------------
 def profile_groups() -> tuple[dict[str, str], dict[str, int]]:
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     return profile["groups"], profile["group-components"]
 
 
 def test_profile_groups_every_per_image_rule(snakemake_workdir: Path) -> None:
-    """Every per-image rule is in a group (else it would be one submission per image on its own), and
+    """Every per-image rule is in a group (else it would be one submission per batch and step), and
     the group names have batch sizes."""
     groups, components = profile_groups()
     listed = set(run_snakemake(snakemake_workdir, "--list-rules").stdout.split())
@@ -206,24 +206,25 @@ def test_profile_groups_every_per_image_rule(snakemake_workdir: Path) -> None:
 @needs_slurm
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_per_image_rules_go_to_slurm_as_one_job_per_image(slurm_run: dict) -> None:
+def test_per_image_rules_go_to_slurm_as_one_job_per_batch(slurm_run: dict) -> None:
     run, local = slurm_run["on_slurm"], slurm_run["local_tiny_run"]
-    # the cohort's input checks in one batch job, four chain steps of one image in one job: two submissions
+    # the cohort's input checks in one batch job, four chain steps of one batch of images in one
+    # job: two submissions
     submitted = slurm_run["preprocessing"]
-    assert {name: len(ids) for name, ids in submitted.items()} == {"preprocess_check": 1, "preprocess_image": 1}, (
+    assert {name: len(ids) for name, ids in submitted.items()} == {"preprocess_check": 1, "preprocess_batch": 1}, (
         slurm_run["preprocessing_output"][-4000:])
-    check_job, chain_job = (slurm_job(submitted[name][0]) for name in ("preprocess_check", "preprocess_image"))
+    check_job, chain_job = (slurm_job(submitted[name][0]) for name in ("preprocess_check", "preprocess_batch"))
     assert check_job["JobState"] == chain_job["JobState"] == "COMPLETED", (check_job, chain_job)
     # the batch's checks run one after another: one CPU
     assert check_job["NumCPUs"] == "1", check_job
-    chain_log = next(run.glob("results/logs/slurm/group_preprocess_image_*/**/*.log")).read_text()
+    chain_log = next(run.glob("results/logs/slurm/group_preprocess_batch_*/**/*.log")).read_text()
     for rule in ("preprocess_n4", "preprocess_register", "preprocess_skullstrip", "preprocess_model_ready"):
         assert f"rule {rule}:" in chain_log or f"localrule {rule}:" in chain_log, (rule, chain_log[-3000:])
     # the remade verdicts are those of the local run (a verdict also records how long its gzip check took)
     batch = CHECK_BATCH.format(cohort="ADNI", batch="0000")
     remade, made_locally = ([{k: v for k, v in verdict.items() if k != "gzip_crc_check_s"}
                              for verdict in json.loads((root / batch).read_text())] for root in (run, local))
-    assert remade == made_locally and len(remade) >= len(slurm_run["keys"])
+    assert remade == made_locally and len(remade) >= len(slurm_run["volumes"])
 
 
 @needs_slurm

@@ -25,12 +25,18 @@ def validate_config(config: dict) -> None:
 
     Raises ``WorkflowError`` naming the offending key and what was expected.
     """
+    validate_schemas(config)
+    check_real_cohort_paths(config)
+
+
+def validate_schemas(config: dict) -> None:
+    """Validate ``config`` against the schemas and fill in their defaults, without looking for the
+    cohorts' data (for tools that only need the settings, such as the benchmarks)."""
     _validate_part(config, SCHEMA_DIR / "config.schema.yaml", where="config")
     for section in sorted(config):
         if section_schema(section).exists():
             config[section] = config[section] or {}
             _validate_part(config[section], section_schema(section), where=f"config.{section}")
-    check_real_cohort_paths(config)
 
 
 def _validate_part(part: dict, schema: Path, where: str) -> None:

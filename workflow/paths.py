@@ -43,6 +43,9 @@ MODEL_READY_VOLUME = (
     "results/preprocess/{cohort}/subjects/sub-{subject}/ses-{session}/model_ready/"
     "sub-{subject}_ses-{session}_desc-modelready_T1w.npy"
 )
+# One per-image step's files for a batch of a cohort's images, and the batch's outcomes.tsv
+# ({step}: n4, registration, skullstrip, model_ready; workflow/preprocess_batch.py).
+PREPROCESS_BATCH = "results/preprocess/{cohort}/{step}/batch-{batch}"
 # One per-image step's settings ({step}: n4, registration, skullstrip, model_ready), read by its jobs.
 PREPROCESS_STEP_SETTINGS = "results/preprocess/settings/{step}.json"
 PREPROCESS_QC = "results/preprocess/{cohort}/qc.tsv"

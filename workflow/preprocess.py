@@ -97,6 +97,12 @@ def session_files(voxel_size_mm: float) -> dict[str, str]:
     }
 
 
+def image_file_names(voxel_size_mm: float) -> dict[str, str]:
+    """The file name of each per-image file kind of :func:`session_files` (wildcards subject and
+    session), as a step's batch folder holds them (``paths.PREPROCESS_BATCH``)."""
+    return {kind: Path(pattern).name for kind, pattern in session_files(voxel_size_mm).items()}
+
+
 def template_files(voxel_size_mm: float) -> dict[str, str]:
     """The registration target at the working voxel size: ``head`` (full grid), ``crop`` and
     ``brainmask`` (on the cropped grid)."""
@@ -211,12 +217,16 @@ def native_t1_input(checkpoints):
         intake_images(checkpoints, wildcards.cohort), wildcards.subject, wildcards.session)
 
 
-def check_batches(images_tsv: str | Path, images_per_job: int) -> dict[str, list[tuple[str, str]]]:
-    """Batch label -> ``(subject, session)`` of its images: intake's table in its order, cut into
-    runs of ``images_per_job`` (labels ``0000``, ``0001``, ...)."""
-    keys = image_keys(images_tsv)
+def batches_of(keys: list[tuple[str, str]], images_per_job: int) -> dict[str, list[tuple[str, str]]]:
+    """Batch label -> ``(subject, session)`` of its images: ``keys`` in their order, cut into runs of
+    ``images_per_job`` (labels ``0000``, ``0001``, ...)."""
     return {f"{start // images_per_job:04d}": keys[start:start + images_per_job]
             for start in range(0, len(keys), images_per_job)}
+
+
+def check_batches(images_tsv: str | Path, images_per_job: int) -> dict[str, list[tuple[str, str]]]:
+    """The input-check batches: intake's table in its order, in runs of ``images_per_job``."""
+    return batches_of(image_keys(images_tsv), images_per_job)
 
 
 def every_check_batch_input(checkpoints, images_per_job: int):
@@ -248,23 +258,53 @@ def check_batch_input(checkpoints, images_per_job: int):
 
 def truth_arguments(config: dict):
     """Params function: the ``--truth`` / ``--truth-brainmask`` options of ``workflow.preprocess_job
-    model-ready`` for a synthetic cohort's ``{cohort, subject, session}`` (its ground-truth files),
-    or '' for a real cohort (no ground truth: QC then has no pose error or Dice)."""
+    model-ready`` for a synthetic ``{cohort}``: its ground-truth file patterns (wildcards subject and
+    session), or '' for a real cohort (no ground truth: QC then has no pose error or Dice)."""
     def arguments(wildcards) -> str:
         if config["cohorts"][wildcards.cohort]["source"] != "synthetic":
             return ""
-        files = {kind: pattern.format(cohort=wildcards.cohort, subject=wildcards.subject, session=wildcards.session)
-                 for kind, pattern in truth_files().items()}
+        files = {kind: pattern.replace("{cohort}", wildcards.cohort) for kind, pattern in truth_files().items()}
         return f"--truth {shlex.quote(files['truth'])} --truth-brainmask {shlex.quote(files['brainmask'])}"
     return arguments
 
 
-def accepted_image_input(checkpoints, pattern: str):
-    """Input function: ``pattern`` for every image of ``{cohort}`` that passed the input check."""
-    def files(wildcards) -> list[str]:
-        accepted_tsv = checkpoints.preprocess_accepted.get(cohort=wildcards.cohort).output[0]
-        return [pattern.format(cohort=wildcards.cohort, subject=s, session=t) for s, t in read_accepted(accepted_tsv)]
-    return files
+def image_batches(checkpoints, cohort: str, images_per_job: int) -> dict[str, list[tuple[str, str]]]:
+    """The per-image steps' batches of a cohort: the images that passed the input check, in the
+    checkpoint's order, in runs of ``images_per_job``."""
+    accepted_tsv = checkpoints.preprocess_accepted.get(cohort=cohort).output[0]
+    return batches_of(read_accepted(accepted_tsv), images_per_job)
+
+
+def batch_image_arguments(checkpoints, images_per_job: int):
+    """Params function: ``--image SUBJECT SESSION T1`` for each image of ``{cohort}``'s batch
+    ``{batch}`` (shell-quoted), what the first step (N4) reads."""
+    def arguments(wildcards) -> str:
+        images = batch_native_images(checkpoints, wildcards.cohort, wildcards.batch, images_per_job)
+        return " ".join(f"--image {shlex.quote(s)} {shlex.quote(t)} {shlex.quote(p)}" for s, t, p in images)
+    return arguments
+
+
+def batch_native_images(checkpoints, cohort: str, batch: str, images_per_job: int) -> list[tuple[str, str, str]]:
+    """``(subject, session, native T1 path)`` of each image of a cohort's batch."""
+    keys = image_batches(checkpoints, cohort, images_per_job).get(batch)
+    if keys is None:
+        raise ValueError(f"cohort {cohort}: no preprocessing batch {batch} ({images_per_job} images per batch)")
+    images_tsv = intake_images(checkpoints, cohort)
+    return [(subject, session, native_t1_path(images_tsv, subject, session)) for subject, session in keys]
+
+
+def batch_t1_input(checkpoints, images_per_job: int):
+    """Input function: the native T1s of ``{cohort}``'s batch ``{batch}``."""
+    return lambda wildcards: [path for _, _, path in batch_native_images(
+        checkpoints, wildcards.cohort, wildcards.batch, images_per_job)]
+
+
+def every_batch_input(checkpoints, images_per_job: int, step: str):
+    """Input function: every batch folder of ``step`` for ``{cohort}``."""
+    def folders(wildcards) -> list[str]:
+        return [paths.PREPROCESS_BATCH.format(cohort=wildcards.cohort, step=step, batch=batch)
+                for batch in image_batches(checkpoints, wildcards.cohort, images_per_job)]
+    return folders
 
 
 # --- 1. input check --------------------------------------------------------------------------------

@@ -209,21 +209,27 @@ def failed_thresholds(metrics: dict, thresholds: QcThresholds) -> list[str]:
 
 
 def cohort_qc(
-    cohort: str, images_tsv: str | Path, verdict_paths: list[str], qc_paths: list[str], thresholds: QcThresholds,
-    qc_tsv: str | Path, exclusions_tsv: str | Path,
+    cohort: str, images_tsv: str | Path, verdict_paths: list[str], model_ready_folders: list[str],
+    thresholds: QcThresholds, qc_tsv: str | Path, exclusions_tsv: str | Path,
 ) -> pd.DataFrame:
     """Write the cohort's ``qc.tsv`` (one row per image of ``images_tsv``) and ``exclusions.tsv``.
 
     Args:
         verdict_paths: the input-check verdict files (``check_batch`` lists) covering every image.
-        qc_paths: ``image_qc`` JSONs of the images that passed the check.
+        model_ready_folders: the model-ready step's batch folders, which cover every image that
+            passed the check: an ``image_qc`` JSON per image done, the failing step's reason per
+            image that failed (``workflow.preprocess_batch``).
         thresholds: see ``failed_thresholds``.
     """
     import pandas as pd
 
+    from workflow.preprocess_batch import DONE, read_outcomes
+
     images = read_images_table(images_tsv)
     verdicts = read_verdicts(verdict_paths)
-    metrics = {(m["subject"], m["session"]): m for m in map(_read_json, qc_paths)}
+    outcomes = [outcome for folder in model_ready_folders for outcome in read_outcomes(folder)]
+    metrics = {(o.subject, o.session): _read_json(o.files["qc"]) for o in outcomes if o.status == DONE}
+    failures = {(o.subject, o.session): o.reason for o in outcomes if o.status != DONE}
     rows, exclusions = [], []
     for _, image in images.iterrows():
         key = (image["subject"], image["session"])
@@ -233,6 +239,8 @@ def cohort_qc(
         row = {"cohort": cohort, "subject": key[0], "session": key[1], "passed": False, "reason": "", "volume": ""}
         if not verdict["passed"]:
             row["reason"] = f"input check: {verdict['reason']}"
+        elif key in failures:
+            row["reason"] = f"preprocessing: {failures[key]}"
         elif key not in metrics:
             raise ValueError(f"no QC metrics for accepted image subject {key[0]} session {key[1]}")
         else:

@@ -427,6 +427,8 @@ class SkullstripSettings(_Settings):
         method: "deepbet" (weights in its wheel) or "synthstrip" (the paper's; needs
             ``synthstrip_model``). device: "cpu" or "cuda".
         deepbet_model_dir: folder of deepbet's weights; None = the wheel's copy.
+        deepbet_shape: the grid deepbet's second network sees the brain's bounding box on (its
+            own: 256^3).
         synthstrip_model, synthstrip_sha256: FreeSurfer's synthstrip.1.pt and its optional checksum.
         border_mm, conform_voxel_mm, shape_limits: SynthStrip's mask border, input voxel size and
             input axis limits (FreeSurfer's: 1 mm, 1 mm, (192, 320)).
@@ -437,6 +439,7 @@ class SkullstripSettings(_Settings):
     method: str
     device: str
     deepbet_model_dir: str | None
+    deepbet_shape: tuple[int, int, int]
     synthstrip_model: str | None
     synthstrip_sha256: str | None
     border_mm: float
@@ -696,7 +699,7 @@ PER_IMAGE_STEPS = ("n4", "registration", "skullstrip", "model_ready")
 # Config keys of the convert section: the two executables (one per rule), and runtime values.
 CONVERT_OTHER_KEYS = ("clinica", "dcm2niix", "threads", "mem_mb")
 # Config keys of the preprocess section that are runtime values or inputs, not what a step computes.
-PREPROCESS_OTHER_KEYS = ("keep_intermediates", "mem_mb", "voxel_size_mm", "random_seed")
+PREPROCESS_OTHER_KEYS = ("keep_intermediates", "mem_mb", "voxel_size_mm", "random_seed", "images_per_job")
 # Keys of preprocess.check that cut the images into jobs, not what a check computes.
 CHECK_PLAN_KEYS = ("images_per_job",)
 # Config keys of the synthetic section that say how a job runs, not what it writes.

@@ -196,8 +196,16 @@ def synthstrip_mask(
     return _largest_component_filled(mask)
 
 
-def deepbet_mask(image_path: str | Path, model_dir: str | Path | None = None, device: str = "cpu") -> np.ndarray:
-    """deepbet brain mask of a NIfTI image, on that image's grid (bool [X, Y, Z])."""
+DEEPBET_SHAPE = (256, 256, 256)
+
+
+def deepbet_mask(image_path: str | Path, model_dir: str | Path | None = None, device: str = "cpu",
+                 shape: tuple[int, int, int] = DEEPBET_SHAPE) -> np.ndarray:
+    """deepbet brain mask of a NIfTI image, on that image's grid (bool [X, Y, Z]).
+
+    ``shape`` is the grid the brain's bounding box is resized to for deepbet's second network
+    (deepbet's own: 256^3); the network's time grows with its voxel count.
+    """
     import nibabel as nib
     from deepbet import BrainExtraction
     from deepbet.utils import DATA_PATH
@@ -210,6 +218,9 @@ def deepbet_mask(image_path: str | Path, model_dir: str | Path | None = None, de
                                     "site-packages/data/models), or set preprocess.skullstrip.deepbet_model_dir")
     extractor = BrainExtraction(no_gpu=device == "cpu", model_path=str(model_path),
                                 bbox_model_path=str(bbox_model_path))
+    # BrainExtraction.run calls run_model without a shape; this instance's copy passes ours
+    run_model = extractor.run_model
+    extractor.run_model = lambda x: run_model(x, shape=tuple(int(n) for n in shape))
     image = nib.load(str(image_path))
     try:
         _, mask, _ = extractor.run(image)
@@ -252,7 +263,7 @@ def skull_strip(
         mask = synthstrip_mask(crop_path, state, settings.border_mm, settings.conform_voxel_mm, settings.shape_limits,
                                device)
     elif method == "deepbet":
-        mask = deepbet_mask(crop_path, settings.deepbet_model_dir, device)
+        mask = deepbet_mask(crop_path, settings.deepbet_model_dir, device, settings.deepbet_shape)
     else:
         raise ValueError(f"preprocess.skullstrip.method must be deepbet or synthstrip, got {method!r}")
     crop = nib.load(str(crop_path))
