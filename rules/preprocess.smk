@@ -127,6 +127,7 @@ rule preprocess_n4:
         batch=preprocess_intermediate(directory(PREPROCESS_BATCH["n4"])),
     params:
         code=code_fingerprint("workflow.preprocess_job"),
+        voxel_size=VOXEL_SIZE_MM,
         images=preprocess_stage.batch_image_arguments(checkpoints, IMAGES_PER_JOB),
     log:
         "results/logs/preprocess_n4/{cohort}/batch-{batch}.log",
@@ -138,7 +139,7 @@ rule preprocess_n4:
     conda:
         "../envs/preprocess.yaml"
     shell:
-        "python -m workflow.preprocess_job n4 --settings {input.settings} --voxel-size {VOXEL_SIZE_MM} "
+        "python -m workflow.preprocess_job n4 --settings {input.settings} --voxel-size {params.voxel_size} "
         "--out {output.batch} --threads {threads} {params.images} > {log} 2>&1"
 
 
@@ -153,6 +154,7 @@ rule preprocess_register:
         batch=directory(PREPROCESS_BATCH["registration"]),
     params:
         code=code_fingerprint("workflow.preprocess_job"),
+        voxel_size=VOXEL_SIZE_MM,
     log:
         "results/logs/preprocess_register/{cohort}/batch-{batch}.log",
     benchmark:
@@ -163,7 +165,7 @@ rule preprocess_register:
     conda:
         "../envs/preprocess.yaml"
     shell:
-        "python -m workflow.preprocess_job register --settings {input.settings} --voxel-size {VOXEL_SIZE_MM} "
+        "python -m workflow.preprocess_job register --settings {input.settings} --voxel-size {params.voxel_size} "
         "--n4 {input.n4} --template {input.template} --template-brainmask {input.template_brainmask} "
         "--out {output.batch} --threads {threads} > {log} 2>&1"
 
@@ -182,6 +184,7 @@ rule preprocess_skullstrip:
         batch=directory(PREPROCESS_BATCH["skullstrip"]),
     params:
         code=code_fingerprint("workflow.preprocess_job"),
+        voxel_size=VOXEL_SIZE_MM,
     log:
         "results/logs/preprocess_skullstrip/{cohort}/batch-{batch}.log",
     benchmark:
@@ -192,7 +195,7 @@ rule preprocess_skullstrip:
     conda:
         "../envs/preprocess.yaml"
     shell:
-        "python -m workflow.preprocess_job skullstrip --settings {input.settings} --voxel-size {VOXEL_SIZE_MM} "
+        "python -m workflow.preprocess_job skullstrip --settings {input.settings} --voxel-size {params.voxel_size} "
         "--registration {input.registration} --out {output.batch} --threads {threads} > {log} 2>&1"
 
 
@@ -216,6 +219,7 @@ rule preprocess_model_ready:
         ),
     params:
         code=code_fingerprint("workflow.preprocess_job"),
+        voxel_size=VOXEL_SIZE_MM,
         truth=preprocess_stage.truth_arguments(config),
     log:
         "results/logs/preprocess_model_ready/{cohort}/batch-{batch}.log",
@@ -227,7 +231,7 @@ rule preprocess_model_ready:
     conda:
         "../envs/preprocess.yaml"
     shell:
-        "python -m workflow.preprocess_job model-ready --settings {input.settings} --voxel-size {VOXEL_SIZE_MM} "
+        "python -m workflow.preprocess_job model-ready --settings {input.settings} --voxel-size {params.voxel_size} "
         "--registration {input.registration} --skullstrip {input.skullstrip} "
         "--template-crop {input.template_crop} --template-brainmask {input.template_brainmask} "
         "--cohort {wildcards.cohort} {params.truth} --out {output.batch} > {log} 2>&1"
