@@ -25,8 +25,9 @@ COHORT = "ADNI"
 # The tiny config reads ADNI as a synthetic raw download; here its images are given directly, with
 # their ground truth, so the cohort is declared synthetic: ground-truth QC (pose error, Dice) applies.
 SYNTHETIC_COHORT = {"cohorts": {COHORT: {"source": "synthetic"}}}
-# and the native-space N4 files go once registration has read them (preprocess.keep_intermediates)
-WITHOUT_INTERMEDIATES = {**SYNTHETIC_COHORT, "preprocess": {"keep_intermediates": False}}
+# and the native-space N4 files go once registration has read them (preprocess.keep_intermediates);
+# two images per batch, so that the three accepted images make two batches, run side by side
+WITHOUT_INTERMEDIATES = {**SYNTHETIC_COHORT, "preprocess": {"keep_intermediates": False, "images_per_job": 2}}
 
 
 def write_inputs(workdir: Path) -> tuple[Path, dict[str, str]]:
@@ -115,10 +116,10 @@ def test_preprocess_rules_run_and_exclude_bad_images(snakemake_workdir: Path) ->
         assert word in exclusions.loc[exclusions["subject"] == subject, "reason"].item()
     # rejected inputs never reached N4; the accepted ones' N4 batch (outputs and bias fields) was
     # deleted after registration read it, and the registered crops stay
-    batch = {step: snakemake_workdir / paths.PREPROCESS_BATCH.format(cohort=COHORT, step=step, batch="0000")
-             for step in ("n4", "registration")}
-    assert not batch["n4"].exists()
-    registered = read_outcomes(batch["registration"])
+    folder = {(step, batch): snakemake_workdir / paths.PREPROCESS_BATCH.format(cohort=COHORT, step=step, batch=batch)
+              for step in ("n4", "registration") for batch in ("0000", "0001")}
+    assert not any(folder[("n4", batch)].exists() for batch in ("0000", "0001"))
+    registered = [o for batch in ("0000", "0001") for o in read_outcomes(folder[("registration", batch)])]
     assert [(o.subject, o.status) for o in registered] == [("S1", DONE), ("S2", DONE), ("BLOB", DONE)]
     for outcome in registered:
         assert (snakemake_workdir / outcome.files["crop"]).is_file()

@@ -109,9 +109,12 @@ def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     base = tmp_path_factory.mktemp("slurm")
     ddp_config = tiny_config_with(DDP_ON_CPU, base)
     on_slurm = copy_run(tiny_full_run, base / "on_slurm")
-    model_ready = paths.PREPROCESS_BATCH.format(cohort="ADNI", step="model_ready", batch="0000")
+    # the cohort's smallest preprocessing batch (the fewest images to remake)
+    model_ready = min((str(folder.relative_to(on_slurm)) for folder in on_slurm.glob(
+        paths.PREPROCESS_BATCH.format(cohort="ADNI", step="model_ready", batch="*"))),
+        key=lambda folder: (len(read_outcomes(on_slurm / folder)), folder))
     volumes = [o.files["volume"] for o in read_outcomes(on_slurm / model_ready) if o.status == DONE]
-    assert len(volumes) >= 3, volumes
+    assert len(volumes) >= 2, volumes
     weights_files = sorted(on_slurm.glob(paths.PRETRAINED_WEIGHTS.format(variant="*")))
     assert weights_files, "the tiny run made no pretrained weights"
     weights = str(weights_files[0].relative_to(on_slurm))
@@ -124,7 +127,7 @@ def slurm_run(tiny_full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         configfiles=(ddp_config,), env=VENV_ON_PATH, timeout=600,
     )
     # Then (so that the pretraining above saw the tiny run's files unchanged) the input checks of the
-    # cohort's images (one batch) and the whole chain (N4 to QC) of its first batch of images,
+    # cohort's images (one batch) and the whole chain (N4 to QC) of its smallest batch of images,
     # remade; its model-ready step asks for a GPU.
     preprocessing = run_snakemake(
         on_slurm, CHECK_BATCH.format(cohort="ADNI", batch="0000"), model_ready,
