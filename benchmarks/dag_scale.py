@@ -8,11 +8,12 @@ files standing in for the native T1s, and times ``snakemake -n`` in two states:
   ``preprocess.check.images_per_job`` images; the per-image chain waits behind the
   ``preprocess_accepted`` checkpoint);
 * ``input check done``: every image passed the check, so Snakemake plans the whole per-image chain
-  (N4, registration, skull strip, model-ready volume with QC) for every image and everything after it.
+  (N4, registration, skull strip, model-ready volume with QC; one job per step and batch of
+  ``preprocess.images_per_job`` images) and everything after it.
 
 For each it prints the wall time, the peak memory of the Snakemake process, and the number of jobs
 planned, with and without ``--quiet`` (which leaves out the per-job listing of a dry run). (On
-SLURM, profiles/slurm groups each image's chain into one submission; tests/test_slurm.py checks that
+SLURM, profiles/slurm groups each batch's chain into one submission; tests/test_slurm.py checks that
 on a real SLURM.)
 
     .venv/bin/python benchmarks/dag_scale.py                       # 6,700 images
