@@ -1,7 +1,7 @@
 # rules for the preprocess stage (see workflow/preprocess.py, docs/interfaces.md section 3):
 # input check (in batches of images) -> per batch of images: N4 -> affine to MNI + crop -> skull
-# strip -> model-ready volume and QC (workflow/preprocess_batch.py); only images that pass the input check (checkpoint preprocess_accepted)
-# go past it.
+# strip -> model-ready volume and QC (workflow/preprocess_batch.py); only images that pass the
+# input check (checkpoint preprocess_accepted) go past it.
 from workflow import preprocess as preprocess_stage
 
 PREPROCESS = config["preprocess"]
