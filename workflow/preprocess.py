@@ -29,7 +29,7 @@ import shlex
 import tempfile
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -196,12 +196,21 @@ def native_t1_path(images_tsv: str | Path, subject: str, session: str) -> str:
         raise ValueError(f"{images_tsv}: no image for subject {subject!r} session {session!r}") from None
 
 
-def read_accepted(accepted_tsv: str | Path) -> list[tuple[str, str]]:
-    """``(subject, session)`` of the images that passed ``check_t1`` (the checkpoint's table)."""
+@functools.lru_cache(maxsize=16)
+def _accepted_keys(accepted_tsv: str, size: int, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+    # Cached per file version as _native_t1_paths is: the input functions of every batch job read
+    # the cohort's list, and one read serves them all.
     import pandas as pd
 
     table = pd.read_csv(accepted_tsv, sep="\t", dtype=str, keep_default_na=False)
-    return list(zip(table["subject"], table["session"]))
+    return tuple(zip(table["subject"], table["session"]))
+
+
+def read_accepted(accepted_tsv: str | Path) -> tuple[tuple[str, str], ...]:
+    """``(subject, session)`` of the images that passed ``check_t1`` (the checkpoint's table), in
+    its order (cached per file version)."""
+    stat = os.stat(accepted_tsv)
+    return _accepted_keys(str(accepted_tsv), stat.st_size, stat.st_mtime_ns)
 
 
 # --- input functions of rules/preprocess.smk (they need Snakemake's ``checkpoints`` object) -------
@@ -211,20 +220,14 @@ def intake_images(checkpoints, cohort: str) -> str:
     return paths.INTAKE_IMAGES.format(cohort=cohort)
 
 
-def native_t1_input(checkpoints):
-    """Input function: the native T1 of ``{cohort, subject, session}``."""
-    return lambda wildcards: native_t1_path(
-        intake_images(checkpoints, wildcards.cohort), wildcards.subject, wildcards.session)
-
-
-def batches_of(keys: list[tuple[str, str]], images_per_job: int) -> dict[str, list[tuple[str, str]]]:
+def batches_of(keys: Sequence[tuple[str, str]], images_per_job: int) -> dict[str, Sequence[tuple[str, str]]]:
     """Batch label -> ``(subject, session)`` of its images: ``keys`` in their order, cut into runs of
     ``images_per_job`` (labels ``0000``, ``0001``, ...)."""
     return {f"{start // images_per_job:04d}": keys[start:start + images_per_job]
             for start in range(0, len(keys), images_per_job)}
 
 
-def check_batches(images_tsv: str | Path, images_per_job: int) -> dict[str, list[tuple[str, str]]]:
+def check_batches(images_tsv: str | Path, images_per_job: int) -> dict[str, Sequence[tuple[str, str]]]:
     """The input-check batches: intake's table in its order, in runs of ``images_per_job``."""
     return batches_of(image_keys(images_tsv), images_per_job)
 
@@ -268,7 +271,7 @@ def truth_arguments(config: dict):
     return arguments
 
 
-def image_batches(checkpoints, cohort: str, images_per_job: int) -> dict[str, list[tuple[str, str]]]:
+def image_batches(checkpoints, cohort: str, images_per_job: int) -> dict[str, Sequence[tuple[str, str]]]:
     """The per-image steps' batches of a cohort: the images that passed the input check, in the
     checkpoint's order, in runs of ``images_per_job``."""
     accepted_tsv = checkpoints.preprocess_accepted.get(cohort=cohort).output[0]
