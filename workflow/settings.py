@@ -395,6 +395,41 @@ class N4Settings(_Settings):
 
 
 @dataclass(frozen=True)
+class LinearStage(_Settings):
+    """One stage of a custom linear registration (config ``preprocess.registration.stages``): what
+    an ANTs preset fixes, made a setting. Mutual information (32 bins) on a regular voxel sample,
+    gradient step 0.1, convergence window 10 at 1e-6, as antsRegistrationSyNQuick's stages.
+
+    Attributes:
+        transform: "Rigid" or "Affine".
+        iterations: iterations per pyramid level, coarsest first.
+        shrink_factors: downsampling factor of each level.
+        smoothing_sigmas_vox: Gaussian smoothing of each level, in voxels.
+        sampling_rate: share of the fixed image's voxels the metric samples (the preset's: 0.25).
+    """
+
+    kind: ClassVar[str] = "registration stage"
+
+    transform: str
+    iterations: tuple[int, ...]
+    shrink_factors: tuple[int, ...]
+    smoothing_sigmas_vox: tuple[float, ...]
+    sampling_rate: float
+
+    def __post_init__(self) -> None:
+        if self.transform not in ("Rigid", "Affine"):
+            raise SettingsError(f"registration stage transform must be Rigid or Affine, got {self.transform!r}")
+        levels = {len(self.iterations), len(self.shrink_factors), len(self.smoothing_sigmas_vox)}
+        if len(levels) != 1:
+            raise SettingsError(f"registration stage {self.transform}: iterations {list(self.iterations)}, "
+                                f"shrink_factors {list(self.shrink_factors)} and smoothing_sigmas_vox "
+                                f"{list(self.smoothing_sigmas_vox)} must have one entry per level each")
+        if not 0 < self.sampling_rate <= 1:
+            raise SettingsError(f"registration stage {self.transform}: sampling_rate must be in (0, 1], "
+                                f"got {self.sampling_rate}")
+
+
+@dataclass(frozen=True)
 class RegistrationSettings(_Settings):
     """Affine registration to the template and Clinica's crop (config ``preprocess.registration``,
     plus the working voxel size and the seed).
@@ -402,7 +437,9 @@ class RegistrationSettings(_Settings):
     Attributes:
         voxel_size_mm: working grid of the crop.
         seed: ANTs seed of the first attempt (at least 1); attempt k uses seed + k.
-        type_of_transform: antspyx preset (Clinica's: antsRegistrationSyNQuick[a]).
+        type_of_transform: antspyx preset (Clinica's: antsRegistrationSyNQuick[a]); None when
+            ``stages`` is set.
+        stages: custom linear stages instead of a preset (the last one Affine); None for the preset.
         attempts: at most this many registrations; another runs while the best NCC with the
             template is below ``retry_below_ncc``.
         fit_voxel_size_mm: the first attempt fits on copies at this voxel size; None fits at the
@@ -413,10 +450,20 @@ class RegistrationSettings(_Settings):
 
     voxel_size_mm: float
     seed: int
-    type_of_transform: str
+    type_of_transform: str | None
+    stages: tuple[LinearStage, ...] | None
     attempts: int
     retry_below_ncc: float
     fit_voxel_size_mm: float | None
+
+    def __post_init__(self) -> None:
+        if (self.type_of_transform is None) == (self.stages is None):
+            raise SettingsError("preprocess.registration: set exactly one of type_of_transform (an ANTs preset) "
+                                f"and stages (custom linear stages), got type_of_transform "
+                                f"{self.type_of_transform!r} and stages {self.stages!r}")
+        if self.stages is not None and (not self.stages or self.stages[-1].transform != "Affine"):
+            raise SettingsError("preprocess.registration.stages: the last stage must be Affine (an affine "
+                                f"registration), got {[stage.transform for stage in self.stages]}")
 
 
 @dataclass(frozen=True)
