@@ -69,10 +69,23 @@ def setup_processes(gpus: int, where: str, threads: int) -> Distributed:
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(max(1, threads))
-        torch.use_deterministic_algorithms(True)
+        use_deterministic_algorithms()
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def use_deterministic_algorithms() -> None:
+    """Turn on torch's deterministic algorithms, as ``torch.use_deterministic_algorithms(True)`` does
+    for eager code. That public call also sets the flag in TorchInductor's config, and importing it
+    loads the compiler stack (dynamo, sympy): about 1.2 CPU-s per training or evaluation process,
+    for a compiler this project never calls. Falls back to the public call where the private setter
+    is missing."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(True)
+    else:
+        setter(True, warn_only=False)
 
 
 def teardown_processes(processes: Distributed) -> None:

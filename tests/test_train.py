@@ -311,6 +311,44 @@ def test_metrics_survive_a_test_set_without_a_class() -> None:
     assert np.isnan(single["auc"]) and single["auc_classes"] == []
 
 
+@pytest.mark.parametrize("case", ["all classes", "ties", "a class missing", "a class never predicted", "tiny"])
+def test_metrics_equal_scikit_learns(case: str) -> None:
+    """model.metrics is numpy only (scikit-learn's import costs each job about a CPU-second); every
+    value must still be scikit-learn's, zero-division and absent-class conventions included."""
+    from sklearn import metrics as sk
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 3, size=40)
+    probabilities = rng.dirichlet(np.ones(3), size=40)
+    if case == "ties":
+        probabilities = np.round(probabilities, 1)
+    if case == "a class missing":
+        labels = np.where(labels == 2, 0, labels)
+    if case == "a class never predicted":
+        probabilities[:, 1] = 0.0
+    if case == "tiny":
+        labels, probabilities = labels[:3], probabilities[:3]
+    predictions = probabilities.argmax(axis=1)
+    ours = classification_metrics(labels, probabilities)
+    scored = ours["auc_classes"]
+    expected = {
+        "accuracy": sk.accuracy_score(labels, predictions),
+        "f1": sk.f1_score(labels, predictions, average="macro", zero_division=0),
+        "balanced_accuracy": sk.balanced_accuracy_score(labels, predictions),
+        "precision_macro": sk.precision_score(labels, predictions, average="macro", zero_division=0),
+        "recall_macro": sk.recall_score(labels, predictions, average="macro", zero_division=0),
+        "precision": sk.precision_score(labels, predictions, labels=[0, 1, 2], average=None, zero_division=0).tolist(),
+        "recall": sk.recall_score(labels, predictions, labels=[0, 1, 2], average=None, zero_division=0).tolist(),
+        "confusion_matrix": sk.confusion_matrix(labels, predictions, labels=[0, 1, 2]).tolist(),
+        "auc": np.mean([sk.roc_auc_score(labels == k, probabilities[:, k]) for k in scored]) if scored else np.nan,
+    }
+    assert scored == [k for k in range(3) if 0 < np.sum(labels == k) < len(labels)]
+    for key, value in expected.items():
+        np.testing.assert_allclose(ours[key], value, rtol=0, atol=1e-12, err_msg=f"{case}: {key}")
+    if case == "all classes":
+        assert ours["auc"] == pytest.approx(sk.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
+
+
 # --- supervised baselines -------------------------------------------------------------------------
 
 BASELINES = ["resnet50", "transformer", "concat", "daft", "cross_attention", "hyperfusion"]
@@ -345,3 +383,12 @@ def test_baseline_trains_from_scratch_and_evaluates_with_its_own_settings(inputs
     assert evaluation["selection"] == own["selection"] and evaluation["n"] == 6
     predictions = pd.read_csv(inputs / "pred.tsv", sep="\t")
     assert np.allclose(predictions[["prob_CN", "prob_MCI", "prob_DE"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_cpu_processes_run_deterministic_without_loading_the_compiler() -> None:
+    """setup_processes turns on torch's deterministic algorithms on CPU without importing TorchInductor
+    (whose import, through the public switch, costs every training job about a CPU-second)."""
+    script = ("import sys, torch; from model.distributed import setup_processes; setup_processes(0, 'test', 1); "
+              "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False"], result.stdout + result.stderr

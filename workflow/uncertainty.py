@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.metrics import confusion_counts, macro_ovr_auc, per_class_scores
+
 METRIC_NAMES = ("accuracy", "auc", "f1")
 KEY_COLUMNS = ["cohort", "subject", "session"]
 PROBABILITY_PREFIX = "prob_"
@@ -101,20 +103,7 @@ def read_predictions(metric_files: list[str | Path], prediction_files: list[str 
     return collected
 
 
-# --- the metrics, numpy only ----------------------------------------------------------------------
-
-
-def binary_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC of ``scores`` for the positives (Mann-Whitney U with tied scores counted half); NaN
-    without positives or negatives."""
-    n_positive = int(is_positive.sum())
-    n_negative = len(is_positive) - n_positive
-    if n_positive == 0 or n_negative == 0:
-        return math.nan
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct score, ties averaged
-    positive_rank_sum = float(average_rank[inverse][is_positive].sum())
-    return (positive_rank_sum - n_positive * (n_positive + 1) / 2.0) / (n_positive * n_negative)
+# --- the metrics of model.metrics, per bootstrap or permutation replicate ------------------------
 
 
 def scores(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -123,17 +112,9 @@ def scores(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     n_classes = probabilities.shape[1]
     predictions = probabilities.argmax(axis=1)
     accuracy = float(np.mean(predictions == labels))
-    per_class_auc = [binary_auc(labels == k, probabilities[:, k]) for k in range(n_classes)]
-    scorable = [value for value in per_class_auc if not math.isnan(value)]
-    auc = float(np.mean(scorable)) if scorable else math.nan
-    f1_values = []
-    for k in range(n_classes):
-        true_positive = int(np.sum((predictions == k) & (labels == k)))
-        false_positive = int(np.sum((predictions == k) & (labels != k)))
-        false_negative = int(np.sum((predictions != k) & (labels == k)))
-        if true_positive + false_positive + false_negative:  # class k in the labels or the predictions
-            f1_values.append(2 * true_positive / (2 * true_positive + false_positive + false_negative))
-    return np.array([accuracy, auc, float(np.mean(f1_values))])
+    auc, _ = macro_ovr_auc(labels, probabilities)
+    per_class = per_class_scores(confusion_counts(labels, predictions, n_classes))
+    return np.array([accuracy, auc, float(per_class["f1"][per_class["present"]].mean())])
 
 
 def seed_mean_scores(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
