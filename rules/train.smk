@@ -92,6 +92,8 @@ rule pretrain:
         "results/logs/pretrain/{variant}.log",
     benchmark:
         "results/benchmarks/pretrain/{variant}.tsv"
+    # Every fine-tuning of the variant waits for it: start it before jobs that nothing waits for.
+    priority: 1
     threads: config["pretrain"]["threads"]
     resources:
         gpu=config["pretrain"]["gpus"],
@@ -128,6 +130,7 @@ rule pretrain_cohort:
         "results/logs/pretrain/{variant}/{cohort}.log",
     benchmark:
         "results/benchmarks/pretrain/{variant}/{cohort}.tsv"
+    priority: 1
     threads: config["pretrain"]["threads"]
     resources:
         gpu=config["pretrain"]["gpus"],
