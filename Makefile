@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine with Python 3.11 and pip:
 #   make demo   set up .venv and run the whole demo DAG (synthetic cohorts -> Table 1)
+#   make setup  both environments (.venv and Clinica's .venv-convert, for raw downloads)
 #   make demo-paper   then the reduced `paper` target on the same cohorts (Tables 2, 3, Figures 3-5)
 #   make test   set up .venv and run the test suite
 PYTHON ?= python3.11
@@ -28,13 +29,15 @@ $(CONVERT_VENV)/.installed: envs/convert-requirements.txt
 	$(CONVERT_VENV)/bin/pip install --quiet -r envs/convert-requirements.txt
 	touch $@
 
-demo: setup
+# The demo's cohorts are synthetic NIfTI: it needs no Clinica, so it sets up .venv alone (the
+# raw-download overlay config/demo-raw.yaml and the tests need `make setup`).
+demo: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) --configfile=config/demo.yaml
 	@echo "Table 1: results/report/table1.md"
 	@cat results/report/table1.md
 
 # Every row of Tables 2 and 3 with few epochs (config/demo-paper.yaml), reusing the demo's cohorts.
-demo-paper: setup
+demo-paper: $(VENV)/.installed
 	$(BIN)/snakemake paper --cores $(CORES) --configfile config/demo.yaml config/demo-paper.yaml
 	@echo "Tables 2 and 3, Figures 3-5: results/report/"
 	@cat results/report/table2.md results/report/table3.md
