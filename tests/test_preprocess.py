@@ -34,7 +34,8 @@ VOXEL_MM = 2.0
 # Clinica's settings at the tests' 2 mm grid: N4 with ANTs' shrink factor, one registration fitted
 # at the working grid; deepbet; the schema's checks and QC thresholds.
 CHECK = InputCheckSettings(voxel_size_range_mm=(0.3, 5.0), min_axis_voxels=16)
-N4 = N4Settings(spline_distance_mm=200.0, shrink_factor=4, iterations=(50, 50, 50, 50), tolerance=1e-7)
+N4 = N4Settings(spline_distance_mm=200.0, shrink_factor=4, iterations=(50, 50, 50, 50), tolerance=1e-7,
+                compressed=True)
 REGISTRATION = RegistrationSettings(voxel_size_mm=VOXEL_MM, seed=1, type_of_transform="antsRegistrationSyNQuick[a]",
                                     stages=None, attempts=1, retry_below_ncc=0.0, fit_voxel_size_mm=None)
 DEEPBET = SkullstripSettings(method="deepbet", device="cpu", deepbet_model_dir=None, deepbet_shape=(256, 256, 256),

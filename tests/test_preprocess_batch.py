@@ -94,3 +94,13 @@ def test_cohort_qc_excludes_an_image_a_step_failed_with_that_steps_reason(tmp_pa
     assert table.loc[1, "reason"] == "preprocessing: registration failed: RuntimeError: no affine"
     exclusions = pd.read_csv(tmp_path / "exclusions.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert list(exclusions["subject"]) == ["BROKEN"] and exclusions.loc[0, "file"] == "/data/BROKEN.nii.gz"
+
+
+def test_n4_outputs_are_gzipped_only_when_kept() -> None:
+    """N4Settings.compressed follows preprocess.keep_intermediates: kept N4 files are gzipped (disk),
+    temporary ones are not (about 0.5 s of gzip per image at 2 mm for files read once)."""
+    kept, temporary = pp.image_file_names(2.0), pp.image_file_names(2.0, compressed_n4=False)
+    assert kept["n4"].endswith("_desc-N4_T1w.nii.gz") and kept["bias"].endswith("_desc-N4_biasfield.nii.gz")
+    assert temporary["n4"] == kept["n4"][:-3] and temporary["bias"] == kept["bias"][:-3]
+    assert {k: v for k, v in temporary.items() if k not in ("n4", "bias")} == \
+        {k: v for k, v in kept.items() if k not in ("n4", "bias")}

@@ -25,10 +25,10 @@ from workflow.preprocess_batch import DONE, Outcome, read_outcomes, run_step
 from workflow.settings import ModelReadySettings, N4Settings, RegistrationSettings, SkullstripSettings
 
 
-def file_names(args: argparse.Namespace) -> dict[str, str]:
+def file_names(args: argparse.Namespace, compressed_n4: bool = True) -> dict[str, str]:
     from workflow.preprocess import image_file_names
 
-    return image_file_names(args.voxel_size)
+    return image_file_names(args.voxel_size, compressed_n4)
 
 
 def n4(args: argparse.Namespace) -> None:
@@ -36,7 +36,7 @@ def n4(args: argparse.Namespace) -> None:
 
     settings = N4Settings.read(args.settings)
     images = [Outcome(subject, session, DONE, files={"t1": t1}) for subject, session, t1 in args.image]
-    run_step("n4", images, args.out, file_names(args),
+    run_step("n4", images, args.out, file_names(args, settings.compressed),
              lambda image, out: bias_correct(image.files["t1"], out["n4"], out["bias"], settings, threads=args.threads))
 
 

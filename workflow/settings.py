@@ -384,6 +384,10 @@ class N4Settings(_Settings):
         spline_distance_mm: B-spline fitting distance (Clinica: 200 mm).
         shrink_factor: N4 fits on the image shrunk by this factor (ANTs' default: 4).
         iterations: iterations per fitting level. tolerance: convergence threshold.
+        compressed: write the corrected image and bias field gzipped (``.nii.gz``) or not
+            (``.nii``): the config's ``keep_intermediates``. Kept, they are worth the disk they
+            save (tens of GB at the paper's size); deleted after registration, gzip only costs
+            time (about 0.5 s per image at 2 mm).
     """
 
     kind: ClassVar[str] = "n4"
@@ -392,6 +396,7 @@ class N4Settings(_Settings):
     shrink_factor: int
     iterations: tuple[int, ...]
     tolerance: float
+    compressed: bool
 
 
 @dataclass(frozen=True)
@@ -814,7 +819,7 @@ def preprocess_settings(config: dict) -> PreprocessSettings:
     values = {
         "check": {key: value for key, value in section["check"].items() if key not in CHECK_PLAN_KEYS},
         "template": {"template": section["template"], "voxel_size_mm": section["voxel_size_mm"]},
-        "n4": section["n4"],
+        "n4": {**section["n4"], "compressed": section["keep_intermediates"]},
         "registration": {**section["registration"], "voxel_size_mm": section["voxel_size_mm"],
                          "seed": section["random_seed"]},
         "skullstrip": section["skullstrip"],
