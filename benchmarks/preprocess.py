@@ -9,6 +9,8 @@ CPU / threads estimates the wall time of a quiet one); nothing is asserted.
     .venv/bin/python benchmarks/preprocess.py --voxel-sizes 1 2 --subjects 3 --threads 2
     .venv/bin/python benchmarks/preprocess.py --voxel-sizes 1 --n4-shrink-factors 4 6   # Clinica vs fast N4
     .venv/bin/python benchmarks/preprocess.py --voxel-sizes 1 --fit-voxel-sizes none 2  # affine fitted at 1 vs 2 mm
+    .venv/bin/python benchmarks/preprocess.py --voxel-sizes 2 --registration-from none config/demo.yaml
+        # config.yaml's registration (Clinica's preset) against the demo's stages
 
 The 1 mm case takes minutes per subject on 2 cores; run it on a quiet machine. With several N4 shrink
 factors (or registration fit voxel sizes) every subject runs once per combination, and each line also gives the correlation of the fitted
@@ -48,9 +50,10 @@ def run_subject(settings, seed: int, threads: int, workdir: str, queue) -> None:
     from workflow import skullstrip, synthetic_mri
 
     voxel_size_mm = settings.template.voxel_size_mm
-    folder = Path(workdir) / (f"v{voxel_size_mm:g}_s{seed}_n4shrink{settings.n4.shrink_factor}"
-                              f"_fit{settings.registration.fit_voxel_size_mm}_bet{settings.skullstrip.deepbet_shape[0]}")
-    folder.mkdir(parents=True)
+    # a folder of its own per run (two registration settings share every other name part)
+    folder = Path(tempfile.mkdtemp(dir=workdir, prefix=(
+        f"v{voxel_size_mm:g}_s{seed}_n4shrink{settings.n4.shrink_factor}"
+        f"_fit{settings.registration.fit_voxel_size_mm}_bet{settings.skullstrip.deepbet_shape[0]}_")))
     volume = synthetic_mri.synthesize_volume(voxel_size_mm, 0.5, np.random.default_rng(seed))
     files = {name: folder / name for name in ("t1.nii.gz", "truth_mask.nii.gz", "truth.json")}
     nib.save(volume.image, str(files["t1.nii.gz"]))
@@ -100,26 +103,40 @@ def fit_voxel_size(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
-def configured_settings():
-    """config.yaml's preprocessing settings (PreprocessSettings), validated with its defaults filled."""
+def configured_settings(registration_from: str | None = None):
+    """config.yaml's preprocessing settings (PreprocessSettings), validated with its defaults filled;
+    with ``registration_from`` (a config overlay such as config/demo.yaml), that file's
+    ``preprocess.registration`` keys replace config.yaml's."""
     from workflow.config_checks import validate_schemas
     from workflow.settings import preprocess_settings
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
+    if registration_from is not None:
+        overlay = yaml.safe_load(Path(registration_from).read_text()) or {}
+        config["preprocess"]["registration"].update(overlay.get("preprocess", {}).get("registration", {}))
     validate_schemas(config)
     return preprocess_settings(config)
 
 
+def registration_label(registration) -> str:
+    """The preset's name, or the stages' transforms and sampling rates."""
+    if registration.type_of_transform is not None:
+        return registration.type_of_transform
+    return "+".join(f"{stage.transform}({'x'.join(map(str, stage.iterations))}@{stage.sampling_rate:g})"
+                    for stage in registration.stages)
+
+
 def bench_settings(base, voxel_size_mm: float, method: str, n4_shrink_factor: int, fit_voxel_size_mm: float | None,
-                   deepbet_shape: tuple[int, int, int]):
-    """``base`` at another grid, skull stripper, N4 shrink factor, registration fit voxel size and
-    deepbet grid."""
+                   deepbet_shape: tuple[int, int, int], registration=None):
+    """``base`` at another grid, skull stripper, N4 shrink factor, registration (preset or stages;
+    None keeps base's), registration fit voxel size and deepbet grid."""
     from dataclasses import replace
 
     return replace(
         base, template=replace(base.template, voxel_size_mm=voxel_size_mm),
         n4=replace(base.n4, shrink_factor=n4_shrink_factor),
-        registration=replace(base.registration, voxel_size_mm=voxel_size_mm, fit_voxel_size_mm=fit_voxel_size_mm),
+        registration=replace(registration or base.registration, voxel_size_mm=voxel_size_mm,
+                             fit_voxel_size_mm=fit_voxel_size_mm),
         skullstrip=replace(base.skullstrip, method=method, deepbet_shape=deepbet_shape),
         model_ready=replace(base.model_ready, shape=MODEL_SHAPE.get(voxel_size_mm, (80, 104, 88))),
     )
@@ -141,21 +158,28 @@ def main() -> None:
     parser.add_argument("--deepbet-shapes", type=int, nargs="+", default=[configured.skullstrip.deepbet_shape[0]],
                         help="edge of the cubic grid deepbet's second network sees (default: config.yaml's; "
                              "256 = deepbet's own)")
+    parser.add_argument("--registration-from", nargs="+", default=["none"], metavar="CONFIG",
+                        help="registration settings to compare: config.yaml's with each file's "
+                             "preprocess.registration on top (none = config.yaml's alone)")
     args = parser.parse_args()
+    registrations = [configured_settings(None if name.lower() == "none" else name).registration
+                     for name in args.registration_from]
     context = multiprocessing.get_context("spawn")
     columns = ["n4", "registration", "skullstrip", "model_ready", "qc", "chain_s", "n4_cpu", "registration_cpu",
                "skullstrip_cpu", "chain_cpu_s", "peak_rss_mb", "pose_error_mm", "dice_truth", "n4_bias_correlation"]
     with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as workdir:
-        for voxel, shrink, fit, edge in ((v, s, f, e) for v in args.voxel_sizes for s in args.n4_shrink_factors
-                                         for f in args.fit_voxel_sizes for e in args.deepbet_shapes):
-            setting = (f"{voxel:g} mm N4 shrink {shrink} fit {'grid' if fit is None else f'{fit:g} mm'}"
+        for voxel, shrink, fit, edge, registration in (
+                (v, s, f, e, r) for v in args.voxel_sizes for s in args.n4_shrink_factors
+                for f in args.fit_voxel_sizes for e in args.deepbet_shapes for r in registrations):
+            setting = (f"{voxel:g} mm N4 shrink {shrink} {registration_label(registration)} "
+                       f"fit {'grid' if fit is None else f'{fit:g} mm'}"
                        + (f" deepbet {edge}^3" if args.method == "deepbet" else ""))
             rows = []
             for seed in range(1, args.subjects + 1):
                 queue = context.Queue()
                 child = context.Process(target=run_subject,
                                         args=(bench_settings(configured, voxel, args.method, shrink, fit,
-                                                             (edge, edge, edge)), seed,
+                                                             (edge, edge, edge), registration), seed,
                                               args.threads, workdir, queue))
                 child.start()
                 row = None
