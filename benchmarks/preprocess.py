@@ -118,14 +118,6 @@ def configured_settings(registration_from: str | None = None):
     return preprocess_settings(config)
 
 
-def registration_label(registration) -> str:
-    """The preset's name, or the stages' transforms and sampling rates."""
-    if registration.type_of_transform is not None:
-        return registration.type_of_transform
-    return "+".join(f"{stage.transform}({'x'.join(map(str, stage.iterations))}@{stage.sampling_rate:g})"
-                    for stage in registration.stages)
-
-
 def bench_settings(base, voxel_size_mm: float, method: str, n4_shrink_factor: int, fit_voxel_size_mm: float | None,
                    deepbet_shape: tuple[int, int, int], registration=None):
     """``base`` at another grid, skull stripper, N4 shrink factor, registration (preset or stages;
@@ -171,7 +163,7 @@ def main() -> None:
         for voxel, shrink, fit, edge, registration in (
                 (v, s, f, e, r) for v in args.voxel_sizes for s in args.n4_shrink_factors
                 for f in args.fit_voxel_sizes for e in args.deepbet_shapes for r in registrations):
-            setting = (f"{voxel:g} mm N4 shrink {shrink} {registration_label(registration)} "
+            setting = (f"{voxel:g} mm N4 shrink {shrink} {registration.method} "
                        f"fit {'grid' if fit is None else f'{fit:g} mm'}"
                        + (f" deepbet {edge}^3" if args.method == "deepbet" else ""))
             rows = []

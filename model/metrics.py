@@ -96,6 +96,12 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def macro_f1(per_class: dict[str, np.ndarray]) -> float:
+    """Macro F1 over the classes in the labels or the predictions (scikit-learn's ``average="macro"``),
+    from :func:`per_class_scores`."""
+    return float(per_class["f1"][per_class["present"]].mean())
+
+
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """All metrics of one evaluation.
 
@@ -120,7 +126,7 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
     per_class = per_class_scores(confusion)
     present, in_labels = per_class["present"], confusion.sum(axis=1) > 0
     accuracy = float(np.trace(confusion) / max(len(labels), 1))
-    f1 = float(per_class["f1"][present].mean())
+    f1 = macro_f1(per_class)
     return {
         "n": int(len(labels)),
         "accuracy": accuracy,

@@ -1,4 +1,5 @@
-"""Shared test helpers: where the repository is, and how tests drive the real Snakemake CLI."""
+"""Shared test helpers: where the repository is, how tests drive the real Snakemake CLI, and the
+seeded classification cases the metrics tests share."""
 
 from __future__ import annotations
 
@@ -8,10 +9,29 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "tests" / "config.tiny.yaml"
+
+
+def classification_case(case: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels int [40] and class probabilities float [40, 3] of a seeded metrics test case: "all
+    classes", "ties" (probabilities rounded to 0.1), "a class missing" (no label 2), "a class never
+    predicted" (class 1 never the argmax) or "tiny" (3 rows)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=40)
+    probabilities = rng.dirichlet(np.ones(3), size=40)
+    if case == "ties":
+        probabilities = np.round(probabilities, 1)
+    if case == "a class missing":
+        labels = np.where(labels == 2, 0, labels)
+    if case == "a class never predicted":
+        probabilities[:, 1] = 0.0
+    if case == "tiny":
+        labels, probabilities = labels[:3], probabilities[:3]
+    return labels, probabilities
 
 
 def markdown_lines(text: str) -> list[str]:

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY_CONFIG, markdown_lines, run_snakemake
+from conftest import REPO, TINY_CONFIG, classification_case, markdown_lines, run_snakemake
 from safetensors import safe_open
 from safetensors.torch import load_file
 from test_train_helpers import ENCODER, write_training_inputs
@@ -317,17 +317,7 @@ def test_metrics_equal_scikit_learns(case: str) -> None:
     value must still be scikit-learn's, zero-division and absent-class conventions included."""
     from sklearn import metrics as sk
 
-    rng = np.random.default_rng(7)
-    labels = rng.integers(0, 3, size=40)
-    probabilities = rng.dirichlet(np.ones(3), size=40)
-    if case == "ties":
-        probabilities = np.round(probabilities, 1)
-    if case == "a class missing":
-        labels = np.where(labels == 2, 0, labels)
-    if case == "a class never predicted":
-        probabilities[:, 1] = 0.0
-    if case == "tiny":
-        labels, probabilities = labels[:3], probabilities[:3]
+    labels, probabilities = classification_case(case, seed=7)
     predictions = probabilities.argmax(axis=1)
     ours = classification_metrics(labels, probabilities)
     scored = ours["auc_classes"]

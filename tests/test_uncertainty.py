@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import classification_case
 
 from model.metrics import classification_metrics
 from workflow import uncertainty
@@ -26,13 +27,7 @@ def simulated(count: int, seeds: int, skill: float, rng: np.random.Generator, cl
 
 @pytest.mark.parametrize("case", ["all classes", "ties", "a class missing"])
 def test_numpy_scores_equal_the_evaluation_metrics(case: str) -> None:
-    rng = np.random.default_rng(3)
-    labels = rng.integers(0, 3, size=40)
-    probabilities = rng.dirichlet(np.ones(3), size=40)
-    if case == "ties":
-        probabilities = np.round(probabilities, 1)
-    if case == "a class missing":
-        labels = np.where(labels == 2, 0, labels)
+    labels, probabilities = classification_case(case, seed=3)
     expected = classification_metrics(labels, probabilities)
     accuracy, auc, f1 = uncertainty.scores(labels, probabilities)
     assert accuracy == pytest.approx(expected["accuracy"])

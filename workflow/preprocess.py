@@ -692,7 +692,6 @@ def register_to_template(
     seed, type_of_transform, fit_voxel_size_mm = settings.seed, settings.type_of_transform, settings.fit_voxel_size_mm
     if type_of_transform is not None and not type_of_transform.endswith("[a]"):
         raise ValueError(f"type_of_transform must be an affine ANTs preset ('...[a]'), got {type_of_transform!r}")
-    method = type_of_transform or "+".join(stage.transform for stage in settings.stages)
     if seed < 1:
         raise ValueError(f"registration seed must be at least 1, got {seed}: ANTs leaves its sampler unseeded "
                          "for 0, and the registration would differ from run to run")
@@ -730,7 +729,7 @@ def register_to_template(
         cropped = registered.numpy().astype(np.float32)[slices]
         ncc = masked_ncc(cropped, template_crop, brainmask)
         log.info("registration attempt %d of %s (%s, seed %d, fitted at %s mm): NCC with the template %.3f",
-                 attempt + 1, n4_path, method, seed + attempt,
+                 attempt + 1, n4_path, settings.method, seed + attempt,
                  "x".join(f"{spacing:g}" for spacing in fit_moving.spacing), ncc)
         if best is None or ncc > best[0]:
             best = (ncc, seed + attempt, cropped, transform_bytes)

@@ -470,6 +470,15 @@ class RegistrationSettings(_Settings):
             raise SettingsError("preprocess.registration.stages: the last stage must be Affine (an affine "
                                 f"registration), got {[stage.transform for stage in self.stages]}")
 
+    @property
+    def method(self) -> str:
+        """The preset's name, or each stage's transform, iterations per level and sampling rate
+        (``Rigid(1000x500@0.1)+Affine(...)``), for logs and benchmark lines."""
+        if self.type_of_transform is not None:
+            return self.type_of_transform
+        return "+".join(f"{stage.transform}({'x'.join(map(str, stage.iterations))}@{stage.sampling_rate:g})"
+                        for stage in self.stages)
+
 
 @dataclass(frozen=True)
 class SkullstripSettings(_Settings):

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.metrics import confusion_counts, macro_ovr_auc, per_class_scores
+from model.metrics import confusion_counts, macro_f1, macro_ovr_auc, per_class_scores
 
 METRIC_NAMES = ("accuracy", "auc", "f1")
 KEY_COLUMNS = ["cohort", "subject", "session"]
@@ -113,8 +113,7 @@ def scores(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     predictions = probabilities.argmax(axis=1)
     accuracy = float(np.mean(predictions == labels))
     auc, _ = macro_ovr_auc(labels, probabilities)
-    per_class = per_class_scores(confusion_counts(labels, predictions, n_classes))
-    return np.array([accuracy, auc, float(per_class["f1"][per_class["present"]].mean())])
+    return np.array([accuracy, auc, macro_f1(per_class_scores(confusion_counts(labels, predictions, n_classes)))])
 
 
 def seed_mean_scores(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
