@@ -50,36 +50,43 @@ def machine() -> str:
 
 
 class SnakemakeSampler(threading.Thread):
-    """Samples, once a second, the CPU time of the Snakemake process ``root`` or below it (its own, not
-    its jobs'); the last sample before it exits is its total."""
+    """Samples, once a second, the CPU time of every Snakemake process at or below ``root``: the
+    main one (scheduling, input checks, benchmark timers; not its jobs) and any Snakemake it spawns
+    (a local ``run:`` job without ``--force-use-threads`` is a whole new Snakemake). The last sample
+    of each process is its total; ``cpu_seconds`` is their sum."""
 
     def __init__(self, root: int) -> None:
         super().__init__(daemon=True)
         self.root = root
-        self.cpu_seconds = 0.0
+        self.seconds_by_pid: dict[int, float] = {}
         self.stopped = threading.Event()
 
-    def find(self) -> psutil.Process | None:
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.seconds_by_pid.values())
+
+    @staticmethod
+    def is_snakemake(process: psutil.Process) -> bool:
+        command = process.cmdline()
+        return any(part.endswith("/snakemake") or part == "snakemake" for part in command[:3])
+
+    def sample(self) -> None:
         try:
             root = psutil.Process(self.root)
-            for process in [root, *root.children(recursive=True)]:
-                command = process.cmdline()
-                if any(part.endswith("/snakemake") or part == "snakemake" for part in command[:2]):
-                    return process
+            processes = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return None
-        return None
+            return
+        for process in processes:
+            try:
+                if self.is_snakemake(process):
+                    times = process.cpu_times()
+                    self.seconds_by_pid[process.pid] = times.user + times.system
+            except psutil.Error:
+                continue
 
     def run(self) -> None:
-        process = None
         while not self.stopped.is_set():
-            process = process or self.find()
-            if process is not None:
-                try:
-                    times = process.cpu_times()
-                    self.cpu_seconds = times.user + times.system
-                except psutil.Error:
-                    process = None
+            self.sample()
             self.stopped.wait(1.0)
 
 
@@ -138,7 +145,7 @@ def time_demo_paper(clone: Path, workdir: Path, make: str) -> None:
     started = time.time()
     wall, cpu, snakemake_cpu = timed([make, "demo-paper"], clone, workdir / "demo-paper.log", sample_snakemake=True)
     print(f"make demo-paper: wall {wall / 60:6.1f} min   CPU {cpu / 60:6.1f} min ({cpu / wall:.0%} of one core)")
-    print(f"Snakemake's own process: CPU {snakemake_cpu / 60:.1f} min = {snakemake_cpu / cpu:.1%} of the run's CPU time")
+    print(f"Snakemake's own processes: CPU {snakemake_cpu / 60:.1f} min = {snakemake_cpu / cpu:.1%} of the run's CPU time")
     print_rule_sums(clone, since=started)
     for table in ("table2.md", "table3.md"):
         print(f"\n{table} of this run:\n{(clone / 'results' / 'report' / table).read_text()}")
@@ -176,8 +183,11 @@ def main() -> None:
     dag_wall, dag_cpu, snakemake_cpu = timed([args.make, "demo"], clone, workdir / "demo.log", sample_snakemake=True)
     print(f"demo DAG:    wall {dag_wall / 60:6.1f} min   CPU {dag_cpu / 60:6.1f} min "
           f"({dag_cpu / dag_wall:.0%} of one core)")
+    cores = len(os.sched_getaffinity(0))
+    idle = cores * dag_wall - dag_cpu
+    print(f"idle cores:  {idle / 60:.1f} core-min of {cores * dag_wall / 60:.1f} ({idle / (cores * dag_wall):.0%})")
     print(f"make demo (set-up included): wall {(setup_wall + dag_wall) / 60:.1f} min")
-    print(f"Snakemake's own process: CPU {snakemake_cpu / 60:.1f} min = {snakemake_cpu / dag_wall:.0%} of one core "
+    print(f"Snakemake's own processes: CPU {snakemake_cpu / 60:.1f} min = {snakemake_cpu / dag_wall:.0%} of one core "
           f"over the DAG's wall time, {snakemake_cpu / dag_cpu:.1%} of the DAG's CPU time")
     print_rule_sums(clone)
     table1 = clone / "results" / "report" / "table1.md"

@@ -1,5 +1,6 @@
 """How much CPU the Snakemake process itself spends on short jobs, with and without ``benchmark:``,
-and with each scheduling setting (``--scheduling``).
+with each scheduling setting (``--scheduling``), and for ``run:`` jobs spawned as processes or run
+in threads (``--run-jobs``).
 
 A throw-away workflow of ``--jobs`` jobs, each a fresh Python that maps ``--mb`` MB and sleeps
 ``--seconds`` (about the life of one per-image preprocessing job), runs twice with ``--cores 2``:
@@ -11,12 +12,21 @@ says what that costs beside Snakemake's other work per job. Nothing is asserted.
 
     .venv/bin/python benchmarks/snakemake_overhead.py --jobs 12 --seconds 8 --mb 500
     .venv/bin/python benchmarks/snakemake_overhead.py --scheduling --jobs 40 --seconds 5 --mb 50
+    .venv/bin/python benchmarks/snakemake_overhead.py --run-jobs --jobs 10
 
 ``--scheduling`` runs the workflow (with ``benchmark:``) under Snakemake's defaults (the ILP
 scheduler, whose solver runs whenever more jobs are ready than cores are free; a scheduling round
 every second from the job rate limiter, 100/1s) and under the settings of this project's workflow
 profile (profiles/default/config.yaml): with many jobs waiting, as the demo's training has, the
 rounds are most of Snakemake's own CPU.
+
+``--run-jobs`` runs a workflow of ``--jobs`` local rules with a ``run:`` block that writes one small
+file (as the settings rules do), once as Snakemake runs them locally by default (each job a new
+Snakemake process, which parses the Snakefile and imports every executor plugin) and once with
+``--force-use-threads`` (each job a thread of the running Snakemake, as on a cluster, and as the
+workflow profile sets). Here the wall time is the figure: where the SLURM client is installed but no
+controller answers, each spawned Snakemake waits about 9 s on the SLURM plugin's
+``scontrol show config``.
 """
 
 from __future__ import annotations
@@ -43,16 +53,30 @@ rule job:
     shell: "{python} -c 'import numpy as np, time; a = np.ones({mb} * 2**17); time.sleep({seconds})' && touch {{output}}"
 """
 
+RUN_SNAKEFILE = """
+localrules: all, job
+
+rule all:
+    input: expand("done/{{i}}.txt", i=range({jobs}))
+
+rule job:
+    output: "done/{{i}}.txt"
+    {benchmark}
+    run:
+        with open(output[0], "w") as stream:
+            stream.write(wildcards.i)
+"""
+
 
 def snakemake_cpu(workdir: Path, with_benchmark: bool, jobs: int, seconds: float, mb: int,
-                  extra_args: tuple[str, ...] = ()) -> tuple[float, float, float]:
+                  extra_args: tuple[str, ...] = (), snakefile: str = SNAKEFILE) -> tuple[float, float, float]:
     """(Snakemake's own CPU s, CPU s of everything the run started, wall s) of one run of the
     throw-away workflow in ``workdir``, with ``extra_args`` on Snakemake's command line. The jobs
     are the same in every run, so differences in the total are Snakemake's too (the ILP
     scheduler's solver runs as a child process, outside Snakemake's own CPU time)."""
     workdir.mkdir(parents=True)
     benchmark = 'benchmark: "benchmarks/{i}.tsv"' if with_benchmark else ""
-    (workdir / "Snakefile").write_text(textwrap.dedent(SNAKEFILE.format(
+    (workdir / "Snakefile").write_text(textwrap.dedent(snakefile.format(
         jobs=jobs, benchmark=benchmark, python=sys.executable, mb=mb, seconds=seconds)))
     started = time.perf_counter()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -87,8 +111,14 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=500, help="memory each job maps and touches (MB)")
     parser.add_argument("--scheduling", action="store_true",
                         help="compare Snakemake's default scheduling with the workflow profile's")
+    parser.add_argument("--run-jobs", action="store_true",
+                        help="compare run: jobs spawned as Snakemake processes with run: jobs in threads")
     args = parser.parse_args()
-    if args.scheduling:
+    snakefile = SNAKEFILE
+    if args.run_jobs:
+        snakefile = RUN_SNAKEFILE
+        variants = [("run: jobs spawned", True, ()), ("run: jobs in threads", True, ("--force-use-threads",))]
+    elif args.scheduling:
         variants = [("defaults (ilp, 100/1s)", True, ()), *((f"profile ({label})", True, extra) for label, extra in
                                                              profile_scheduling())]
     else:
@@ -96,7 +126,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="smk-overhead-") as scratch:
         for index, (label, with_benchmark, extra) in enumerate(variants):
             cpu, total, wall = snakemake_cpu(Path(scratch) / str(index), with_benchmark, args.jobs, args.seconds,
-                                             args.mb, extra)
+                                             args.mb, extra, snakefile)
             print(f"{label:28s} Snakemake's own CPU {cpu:6.1f} s ({cpu / args.jobs:.2f} s per job), "
                   f"run's CPU {total:6.1f} s, wall {wall:5.1f} s", flush=True)
 

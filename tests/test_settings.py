@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, run_snakemake
 
 from model.augment_settings import AugmentSettings
 from workflow import config_checks
@@ -301,3 +301,14 @@ def test_every_cohort_key_is_an_intake_field_or_another_stages(paper_config: dic
     config["cohorts"]["ADNI"]["date_format"] = "%d/%m/%Y"
     with pytest.raises(SettingsError, match=r"'cohorts.ADNI' has keys \['date_format'\] that IntakeSettings"):
         settings_stage.intake_settings(config, "ADNI")
+
+
+def test_settings_jobs_run_inside_the_snakemake_process(snakemake_workdir: Path) -> None:
+    """The workflow profile's ``force-use-threads``: a local ``run:`` job is a thread of the running
+    Snakemake, not a new Snakemake process (which re-parses the workflow for each of the dozens of
+    settings jobs). Snakemake's ``--verbose`` log names each job it spawns."""
+    target = "results/preprocess/settings/n4.json"
+    process = run_snakemake(snakemake_workdir, "--cores", "1", "--verbose", target)
+    assert (snakemake_workdir / target).is_file()
+    assert "Finished jobid" in process.stdout
+    assert "spawned job" not in process.stdout
