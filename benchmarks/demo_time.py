@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -109,9 +110,27 @@ def timed(command: list[str], cwd: Path, log: Path, sample_snakemake: bool = Fal
     return wall, cpu, sampler.cpu_seconds
 
 
-def rule_sums(benchmarks: Path, since: float = 0.0) -> pd.DataFrame:
+RULE_HEADER = re.compile(r"^(?:local)?rule (\w+):", re.MULTILINE)
+
+
+def run_block_rules(repository: Path) -> set[str]:
+    """Rules of ``repository/rules/*.smk`` with a ``run:`` block. Under ``force-use-threads`` (the
+    workflow profile) their jobs are threads of Snakemake, and their benchmark's ``cpu_time`` is the
+    Snakemake process's CPU since it started, not the job's."""
+    names = set()
+    for smk in (repository / "rules").glob("*.smk"):
+        text = smk.read_text()
+        starts = [(match.start(), match[1]) for match in RULE_HEADER.finditer(text)]
+        for (start, name), (end, _) in zip(starts, [*starts[1:], (len(text), "")]):
+            if re.search(r"^    run:", text[start:end], re.MULTILINE):
+                names.add(name)
+    return names
+
+
+def rule_sums(benchmarks: Path, since: float = 0.0, threaded_rules: set[str] = frozenset()) -> pd.DataFrame:
     """Per rule: jobs, summed wall and CPU seconds, median wall seconds of a job (from the rules'
-    ``benchmark:`` files written after ``since``, a POSIX time), most wall time first."""
+    ``benchmark:`` files written after ``since``, a POSIX time), most wall time first. CPU is left
+    out (NaN) for ``threaded_rules``, whose jobs' CPU is not told apart from Snakemake's."""
     rows = []
     for path in benchmarks.rglob("*.tsv"):
         if path.stat().st_mtime < since:
@@ -119,19 +138,24 @@ def rule_sums(benchmarks: Path, since: float = 0.0) -> pd.DataFrame:
         table = pd.read_csv(path, sep="\t")
         rule = path.relative_to(benchmarks).parts[0]
         for _, record in table.iterrows():
-            rows.append({"rule": rule, "wall_s": float(record["s"]), "cpu_s": float(record.get("cpu_time", 0.0))})
+            cpu = float("nan") if rule in threaded_rules else float(record.get("cpu_time", 0.0))
+            rows.append({"rule": rule, "wall_s": float(record["s"]), "cpu_s": cpu})
     jobs = pd.DataFrame(rows)
     if jobs.empty:
         return jobs
-    summary = jobs.groupby("rule").agg(jobs=("wall_s", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
+    summary = jobs.groupby("rule").agg(jobs=("wall_s", "size"), wall_s=("wall_s", "sum"),
+                                       cpu_s=("cpu_s", lambda values: values.sum(min_count=1)),
                                        median_wall_s=("wall_s", statistics.median))
     return summary.sort_values("wall_s", ascending=False)
 
 
 def print_rule_sums(clone: Path, since: float = 0.0) -> None:
-    summary = rule_sums(clone / "results" / "benchmarks", since)
+    summary = rule_sums(clone / "results" / "benchmarks", since, run_block_rules(clone))
     with pd.option_context("display.width", 120, "display.max_rows", 200, "display.float_format", "{:.1f}".format):
-        print("\nper rule, from results/benchmarks (seconds):")
+        # Snakemake samples a job's CPU every 0.5 s for its first 15 s, then every 30 s: a job of
+        # 15-45 s is seen only up to its 15th second.
+        print("\nper rule, from results/benchmarks (seconds; CPU as Snakemake's sampler last saw it, which "
+              "misses most of jobs of 15-45 s;\nnone for run: rules, threads of Snakemake counted in its share):")
         print(summary.to_string())
 
 
