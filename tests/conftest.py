@@ -12,8 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from workflow.settings import QcThresholds
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "tests" / "config.tiny.yaml"
+# Lenient image-QC thresholds for the preprocessing tests' synthetic heads.
+QC_THRESHOLDS = QcThresholds(min_ncc=0.4, brain_volume_ml=(700, 2500), max_pose_error_mm=4.0, min_dice=0.8)
 
 
 def classification_case(case: str, seed: int) -> tuple[np.ndarray, np.ndarray]:

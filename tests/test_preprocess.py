@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from conftest import QC_THRESHOLDS, REPO
 
 from workflow import paths, skullstrip, synthetic_mri
 from workflow import preprocess as pp
 from workflow import preprocess_qc as qc
 from workflow.preprocess_batch import DONE, Outcome, write_outcomes
 from workflow.settings import (
-    InputCheckSettings, LinearStage, ModelReadySettings, N4Settings, QcThresholds, RegistrationSettings,
+    InputCheckSettings, LinearStage, ModelReadySettings, N4Settings, RegistrationSettings,
     SettingsError, SkullstripSettings, TemplateSettings,
 )
 from workflow.templates import mni_template
@@ -41,7 +41,6 @@ REGISTRATION = RegistrationSettings(voxel_size_mm=VOXEL_MM, seed=1, type_of_tran
 DEEPBET = SkullstripSettings(method="deepbet", device="cpu", deepbet_model_dir=None, deepbet_shape=(256, 256, 256),
                              synthstrip_model=None, synthstrip_sha256=None, border_mm=1.0, conform_voxel_mm=1.0,
                              shape_limits=(192, 320))
-QC_THRESHOLDS = QcThresholds(min_ncc=0.4, brain_volume_ml=(700, 2500), max_pose_error_mm=4.0, min_dice=0.8)
 
 
 def write_synthetic_subject(folder: Path, seed: int) -> dict[str, Path]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_preprocess_gzip import QC_THRESHOLDS
+from conftest import QC_THRESHOLDS
 
 from workflow import preprocess as pp
 from workflow import preprocess_qc as qc

@@ -14,15 +14,15 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import QC_THRESHOLDS
 from scipy import ndimage
 
 from workflow import paths
 from workflow import preprocess as pp
 from workflow import preprocess_qc as qc
-from workflow.settings import InputCheckSettings, QcThresholds
+from workflow.settings import InputCheckSettings
 
 CHECK = InputCheckSettings(voxel_size_range_mm=(0.3, 5.0), min_axis_voxels=16)
-QC_THRESHOLDS = QcThresholds(min_ncc=0.4, brain_volume_ml=(700, 2500), max_pose_error_mm=4.0, min_dice=0.8)
 
 
 def smooth_volume() -> np.ndarray:
