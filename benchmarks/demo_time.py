@@ -111,6 +111,7 @@ def timed(command: list[str], cwd: Path, log: Path, sample_snakemake: bool = Fal
 
 
 RULE_HEADER = re.compile(r"^(?:local)?rule (\w+):", re.MULTILINE)
+RUN_BLOCK = re.compile(r"^    run:", re.MULTILINE)
 
 
 def run_block_rules(repository: Path) -> set[str]:
@@ -119,11 +120,9 @@ def run_block_rules(repository: Path) -> set[str]:
     Snakemake process's CPU since it started, not the job's."""
     names = set()
     for smk in (repository / "rules").glob("*.smk"):
-        text = smk.read_text()
-        starts = [(match.start(), match[1]) for match in RULE_HEADER.finditer(text)]
-        for (start, name), (end, _) in zip(starts, [*starts[1:], (len(text), "")]):
-            if re.search(r"^    run:", text[start:end], re.MULTILINE):
-                names.add(name)
+        # split() gives the text before the first rule, then each rule's name and its body
+        pieces = RULE_HEADER.split(smk.read_text())
+        names.update(name for name, body in zip(pieces[1::2], pieces[2::2]) if RUN_BLOCK.search(body))
     return names
 
 
